@@ -1,0 +1,54 @@
+"""The implicit point head: an MLP over point features fed the coarse logits at every layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ImplicitPointHead"]
+
+
+class ImplicitPointHead(nn.Module):
+    """PointRend's standard point head, made implicit by the coordinate encoding it is fed.
+
+    Each hidden layer is a 1x1 ``Conv1d`` + ReLU whose input is the previous layer's output
+    concatenated with the coarse logits ``c(x)``; the last layer maps to K logits. The same
+    module is PointRend's head when the caller leaves the Fourier encoding out of ``features``.
+
+    Args:
+        in_channels: channels of the fine point features (encoding + fused features).
+        num_classes: K.
+        hidden_channels: width of every hidden layer (paper: 256).
+        num_layers: number of hidden layers (paper: 3).
+
+    >>> head = ImplicitPointHead(in_channels=8, num_classes=3, hidden_channels=16)
+    >>> head(torch.randn(2, 8, 5), torch.randn(2, 3, 5)).shape
+    torch.Size([2, 3, 5])
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, hidden_channels: int = 256, num_layers: int = 3
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList()
+        width = in_channels
+        for _ in range(num_layers):
+            self.layers.append(nn.Conv1d(width + num_classes, hidden_channels, 1))
+            width = hidden_channels
+        self.predictor = nn.Conv1d(width + num_classes, num_classes, 1)
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Predict logits at points.
+
+        Args:
+            features: (B, C_in, P) fine point features.
+            coarse: (B, K, P) coarse logits at the same points.
+
+        Returns:
+            (B, K, P) point logits.
+        """
+        hidden = features
+        for layer in self.layers:
+            hidden = self.activation(layer(torch.cat([hidden, coarse], dim=1)))
+        return self.predictor(torch.cat([hidden, coarse], dim=1))

@@ -1,0 +1,189 @@
+"""Point machinery shared by training and inference, one code path for 2D and 3D.
+
+Shape shorthand used throughout this module:
+    B images, C channels, K classes, P points, D spatial dims (2 or 3), ``*S`` the spatial shape.
+
+Coordinates are continuous, in ``[0, 1]^D``, ordered like the tensor's spatial axes (for a
+``(B, C, H, W)`` map, ``coords[..., 0]`` runs along H and ``coords[..., 1]`` along W). A grid
+cell ``i`` of a size-``n`` axis has its centre at ``(i + 0.5) / n``, which is exactly where
+``grid_sample(align_corners=False)`` reads the cell's own value, whatever the resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "point_sample",
+    "margin_uncertainty",
+    "sample_training_points",
+    "cell_centres",
+    "most_uncertain_cells",
+    "scatter_to_grid",
+]
+
+
+def point_sample(
+    maps: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Read ``maps`` at continuous coordinates.
+
+    Args:
+        maps: (B, C, *S) with ``len(S) == D``.
+        coords: (B, P, D) in [0, 1], axis order as in ``S``.
+        mode: "bilinear" (trilinear in 3D) for features and logits, "nearest" for labels.
+
+    Returns:
+        (B, C, P) values at the points.
+
+    >>> grid = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> point_sample(grid, torch.tensor([[[0.25, 0.75], [0.5, 0.5]]]))
+    tensor([[[1.0000, 1.5000]]])
+    """
+    spatial_dims = maps.dim() - 2
+    if coords.shape[-1] != spatial_dims:
+        raise ValueError(
+            f"coords have {coords.shape[-1]} coordinates per point but the maps are "
+            f"{spatial_dims}D (shape {tuple(maps.shape)})"
+        )
+    # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
+    grid = (2.0 * coords - 1.0).flip(-1)
+    grid = grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
+    if grid.dtype != maps.dtype:
+        grid = grid.to(maps.dtype)
+    values = F.grid_sample(maps, grid, mode=mode, padding_mode="border", align_corners=False)
+    return values.view(maps.shape[0], maps.shape[1], coords.shape[1])
+
+
+def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """Top-2 margin uncertainty: second-largest minus largest logit (0 is most uncertain).
+
+    Args:
+        logits: (B, K, ...) with K >= 2.
+
+    Returns:
+        (B, 1, ...) values <= 0; larger means less sure.
+
+    >>> margin_uncertainty(torch.tensor([[[3.0, 1.0], [1.0, 1.0]]]).transpose(1, 2))
+    tensor([[[-2.,  0.]]])
+    """
+    if logits.shape[1] < 2:
+        raise ValueError(f"need at least 2 classes for a margin, got logits {tuple(logits.shape)}")
+    top2 = logits.topk(2, dim=1).values
+    return (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+
+
+def sample_training_points(
+    coarse: torch.Tensor,
+    num_points: int,
+    oversample_ratio: float = 3.0,
+    importance_ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PointRend's training point selection, biased towards uncertain regions.
+
+    Draws ``oversample_ratio * num_points`` uniform points, keeps the ``importance_ratio``
+    share that is most uncertain, and fills the rest with fresh uniform points.
+
+    The uncertainty is computed on the logits *interpolated at each point*, not read from a
+    per-cell uncertainty map: interpolating a margin map would blur two sharp per-cell margins
+    into a fake certain value between classes, which misses exactly the boundaries we want.
+
+    Args:
+        coarse: (B, K, *S) coarse logits (no gradient is needed through the selection).
+        num_points: P.
+        oversample_ratio: k >= 1.
+        importance_ratio: beta in [0, 1].
+        generator: optional random generator for reproducible draws.
+
+    Returns:
+        (B, P, D) coordinates in [0, 1].
+    """
+    if oversample_ratio < 1:
+        raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
+    if not 0 <= importance_ratio <= 1:
+        raise ValueError(f"importance_ratio must be in [0, 1], got {importance_ratio}")
+    batch, spatial_dims = coarse.shape[0], coarse.dim() - 2
+    num_sampled = int(num_points * oversample_ratio)
+    num_uncertain = int(importance_ratio * num_points)
+    num_random = num_points - num_uncertain
+    kwargs = {"device": coarse.device, "generator": generator}
+
+    candidates = torch.rand(batch, num_sampled, spatial_dims, **kwargs)
+    with torch.no_grad():
+        uncertainty = margin_uncertainty(point_sample(coarse.detach(), candidates))[:, 0]
+        top = uncertainty.topk(num_uncertain, dim=1).indices  # (B, P_uncertain)
+    chosen = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, spatial_dims))
+    if num_random > 0:
+        chosen = torch.cat([chosen, torch.rand(batch, num_random, spatial_dims, **kwargs)], 1)
+    return chosen
+
+
+def cell_centres(indices: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """Coordinates of the centres of flat grid cells.
+
+    Args:
+        indices: (B, N) flat indices into a grid of ``spatial_shape`` (C order).
+        spatial_shape: S.
+
+    Returns:
+        (B, N, D) centres in (0, 1).
+
+    >>> cell_centres(torch.tensor([[0, 5]]), (2, 4))
+    tensor([[[0.2500, 0.1250],
+             [0.7500, 0.3750]]])
+    """
+    coords = []
+    remainder = indices
+    for size in reversed(spatial_shape):
+        coords.append((remainder % size).to(torch.float32).add_(0.5).div_(size))
+        remainder = remainder // size
+    return torch.stack(coords[::-1], dim=-1)
+
+
+def most_uncertain_cells(
+    logits: torch.Tensor, num_points: int, exclude: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The N grid cells whose current prediction is least sure (inference).
+
+    Args:
+        logits: (B, K, *S) current logits on the grid.
+        num_points: N; clipped to the number of cells.
+        exclude: optional (B, prod(S)) bool, cells not to pick (already rendered).
+
+    Returns:
+        indices (B, N) flat cell indices, unique per image, and their centres (B, N, D).
+    """
+    spatial_shape = logits.shape[2:]
+    uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S))
+    if exclude is not None:
+        uncertainty = uncertainty.masked_fill(exclude, -math.inf)
+    num_points = min(num_points, uncertainty.shape[1])
+    indices = uncertainty.topk(num_points, dim=1).indices
+    return indices, cell_centres(indices, spatial_shape).to(logits.dtype)
+
+
+def scatter_to_grid(
+    grid: torch.Tensor, indices: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Write point values back into their grid cells (out of place).
+
+    Args:
+        grid: (B, C, *S).
+        indices: (B, N) flat cell indices.
+        values: (B, C, N).
+
+    Returns:
+        (B, C, *S) with the N cells replaced.
+
+    >>> scatter_to_grid(torch.zeros(1, 1, 2, 2), torch.tensor([[3]]), torch.ones(1, 1, 1))
+    tensor([[[[0., 0.],
+              [0., 1.]]]])
+    """
+    flat = grid.flatten(2)
+    index = indices.unsqueeze(1).expand(-1, grid.shape[1], -1)
+    return flat.scatter(2, index, values.to(flat.dtype)).view_as(grid)

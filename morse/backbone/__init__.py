@@ -1,1 +1,39 @@
+"""Segmentation backbones for MORSE.
 
+Contract: every backbone is an ``nn.Module`` whose ``forward(image (B, C_in, *spatial))``
+returns ``(logits, features)`` - ``logits (B, K, *spatial)`` at the input resolution and
+``features`` a list of ``S`` tensors ``(B, c_s, *spatial / stride_s)`` ordered COARSEST
+to FINEST - and which has ``feature_channels`` (``c_s``), ``feature_strides``
+(``stride_s``, 1 = full resolution), ``spatial_dims``, ``in_channels`` and ``num_classes``.
+
+* :class:`UNet` - the paper's UNet (2D and 3D), native ``(logits, features)``;
+* :class:`FeatureTap` - turns any logits-only network into a backbone with forward hooks;
+* :func:`build_backbone` / :func:`available_backbones` - by name: ``unet``, ``basicunet``,
+  ``unetr``, ``swinunetr``, ``dynunet``.
+"""
+
+from morse.backbone.factory import (
+    BackboneSpec,
+    available_backbones,
+    backbone_spec,
+    build_backbone,
+    dynunet_defaults,
+    register_backbone,
+)
+from morse.backbone.hooks import FeatureTap, check_image, first_logits, padded_size
+from morse.backbone.unet import UNet, scale_channels
+
+__all__ = [
+    "BackboneSpec",
+    "FeatureTap",
+    "UNet",
+    "available_backbones",
+    "backbone_spec",
+    "build_backbone",
+    "check_image",
+    "dynunet_defaults",
+    "first_logits",
+    "padded_size",
+    "register_backbone",
+    "scale_channels",
+]

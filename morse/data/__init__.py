@@ -1,1 +1,137 @@
+"""Data: reading cases (NIfTI / nnU-Net / Decathlon / Synapse / ACDC / demo atlas), checking
+datasets, splitting by case and serving slices or patches to PyTorch.
 
+A case in memory is a :class:`Volume` (image (C, *spatial) float32, label (*spatial) int64,
+affine (4, 4)); bad input raises :class:`DataError` naming the file, the problem and the fix.
+"""
+
+from .acdc import (
+    ACDC_CLASSES,
+    acdc_patient_of,
+    load_acdc_slice,
+    load_acdc_slices,
+    load_acdc_volume,
+    load_acdc_volumes,
+    read_acdc_list,
+)
+from .atlas_demo import (
+    AAL_GROUPS,
+    ATLAS_CLASSES,
+    DEFAULT_TEMPLATE_DIR,
+    aal_class_lut,
+    atlas_slabs,
+    downsample_volume,
+    foreground_slice_range,
+    group_aal_labels,
+    load_atlas_demo,
+    read_aal_table,
+    slab_split,
+)
+from .check import Problem, check_dataset, format_problems
+from .datasets import (
+    INTENSITY_SCHEMES,
+    PatchDataset,
+    SliceDataset,
+    item_seed,
+    normalize_intensity,
+    normalize_volume,
+)
+from .nifti import load_reference, read_nifti, try_read_nifti, write_array_like, write_label_like
+from .nnunet import (
+    CaseFiles,
+    DatasetSpec,
+    grid_problems,
+    inspect_case,
+    list_cases,
+    load_case,
+    parse_dataset_json,
+    read_dataset_json,
+)
+from .split import Split, load_split, save_split, split_cases, subset_counts
+from .synapse import (
+    BTCV_TO_SYNAPSE,
+    SYNAPSE_CLASSES,
+    diagonal_affine,
+    load_synapse_slice,
+    load_synapse_slices,
+    load_synapse_volume,
+    load_synapse_volumes,
+    read_h5_arrays,
+    read_list_file,
+    read_synapse_list,
+    remap_btcv_labels,
+    synapse_case_of,
+)
+from .volume import DataError, Volume, display_path
+
+__all__ = [
+    # volume
+    "DataError",
+    "Volume",
+    "display_path",
+    # nifti
+    "read_nifti",
+    "try_read_nifti",
+    "load_reference",
+    "write_label_like",
+    "write_array_like",
+    # nnU-Net / Decathlon
+    "DatasetSpec",
+    "CaseFiles",
+    "read_dataset_json",
+    "parse_dataset_json",
+    "list_cases",
+    "load_case",
+    "inspect_case",
+    "grid_problems",
+    # check
+    "Problem",
+    "check_dataset",
+    "format_problems",
+    # Synapse
+    "SYNAPSE_CLASSES",
+    "BTCV_TO_SYNAPSE",
+    "remap_btcv_labels",
+    "read_list_file",
+    "read_h5_arrays",
+    "diagonal_affine",
+    "synapse_case_of",
+    "read_synapse_list",
+    "load_synapse_slice",
+    "load_synapse_slices",
+    "load_synapse_volume",
+    "load_synapse_volumes",
+    # ACDC
+    "ACDC_CLASSES",
+    "acdc_patient_of",
+    "read_acdc_list",
+    "load_acdc_slice",
+    "load_acdc_slices",
+    "load_acdc_volume",
+    "load_acdc_volumes",
+    # split
+    "Split",
+    "split_cases",
+    "subset_counts",
+    "save_split",
+    "load_split",
+    # atlas demo
+    "DEFAULT_TEMPLATE_DIR",
+    "AAL_GROUPS",
+    "ATLAS_CLASSES",
+    "read_aal_table",
+    "aal_class_lut",
+    "group_aal_labels",
+    "load_atlas_demo",
+    "downsample_volume",
+    "foreground_slice_range",
+    "slab_split",
+    "atlas_slabs",
+    # datasets
+    "INTENSITY_SCHEMES",
+    "normalize_intensity",
+    "normalize_volume",
+    "item_seed",
+    "SliceDataset",
+    "PatchDataset",
+]

@@ -1,0 +1,145 @@
+"""ACDC cardiac cine MRI as SSL4MIS distributes it.
+
+Layout::
+
+    ACDC/
+      train_slices.list  train.list  val.list  test.list
+      data/slices/patient001_frame01_slice_1.h5   datasets image, label (H, W)
+      data/patient001_frame01.h5                  datasets image, label (D, H, W)
+
+Classes (:data:`ACDC_CLASSES`): 0 background, 1 RV (right ventricle cavity),
+2 Myo (left ventricular myocardium), 3 LV (left ventricle cavity). SSL4MIS's images are
+already normalised per volume; use the ``"none"`` or ``"zscore"`` intensity scheme. The h5
+files carry no spacing: the loaders use ``spacing`` (1 mm by default). Volumes are
+transposed from (D, H, W) to (H, W, D) so slice k is ``image[..., k]``.
+
+Example:
+    >>> import tempfile, h5py, numpy as np
+    >>> from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with h5py.File(d / "patient001_frame01.h5", "w") as f:
+    ...     _ = f.create_dataset("image", data=np.zeros((3, 8, 6), np.float32))
+    ...     _ = f.create_dataset("label", data=np.zeros((3, 8, 6), np.uint8))
+    >>> vol = load_acdc_volume(d / "patient001_frame01.h5", spacing=(1.5, 1.5, 10.0))
+    >>> vol.image.shape, vol.label.shape, vol.spacing, acdc_patient_of(vol.case_id)
+    ((1, 8, 6, 3), (8, 6, 3), (1.5, 1.5, 10.0), 'patient001')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .synapse import diagonal_affine, read_h5_arrays, read_list_file
+from .volume import DataError, Volume
+
+__all__ = [
+    "ACDC_CLASSES",
+    "acdc_patient_of",
+    "read_acdc_list",
+    "load_acdc_slice",
+    "load_acdc_slices",
+    "load_acdc_volume",
+    "load_acdc_volumes",
+]
+
+ACDC_CLASSES: tuple[str, ...] = ("background", "RV", "Myo", "LV")
+"""Class names by label value."""
+
+_LISTS = ("train_slices", "train", "val", "test")
+_PATIENT = re.compile(r"^(?P<patient>patient\d+)")
+
+
+def acdc_patient_of(name: str) -> str:
+    """Patient of a case or slice name (``"patient001_frame01_slice_3"`` -> ``"patient001"``).
+
+    Split ACDC by patient: the two frames (ED and ES) of one patient must not be separated.
+    """
+    match = _PATIENT.match(name)
+    return match["patient"] if match else name
+
+
+def read_acdc_list(root: str | Path, split: str = "train_slices") -> list[str]:
+    """Names in ``{root}/{split}.list`` (``train_slices``, ``train``, ``val`` or ``test``)."""
+    if split not in _LISTS:
+        raise ValueError(f"split must be one of {_LISTS}, got {split!r}")
+    return read_list_file(Path(root) / f"{split}.list")
+
+
+def _label(label: np.ndarray, path: Path) -> np.ndarray:
+    if label.dtype.kind == "f" and (
+        not np.all(np.isfinite(label)) or np.any(label != np.round(label))
+    ):
+        raise DataError(f"{path}: label has non-integer values; labels must be class indices")
+    label = label.astype(np.int64)
+    bad = sorted(int(v) for v in np.unique(label) if v < 0 or v >= len(ACDC_CLASSES))
+    if bad:
+        raise DataError(
+            f"{path}: label values {bad} are outside 0..{len(ACDC_CLASSES) - 1} "
+            f"({', '.join(ACDC_CLASSES)}); use SSL4MIS's ACDC files"
+        )
+    return label
+
+
+def load_acdc_slice(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Volume:
+    """A slice file as a Volume: image (1, H, W, 1), label (H, W, 1)."""
+    path = Path(path)
+    data = read_h5_arrays(path, ("image", "label"))
+    image, label = data["image"], data["label"]
+    if image.ndim != 2 or label.shape != image.shape:
+        raise DataError(
+            f"{path}: image {image.shape} and label {label.shape} must both be (H, W); "
+            "use the files of data/slices/"
+        )
+    return Volume(
+        image=image[None, :, :, None],
+        label=_label(label, path)[:, :, None],
+        affine=diagonal_affine(spacing),
+        case_id=path.name.removesuffix(".h5"),
+        source=str(path),
+    )
+
+
+def load_acdc_slices(
+    root: str | Path,
+    names: Sequence[str] | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> list[Volume]:
+    """Slices ``data/slices/{name}.h5`` (default: every name in ``train_slices.list``)."""
+    root = Path(root)
+    names = read_acdc_list(root, "train_slices") if names is None else list(names)
+    return [load_acdc_slice(root / "data" / "slices" / f"{n}.h5", spacing) for n in names]
+
+
+def load_acdc_volume(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Volume:
+    """A volume file as a Volume: image (1, H, W, D), label (H, W, D); spacing per (H, W, D)."""
+    path = Path(path)
+    data = read_h5_arrays(path, ("image", "label"))
+    image, label = data["image"], data["label"]
+    if image.ndim != 3 or label.shape != image.shape:
+        raise DataError(
+            f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); "
+            "use the volume files of data/"
+        )
+    return Volume(
+        image=np.transpose(image, (1, 2, 0))[None],
+        label=np.transpose(_label(label, path), (1, 2, 0)),
+        affine=diagonal_affine(spacing),
+        case_id=path.name.removesuffix(".h5"),
+        source=str(path),
+    )
+
+
+def load_acdc_volumes(
+    root: str | Path,
+    split: str = "val",
+    names: Sequence[str] | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> list[Volume]:
+    """Volumes ``data/{name}.h5`` of a list (``train``, ``val`` or ``test``) or given names."""
+    root = Path(root)
+    names = read_acdc_list(root, split) if names is None else list(names)
+    return [load_acdc_volume(root / "data" / f"{n}.h5", spacing) for n in names]

@@ -1,0 +1,160 @@
+"""Dataset integrity check in the spirit of nnU-Net's ``verify_dataset_integrity``.
+
+:func:`check_dataset` reads the whole folder once and lists EVERY problem it finds:
+dataset.json fields, missing channel or label files, orphan labels, badly named files,
+unreadable files, channel/image/label grids (shape, spacing, affine), label values not in
+dataset.json, NaN or infinite voxels, and ``numTraining`` against the cases found.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> [str(p) for p in check_dataset(Path(tempfile.mkdtemp()))]  # doctest: +ELLIPSIS
+    ['dataset.json: not found; ...']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .nnunet import (
+    DatasetSpec,
+    inspect_case,
+    list_cases,
+    parse_dataset_json,
+    split_channel_file,
+)
+from .volume import DataError, display_path
+
+__all__ = ["Problem", "check_dataset", "format_problems"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the file (relative to the dataset root when inside it) and what is wrong.
+
+    >>> str(Problem("labelsTr/a.nii.gz", "file not found; add it"))
+    'labelsTr/a.nii.gz: file not found; add it'
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def format_problems(problems: list[Problem]) -> str:
+    """All problems, one per line (empty string when there are none)."""
+    return "\n".join(str(p) for p in problems)
+
+
+def _check_json(root: Path) -> tuple[DatasetSpec | None, list[Problem]]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        fix = "write dataset.json with channel_names, labels, file_ending and numTraining"
+        return None, [Problem("dataset.json", f"not found; {fix}")]
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [Problem("dataset.json", f"not valid JSON ({exc}); fix the syntax")]
+    spec, texts = parse_dataset_json(data, root)
+    return spec, [Problem("dataset.json", t) for t in texts]
+
+
+def _naming_problems(root: Path, spec: DatasetSpec, subset: str) -> list[Problem]:
+    """Files in images{subset} that are not named CASE_XXXX, or name an unknown channel."""
+    folder = root / f"images{subset}"
+    if spec.layout != "nnunet" or not folder.is_dir():
+        return []
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        show = display_path(path, root)
+        parsed = split_channel_file(path.name, spec.file_ending)
+        if parsed is None:
+            problems.append(
+                Problem(
+                    show,
+                    f"name does not end in _XXXX{spec.file_ending} (channel suffix); "
+                    f"rename it e.g. to CASE_0000{spec.file_ending}",
+                )
+            )
+        elif parsed[1] >= spec.num_channels:
+            problems.append(
+                Problem(
+                    show,
+                    f"channel {parsed[1]} is not in dataset.json channel_names "
+                    f"({spec.num_channels} channel(s)); add the channel or remove the file",
+                )
+            )
+    return problems
+
+
+def _orphan_labels(root: Path, spec: DatasetSpec, case_ids: set[str]) -> list[Problem]:
+    folder = root / "labelsTr"
+    if not folder.is_dir():
+        return [Problem("labelsTr", "folder not found; put one label map per training case")]
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.name.endswith(spec.file_ending):
+            continue
+        cid = path.name[: -len(spec.file_ending)]
+        if cid not in case_ids:
+            problems.append(
+                Problem(
+                    display_path(path, root),
+                    "label without an image in imagesTr; add the image or remove the label",
+                )
+            )
+    return problems
+
+
+def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> tuple[list[Problem], int]:
+    """Problems of every case of one subset, and the number of cases found."""
+    try:
+        cases = list_cases(root, subset, spec)
+    except DataError as exc:
+        if subset == "Ts" and not (root / "imagesTs").exists():
+            return [], 0  # a test set is optional
+        text = str(exc)
+        path, _, message = text.partition(": ")
+        return [Problem(display_path(path, root), message)], 0
+    problems = _naming_problems(root, spec, subset)
+    for case in cases:
+        _, found = inspect_case(case, spec)
+        problems.extend(Problem(case.show(path), text) for path, text in found)
+    if subset == "Tr":
+        problems.extend(_orphan_labels(root, spec, {c.case_id for c in cases}))
+        if spec.num_training is not None and spec.num_training != len(cases):
+            problems.append(
+                Problem(
+                    "dataset.json",
+                    f"numTraining is {spec.num_training} but imagesTr holds {len(cases)} "
+                    "case(s); fix numTraining",
+                )
+            )
+    return problems, len(cases)
+
+
+def check_dataset(root: str | Path) -> list[Problem]:
+    """Check an nnU-Net v2 or Decathlon dataset folder; return every problem found.
+
+    Args:
+        root: dataset folder holding ``dataset.json``, ``imagesTr``, ``labelsTr`` and
+            optionally ``imagesTs``.
+
+    Returns:
+        A list of :class:`Problem` (empty when the dataset is fine). Problems in
+        ``dataset.json`` that prevent reading the cases stop the check there.
+    """
+    root = Path(root)
+    spec, problems = _check_json(root)
+    if spec is None:
+        return problems
+    for subset in ("Tr", "Ts"):
+        found, _ = _check_subset(root, spec, subset)
+        problems.extend(found)
+    return problems

@@ -1,0 +1,557 @@
+"""nnU-Net v2 and Medical Segmentation Decathlon (MSD) dataset folders.
+
+nnU-Net v2 layout::
+
+    Dataset001_X/
+      dataset.json   {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+                      "file_ending": ".nii.gz", "numTraining": 2}
+      imagesTr/case_000_0000.nii.gz   (one file per channel: _0000, _0001, ...)
+      labelsTr/case_000.nii.gz
+      imagesTs/case_100_0000.nii.gz
+
+Decathlon layout (also nnU-Net v1)::
+
+    Task02_Heart/
+      dataset.json   {"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
+                      "training": [{"image": "./imagesTr/la_003.nii.gz",
+                                    "label": "./labelsTr/la_003.nii.gz"}],
+                      "test": ["./imagesTs/la_001.nii.gz"], "numTraining": 1}
+      imagesTr/la_003.nii.gz   (one file per case; 4D with channels LAST when multi-channel)
+
+Example:
+    >>> import json, tempfile, numpy as np, nibabel as nib
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "imagesTr").mkdir(); (root / "labelsTr").mkdir()
+    >>> spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+    ...         "file_ending": ".nii.gz", "numTraining": 1}
+    >>> _ = (root / "dataset.json").write_text(json.dumps(spec))
+    >>> nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.float32), np.eye(4)),
+    ...          root / "imagesTr" / "a_0000.nii.gz")
+    >>> nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)),
+    ...          root / "labelsTr" / "a.nii.gz")
+    >>> spec = read_dataset_json(root)
+    >>> spec.class_names
+    ['background', 'liver']
+    >>> vol = load_case(list_cases(root)[0], spec)
+    >>> vol.case_id, vol.image.shape, vol.label.shape
+    ('a', (1, 4, 4, 3), (4, 4, 3))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .nifti import try_read_nifti
+from .volume import DataError, Volume, display_path
+
+__all__ = [
+    "DatasetSpec",
+    "CaseFiles",
+    "read_dataset_json",
+    "parse_dataset_json",
+    "list_cases",
+    "load_case",
+    "inspect_case",
+    "grid_problems",
+    "split_channel_file",
+    "AFFINE_TOLERANCE_MM",
+]
+
+AFFINE_TOLERANCE_MM = 1e-3
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_SUPPORTED_ENDINGS = (".nii.gz", ".nii")
+
+
+@dataclass
+class DatasetSpec:
+    """What ``dataset.json`` says.
+
+    Attributes:
+        root: dataset folder.
+        channel_names: channel index as string -> name, e.g. ``{"0": "T2", "1": "ADC"}``.
+        labels: class name -> integer value (background 0).
+        file_ending: e.g. ``".nii.gz"``.
+        num_training: ``numTraining`` or None when absent.
+        layout: ``"nnunet"`` (v2, one file per channel) or ``"msd"`` (Decathlon, one file).
+        training: Decathlon ``training`` entries ``{"image": ..., "label": ...}`` (may be empty).
+        test: Decathlon ``test`` image paths (may be empty).
+        name: ``name`` field or the folder name.
+    """
+
+    root: Path
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str = ".nii.gz"
+    num_training: int | None = None
+    layout: str = "nnunet"
+    training: list[dict[str, str]] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    name: str = ""
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names ordered by label value (index i names value ``sorted(values)[i]``)."""
+        return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+
+    @property
+    def num_channels(self) -> int:
+        """Number of input channels."""
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> set[int]:
+        """The allowed label values."""
+        return set(self.labels.values())
+
+
+@dataclass
+class CaseFiles:
+    """The files of one case.
+
+    Attributes:
+        case_id: case identifier (file name without channel suffix and ending).
+        images: nnU-Net: one expected path per channel (some may be missing on disk);
+            Decathlon: a single file, 4D with channels last when multi-channel.
+        label: label path (expected, may be missing on disk) or None for unlabelled cases.
+        root: dataset folder, used to print short paths.
+    """
+
+    case_id: str
+    images: list[Path]
+    label: Path | None
+    root: Path | None = None
+
+    def show(self, path: Path) -> str:
+        """Path relative to the dataset root, for messages."""
+        return display_path(path, self.root)
+
+
+# --------------------------------------------------------------------------- dataset.json
+
+
+def _int_like(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_labels_nnunet(labels: dict, problems: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, value in labels.items():
+        if isinstance(value, list | tuple):
+            problems.append(
+                f'labels["{name}"] is a region {value}; region-based labels are not supported, '
+                "list one integer per class"
+            )
+        elif _int_like(value) or (isinstance(value, str) and value.isdigit()):
+            out[str(name)] = int(value)
+        else:
+            problems.append(f'labels["{name}"] = {value!r} is not an integer; give class values')
+    return out
+
+
+def _parse_labels_msd(labels: dict, problems: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value, name in labels.items():
+        if not str(value).isdigit():
+            problems.append(f'labels key "{value}" is not an integer value; use {{"1": "name"}}')
+            continue
+        out[str(name)] = int(value)
+    return out
+
+
+def _check_labels(labels: dict[str, int], problems: list[str]) -> None:
+    values = list(labels.values())
+    if len(set(values)) != len(values):
+        problems.append(f"labels {labels} give the same value to two classes; make them unique")
+    if labels and 0 not in values:
+        problems.append("labels has no background class with value 0; add it")
+
+
+def parse_dataset_json(data: Any, root: str | Path) -> tuple[DatasetSpec | None, list[str]]:
+    """Parse the content of ``dataset.json``; return the spec (or None) and ALL problems found.
+
+    Problems are strings without the file name (``"missing field file_ending; ..."``).
+    """
+    root = Path(root)
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        return None, ['is not a JSON object; write {"channel_names": ..., "labels": ...}']
+    if "channel_names" in data:
+        layout, channels = "nnunet", data["channel_names"]
+    elif "modality" in data:
+        layout, channels = "msd", data["modality"]
+    else:
+        layout, channels = "nnunet", None
+        problems.append(
+            "missing field channel_names (nnU-Net v2) or modality (Decathlon); "
+            'add e.g. "channel_names": {"0": "CT"}'
+        )
+    if channels is not None:
+        keys = sorted(str(k) for k in channels) if isinstance(channels, dict) else None
+        if not keys or keys != [str(i) for i in range(len(keys))]:
+            problems.append(
+                f"channel names {channels!r} must map 0, 1, ... to names; "
+                'write e.g. {"0": "T2", "1": "ADC"}'
+            )
+            channels = None
+    raw_labels = data.get("labels")
+    labels: dict[str, int] = {}
+    if not isinstance(raw_labels, dict) or not raw_labels:
+        problems.append('missing or empty field labels; add e.g. {"background": 0, "organ": 1}')
+    else:
+        msd_style = all(str(k).isdigit() for k in raw_labels)
+        labels = (
+            _parse_labels_msd(raw_labels, problems)
+            if msd_style
+            else _parse_labels_nnunet(raw_labels, problems)
+        )
+        _check_labels(labels, problems)
+    file_ending = data.get("file_ending", ".nii.gz" if layout == "msd" else None)
+    if file_ending is None:
+        problems.append('missing field file_ending; add "file_ending": ".nii.gz"')
+    elif file_ending not in _SUPPORTED_ENDINGS:
+        problems.append(
+            f"file_ending {file_ending!r} is not supported; convert the images to .nii.gz"
+        )
+    num_training = data.get("numTraining")
+    if num_training is None and layout == "nnunet":
+        problems.append("missing field numTraining; add the number of training cases")
+    elif num_training is not None and not _int_like(num_training):
+        problems.append(f"numTraining {num_training!r} is not an integer; fix it")
+        num_training = None
+    training = data.get("training", []) if layout == "msd" else []
+    test = data.get("test", []) if layout == "msd" else []
+    if not isinstance(training, list) or not all(
+        isinstance(t, dict) and "image" in t for t in training
+    ):
+        problems.append('training must be a list of {"image": ..., "label": ...}; fix it')
+        training = []
+    if not isinstance(test, list):
+        problems.append("test must be a list of image paths; fix it")
+        test = []
+    test = [t["image"] if isinstance(t, dict) else t for t in test]
+    if channels is None or not labels or file_ending not in _SUPPORTED_ENDINGS:
+        return None, problems
+    spec = DatasetSpec(
+        root=root,
+        channel_names={str(k): str(v) for k, v in channels.items()},
+        labels=labels,
+        file_ending=file_ending,
+        num_training=num_training,
+        layout=layout,
+        training=list(training),
+        test=[str(t) for t in test],
+        name=str(data.get("name", root.name)),
+    )
+    return spec, problems
+
+
+def read_dataset_json(root: str | Path) -> DatasetSpec:
+    """Read and validate ``root/dataset.json`` (nnU-Net v2 or Decathlon flavour).
+
+    Raises:
+        DataError: the file is missing, not JSON, or lacks a needed field (all listed).
+    """
+    root = Path(root)
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DataError(
+            f"{path}: not found; a dataset folder needs dataset.json with channel_names, "
+            "labels, file_ending and numTraining"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc
+    spec, problems = parse_dataset_json(data, root)
+    if problems or spec is None:
+        raise DataError(f"{path}: " + "; ".join(problems))
+    return spec
+
+
+# --------------------------------------------------------------------------- case listing
+
+
+def _visible_files(folder: Path, ending: str) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith(ending) and not p.name.startswith(".")
+    )
+
+
+def _image_folder(root: Path, subset: str) -> Path:
+    if subset not in ("Tr", "Ts"):
+        raise ValueError(f"subset must be 'Tr' or 'Ts', got {subset!r}")
+    folder = root / f"images{subset}"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found; put the images{subset} cases there")
+    return folder
+
+
+def split_channel_file(name: str, file_ending: str) -> tuple[str, int] | None:
+    """``("case_001", 1)`` for ``"case_001_0001.nii.gz"``; None when the name lacks ``_XXXX``.
+
+    >>> split_channel_file("case_001_0001.nii.gz", ".nii.gz")
+    ('case_001', 1)
+    >>> split_channel_file("case_001.nii.gz", ".nii.gz") is None
+    True
+    """
+    if not name.endswith(file_ending):
+        return None
+    match = _CHANNEL_FILE.match(name[: -len(file_ending)])
+    if match is None:
+        return None
+    return match["case"], int(match["channel"])
+
+
+def _list_nnunet(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
+    root, ending = spec.root, spec.file_ending
+    folder = _image_folder(root, subset)
+    case_ids = sorted(
+        {
+            parsed[0]
+            for p in _visible_files(folder, ending)
+            if (parsed := split_channel_file(p.name, ending)) is not None
+        }
+    )
+    if not case_ids:
+        raise DataError(
+            f"{folder}: no case files named CASE_0000{ending}; put one file per channel "
+            "there (nnU-Net v2 naming)"
+        )
+    cases = []
+    for cid in case_ids:
+        images = [folder / f"{cid}_{c:04d}{ending}" for c in range(spec.num_channels)]
+        label: Path | None = root / f"labels{subset}" / f"{cid}{ending}"
+        if subset == "Ts" and not label.is_file():
+            label = None
+        cases.append(CaseFiles(cid, images, label, root))
+    return cases
+
+
+def _strip_ending(name: str) -> str:
+    for ending in _SUPPORTED_ENDINGS:
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
+
+
+def _list_msd(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
+    root = spec.root
+    folder = _image_folder(root, subset)
+    files = _visible_files(folder, spec.file_ending)
+    if not files:
+        raise DataError(f"{folder}: no {spec.file_ending} images; put the cases there")
+    entries: list[tuple[Path, Path | None]]
+    if subset == "Tr" and spec.training:
+        entries = [
+            (root / t["image"], root / t["label"] if t.get("label") else None)
+            for t in spec.training
+        ]
+    elif subset == "Ts" and spec.test:
+        entries = [(root / t, None) for t in spec.test]
+    else:
+        entries = [(p, root / f"labels{subset}" / p.name) for p in files]
+    cases = []
+    for image, label in entries:
+        if subset == "Ts" and label is not None and not label.is_file():
+            label = None
+        cases.append(CaseFiles(_strip_ending(image.name), [image], label, root))
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def list_cases(
+    root: str | Path, subset: str = "Tr", spec: DatasetSpec | None = None
+) -> list[CaseFiles]:
+    """List the cases of ``images{subset}`` (``subset`` is ``"Tr"`` or ``"Ts"``).
+
+    Cases are found from their files; missing channel or label files are listed at their
+    expected paths so that :func:`load_case` or :func:`morse.data.check.check_dataset` can
+    report them.
+
+    Raises:
+        DataError: the folder is missing or holds no case.
+    """
+    spec = spec or read_dataset_json(root)
+    spec = DatasetSpec(**{**spec.__dict__, "root": Path(root)})
+    if spec.layout == "msd":
+        return _list_msd(spec, subset)
+    return _list_nnunet(spec, subset)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def grid_problems(
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    other_shape: tuple[int, ...],
+    other_affine: np.ndarray,
+    other: str,
+    tolerance: float = AFFINE_TOLERANCE_MM,
+    fix: str = "image and label must be on the same grid",
+) -> list[str]:
+    """Compare two grids; return problems (shape, else spacing, else affine) as text.
+
+    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 4), np.eye(4), "its label x.nii.gz")
+    ['shape (4, 4, 3) differs from its label x.nii.gz (4, 4, 4); image and label must be on the same grid']
+    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 3), np.diag([1, 1, 2, 1.0]), "channel 0")
+    ['spacing (1.0, 1.0, 1.0) differs from channel 0 (1.0, 1.0, 2.0); image and label must be on the same grid']
+    """  # noqa: E501
+    if tuple(shape) != tuple(other_shape):
+        return [f"shape {tuple(shape)} differs from {other} {tuple(other_shape)}; {fix}"]
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    other_spacing = np.linalg.norm(other_affine[:3, :3], axis=0)
+    if np.max(np.abs(spacing - other_spacing)) > tolerance:
+        a = tuple(round(float(v), 4) for v in spacing)
+        b = tuple(round(float(v), 4) for v in other_spacing)
+        return [f"spacing {a} differs from {other} {b}; {fix}"]
+    diff = float(np.max(np.abs(affine - other_affine)))
+    if diff > tolerance:
+        return [
+            f"affine (origin/direction) differs from {other} by up to {diff:.4g} mm "
+            f"(tolerance {tolerance:g}); {fix}"
+        ]
+    return []
+
+
+def _squeeze_last(array: np.ndarray) -> np.ndarray:
+    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
+
+
+def _read_channels(
+    case: CaseFiles, spec: DatasetSpec, problems: list[tuple[Path, str]]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Image (C, *spatial) and affine of the case, or (None, None) when unusable."""
+    arrays, first = [], None
+    for channel, path in enumerate(case.images):
+        result, problem = try_read_nifti(path)
+        if result is None:
+            problems.append((path, problem))
+            continue
+        array, affine, _ = result
+        if len(case.images) == 1 and array.ndim == 4 and array.shape[-1] > 1:
+            channels = [array[..., i] for i in range(array.shape[-1])]
+        else:
+            channels = [_squeeze_last(array)]
+        if len(case.images) == 1 and len(channels) != spec.num_channels:
+            problems.append(
+                (
+                    path,
+                    f"has {len(channels)} channel(s) along its last axis but dataset.json lists "
+                    f"{spec.num_channels}; fix the image or the channel list",
+                )
+            )
+            continue
+        if first is None:
+            first = (path, channels[0].shape, affine, channel)
+        else:
+            other = f"channel {first[3]} {case.show(first[0])}"
+            fix = "all channels of a case must be on the same grid"
+            grid = grid_problems(channels[0].shape, affine, first[1], first[2], other, fix=fix)
+            if grid:
+                problems.extend((path, g) for g in grid)
+                continue
+        bad = sum(int(np.count_nonzero(~np.isfinite(c))) for c in channels if c.dtype.kind == "f")
+        if bad:
+            problems.append(
+                (path, f"has {bad} NaN or infinite voxels; fix the conversion or replace them")
+            )
+        arrays.extend(channels)
+    if first is None or len(arrays) != spec.num_channels:
+        return None, None
+    return np.stack([a.astype(np.float32, copy=False) for a in arrays]), first[2]
+
+
+def _label_value_problem(label: np.ndarray, spec: DatasetSpec) -> str | None:
+    if label.dtype.kind == "f":
+        if not np.all(np.isfinite(label)):
+            return "has NaN or infinite voxels; labels must be integer class values"
+        if np.any(label != np.round(label)):
+            return (
+                "has non-integer values; labels must be integer classes "
+                "(resample labels with nearest-neighbour interpolation)"
+            )
+    values = {int(v) for v in np.unique(label)}
+    unknown = sorted(values - spec.label_values)
+    if unknown:
+        listed = ", ".join(f"{n}={v}" for n, v in sorted(spec.labels.items(), key=lambda x: x[1]))
+        return (
+            f"label values {unknown} are not listed in dataset.json labels ({listed}); "
+            "fix the label map or add the classes to dataset.json"
+        )
+    return None
+
+
+def _read_label(
+    case: CaseFiles,
+    spec: DatasetSpec,
+    image_shape: tuple[int, ...] | None,
+    image_affine: np.ndarray | None,
+    problems: list[tuple[Path, str]],
+) -> np.ndarray | None:
+    if case.label is None:
+        return None
+    result, problem = try_read_nifti(case.label)
+    if result is None:
+        problems.append((case.label, problem))
+        return None
+    label, affine, _ = result
+    label = _squeeze_last(label)
+    ok = True
+    if image_shape is not None and image_affine is not None:
+        other = f"its label {case.show(case.label)}"
+        grid = grid_problems(image_shape, image_affine, label.shape, affine, other)
+        problems.extend((case.images[0], g) for g in grid)
+        ok = not grid
+    value_problem = _label_value_problem(label, spec)
+    if value_problem:
+        problems.append((case.label, value_problem))
+        ok = False
+    return np.asarray(label).astype(np.int64) if ok else None
+
+
+def inspect_case(
+    case: CaseFiles, spec: DatasetSpec
+) -> tuple[Volume | None, list[tuple[Path, str]]]:
+    """Read a case and collect ALL its problems.
+
+    Returns:
+        ``(volume, problems)``: the Volume (None when any problem was found) and a list of
+        ``(path, problem text)``.
+    """
+    problems: list[tuple[Path, str]] = []
+    image, affine = _read_channels(case, spec, problems)
+    spatial = None if image is None else image.shape[1:]
+    label = _read_label(case, spec, spatial, affine, problems)
+    if problems or image is None:
+        return None, problems
+    return Volume(image, label, affine, case.case_id, str(case.images[0])), problems
+
+
+def load_case(case: CaseFiles, spec: DatasetSpec) -> Volume:
+    """Load one case as a :class:`Volume` (image (C, *spatial) float32, label int64 or None).
+
+    Checks that the files exist and are readable, the channels share one grid, image and
+    label share shape and affine (within 1e-3 mm), the label values are listed in
+    ``dataset.json`` and the image has no NaN/inf voxels.
+
+    Raises:
+        DataError: the first problem found (file, problem, fix).
+    """
+    volume, problems = inspect_case(case, spec)
+    if problems:
+        path, text = problems[0]
+        more = (
+            f" (and {len(problems) - 1} more problem(s); run check_dataset)" if problems[1:] else ""
+        )
+        raise DataError(f"{case.show(path)}: {text}{more}")
+    assert volume is not None
+    return volume

@@ -1,0 +1,169 @@
+"""Synapse (TransUNet) and ACDC (SSL4MIS) loaders on small fake files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from morse.data import (
+    ACDC_CLASSES,
+    SYNAPSE_CLASSES,
+    DataError,
+    acdc_patient_of,
+    load_acdc_slices,
+    load_acdc_volume,
+    load_acdc_volumes,
+    load_synapse_slices,
+    load_synapse_volume,
+    load_synapse_volumes,
+    read_acdc_list,
+    remap_btcv_labels,
+    synapse_case_of,
+)
+
+
+def write_h5(path: Path, **arrays: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+    return path
+
+
+def ramp(shape: tuple[int, ...]) -> np.ndarray:
+    return np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+
+
+@pytest.fixture()
+def synapse_root(tmp_path: Path) -> Path:
+    root = tmp_path / "Synapse"
+    (root / "train_npz").mkdir(parents=True)
+    names = ["case0005_slice000", "case0005_slice001", "case0006_slice000"]
+    for i, name in enumerate(names):
+        label = np.zeros((8, 6), np.float32)
+        label[2:4, 1:3] = i + 1
+        np.savez(root / "train_npz" / f"{name}.npz", image=ramp((8, 6)) + i, label=label)
+    volume = ramp((3, 8, 6))  # (D, H, W)
+    label = np.zeros((3, 8, 6), np.uint8)
+    label[1, 2:5, 2:4] = 8
+    write_h5(root / "test_vol_h5" / "case0001.npy.h5", image=volume, label=label)
+    lists = root / "lists" / "lists_Synapse"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("\n".join(names) + "\n")
+    (lists / "test_vol.txt").write_text("case0001\n")
+    return root
+
+
+def test_synapse_class_order_is_transunets():
+    assert SYNAPSE_CLASSES == (
+        "background",
+        "aorta",
+        "gallbladder",
+        "kidney_left",
+        "kidney_right",
+        "liver",
+        "pancreas",
+        "spleen",
+        "stomach",
+    )
+
+
+def test_synapse_slices(synapse_root):
+    slices = load_synapse_slices(synapse_root, spacing=(0.8, 0.8, 5.0))
+    assert [v.case_id for v in slices] == [
+        "case0005_slice000",
+        "case0005_slice001",
+        "case0006_slice000",
+    ]
+    vol = slices[1]
+    assert vol.image.shape == (1, 8, 6, 1) and vol.label.shape == (8, 6, 1)
+    np.testing.assert_array_equal(vol.image[0, :, :, 0], ramp((8, 6)) + 1)
+    assert vol.label.dtype == np.int64 and set(np.unique(vol.label)) == {0, 2}
+    assert vol.spacing == (0.8, 0.8, 5.0)
+    assert [synapse_case_of(v.case_id) for v in slices] == ["case0005", "case0005", "case0006"]
+
+
+def test_synapse_volume_moves_depth_last(synapse_root):
+    (vol,) = load_synapse_volumes(synapse_root)
+    assert vol.case_id == "case0001"
+    assert vol.image.shape == (1, 8, 6, 3) and vol.label.shape == (8, 6, 3)
+    source = ramp((3, 8, 6))
+    for k in range(3):
+        np.testing.assert_array_equal(vol.image[0, ..., k], source[k])
+    assert vol.label[..., 1].max() == 8 and vol.label[..., 0].max() == 0
+    assert vol.spacing == (1.0, 1.0, 1.0)
+
+
+def test_synapse_bad_files_are_named(synapse_root, tmp_path):
+    bad = write_h5(tmp_path / "case0002.npy.h5", image=ramp((3, 8, 6)))
+    with pytest.raises(DataError, match=r"case0002.npy.h5: missing dataset\(s\) \['label'\]"):
+        load_synapse_volume(bad)
+    btcv = write_h5(
+        tmp_path / "case0003.npy.h5", image=ramp((2, 4, 4)), label=np.full((2, 4, 4), 11)
+    )
+    with pytest.raises(DataError, match=r"label values \[11\] .*remap_btcv=True"):
+        load_synapse_volume(btcv)
+    assert np.all(load_synapse_volume(btcv, remap_btcv=True).label == 6)  # pancreas
+    with pytest.raises(DataError, match="case9999_slice000.npz: file not found"):
+        load_synapse_slices(synapse_root, names=["case9999_slice000"])
+    with pytest.raises(DataError, match="train.txt: list file not found"):
+        load_synapse_slices(synapse_root / "missing_root")
+
+
+def test_btcv_remap_follows_transunet_order():
+    btcv = np.arange(14)
+    mapped = remap_btcv_labels(btcv)
+    # BTCV: 1 spleen 2 right kidney 3 left kidney 4 gallbladder 6 liver 7 stomach 8 aorta
+    # 11 pancreas
+    names = {int(b): SYNAPSE_CLASSES[m] for b, m in zip(btcv, mapped, strict=True)}
+    assert names[1] == "spleen" and names[2] == "kidney_right" and names[3] == "kidney_left"
+    assert names[4] == "gallbladder" and names[6] == "liver" and names[7] == "stomach"
+    assert names[8] == "aorta" and names[11] == "pancreas"
+    assert all(names[b] == "background" for b in (0, 5, 9, 10, 12, 13))
+
+
+@pytest.fixture()
+def acdc_root(tmp_path: Path) -> Path:
+    root = tmp_path / "ACDC"
+    slices = ["patient001_frame01_slice_1", "patient001_frame01_slice_2"]
+    for i, name in enumerate(slices):
+        label = np.zeros((8, 6), np.uint8)
+        label[1:3, 1:3] = i + 1
+        write_h5(root / "data" / "slices" / f"{name}.h5", image=ramp((8, 6)) * i, label=label)
+    for name in ("patient001_frame01", "patient002_frame12"):
+        label = np.zeros((4, 8, 6), np.uint8)
+        label[2, 3:5, 3:5] = 3
+        write_h5(root / "data" / f"{name}.h5", image=ramp((4, 8, 6)), label=label)
+    (root / "train_slices.list").write_text("\n".join(slices) + "\n")
+    (root / "train.list").write_text("patient001_frame01\n")
+    (root / "val.list").write_text("patient002_frame12\n\n")
+    (root / "test.list").write_text("patient002_frame12\n")
+    return root
+
+
+def test_acdc_slices_and_volumes(acdc_root):
+    assert ACDC_CLASSES == ("background", "RV", "Myo", "LV")
+    slices = load_acdc_slices(acdc_root)
+    assert [v.image.shape for v in slices] == [(1, 8, 6, 1)] * 2
+    assert slices[1].label.max() == 2
+    np.testing.assert_array_equal(slices[1].image[0, ..., 0], ramp((8, 6)))
+    (vol,) = load_acdc_volumes(acdc_root, "val", spacing=(1.5, 1.5, 10.0))
+    assert vol.case_id == "patient002_frame12" and vol.image.shape == (1, 8, 6, 4)
+    np.testing.assert_array_equal(vol.image[0, ..., 2], ramp((4, 8, 6))[2])
+    assert vol.label[..., 2].max() == 3 and vol.spacing == (1.5, 1.5, 10.0)
+    assert read_acdc_list(acdc_root, "test") == ["patient002_frame12"]
+    assert acdc_patient_of("patient001_frame01_slice_2") == "patient001"
+
+
+def test_acdc_bad_label_and_list(acdc_root, tmp_path):
+    bad = write_h5(tmp_path / "p.h5", image=ramp((2, 4, 4)), label=np.full((2, 4, 4), 4))
+    with pytest.raises(DataError, match=r"p.h5: label values \[4\] are outside 0..3"):
+        load_acdc_volume(bad)
+    (acdc_root / "val.list").unlink()
+    with pytest.raises(DataError, match="val.list: list file not found"):
+        load_acdc_volumes(acdc_root, "val")
+    with pytest.raises(ValueError, match="split must be one of"):
+        read_acdc_list(acdc_root, "holdout")

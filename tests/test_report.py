@@ -1,0 +1,170 @@
+"""write_report: a self-contained page from a run directory; missing files are notes."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from morse.engine.curves import CurveLog
+from morse.engine.metrics import ClassMetrics, write_metrics
+from morse.engine.report import class_colors, label_rgba, make_overlay_figure, write_report
+
+CLASSES = ["background", "aorta", "gallbladder"]
+
+
+def _write_metrics(run_dir) -> None:
+    coarse = {
+        "case0001": {
+            1: ClassMetrics(0.8123, 0.7, 4.25, 1.5),
+            2: ClassMetrics(0.0, 0.0, 123.45, 123.45, "one_empty"),
+        },
+        "case0002": {
+            1: ClassMetrics(0.9, 0.8, 2.0, 0.5),
+            2: ClassMetrics(1.0, 1.0, 0.0, 0.0, "both_empty"),
+        },
+    }
+    rendered = {case: {c: ClassMetrics(0.95, 0.9, 1.25, 0.25) for c in (1, 2)} for case in coarse}
+    write_metrics(run_dir, {"coarse": coarse, "rendered": rendered}, CLASSES)
+
+
+def _write_examples(run_dir, n: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    truth = np.zeros((n, 24, 24), dtype=np.int64)
+    truth[:, 4:12, 4:12] = 1
+    truth[:, 14:20, 10:20] = 2
+    coarse = np.roll(truth, 2, axis=2)
+    rendered = np.roll(truth, 1, axis=2)
+    points = (coarse != rendered) | (rng.random(truth.shape) < 0.02)
+    np.savez(
+        run_dir / "examples.npz",
+        image=rng.random((n, 24, 24)).astype(np.float32),
+        truth=truth,
+        coarse=coarse,
+        rendered=rendered,
+        points=points,
+        case_id=np.array([f"case{i:04d}" for i in range(n)]),
+        slice=np.arange(n) + 40,
+    )
+
+
+def _full_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  backbone: unet\n  num_classes: 3\nlr: 0.0003\n")
+    _write_metrics(run)
+    log = CurveLog(run / "curves.csv")
+    for step in range(20):
+        log.log(step, loss=1.0 / (step + 1), loss_point=0.5 / (step + 1), lr=1e-3)
+    log.log(19, val_dice=0.77)
+    _write_examples(run)
+    return run
+
+
+def test_html_report_is_complete_and_self_contained(tmp_path):
+    run = _full_run(tmp_path)
+    out = write_report(run)
+    assert out == run / "report.html"
+    page = out.read_text()
+    for text in (
+        "aorta",
+        "gallbladder",
+        "0.8123",
+        f"{123.45 / 2:.2f}",
+        "0.9500",
+        "1.25",
+        "mean (foreground)",
+        "one_empty",
+        "both_empty",
+        "image diagonal",
+        "backbone: unet",
+        "<details>",
+        "case0001",
+        "slice 40",
+    ):
+        assert text in page, text
+    # coarse foreground Dice: mean over classes of (0.8123 + 0.9) / 2 and (0 + 1) / 2
+    assert f"{((0.8123 + 0.9) / 2 + 0.5) / 2:.4f}" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 1 + 2  # curves + two examples
+    assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
+    # nothing external: every src/href is a data URI, no report_files folder
+    refs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert refs and all(r.startswith("data:") for r in refs)
+    assert "report_files" not in page and not (run / "report_files").exists()
+    assert 'class="note"' not in page  # nothing was missing
+
+
+def test_report_with_only_metrics_notes_the_rest(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_metrics(run)
+    page = write_report(run).read_text()
+    assert "aorta" in page and "0.8123" in page
+    for name in ("config.yaml", "curves.csv", "examples.npz"):
+        assert f"{name} not found" in page
+    assert "data:image/png;base64" not in page
+
+
+def test_empty_and_broken_run_dirs_do_not_crash(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    page = write_report(run).read_text()
+    assert "metrics.json not found" in page
+    (run / "metrics.json").write_text("{not json")
+    (run / "examples.npz").write_bytes(b"garbage")
+    page = write_report(run).read_text()
+    assert "could not render metrics.json" in page and "could not render examples.npz" in page
+    with pytest.raises(ValueError, match="fmt"):
+        write_report(run, fmt="pdf")
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "nope")
+
+
+def test_markdown_report_writes_pngs_next_to_it(tmp_path):
+    run = _full_run(tmp_path)
+    out = write_report(run, fmt="md", max_examples=1)
+    assert out == run / "report.md"
+    text = out.read_text()
+    assert "| aorta |" in text and "0.8123" in text and "**mean (foreground)**" in text
+    assert "Showing 1 of 2 examples" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links == ["report_files/curves.png", "report_files/example_000.png"]
+    for link in links:
+        assert (run / link).read_bytes().startswith(b"\x89PNG")
+    assert "data:image" not in text
+
+
+def test_examples_limited_and_partial_arrays(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(
+        run / "examples.npz", image=np.zeros((5, 8, 8)), rendered=np.ones((5, 8, 8), dtype=np.int64)
+    )
+    page = write_report(run, max_examples=2).read_text()
+    assert page.count("data:image/png;base64") == 2
+    assert "Showing 2 of 5 examples" in page
+    assert "lacks coarse, points, truth" in page
+
+
+def test_overlay_colours_and_figure():
+    colors = class_colors(4)
+    assert colors[0, 3] == 0 and (colors[1:, 3] == 1).all()
+    assert len({tuple(c) for c in colors[1:, :3]}) == 3  # distinct class colours
+    assert len({tuple(c) for c in class_colors(40)[1:, :3]}) == 39
+    labels = np.array([[0, 1], [2, 7]])
+    rgba = label_rgba(labels, 3, alpha=0.4)
+    assert rgba.shape == (2, 2, 4)
+    np.testing.assert_allclose(rgba[..., 3], [[0, 0.4], [0.4, 0]])  # bg and out of range clear
+    image = np.linspace(0, 1, 64).reshape(8, 8)
+    fig = make_overlay_figure(
+        image,
+        truth=labels.repeat(4, 0).repeat(4, 1),
+        points=np.eye(8, dtype=bool),
+        class_names=["bg", "a", "b"],
+    )
+    assert len(fig.axes) == 3 and "n=8" in fig.axes[2].get_title()
+    with pytest.raises(ValueError, match="shape"):
+        make_overlay_figure(image, coarse=np.zeros((4, 4), dtype=int))

@@ -96,11 +96,9 @@ class StochasticExperts(nn.Module):
         self.renormalize = renormalize
         self.stochastic = stochastic
         self.experts = nn.ModuleList(PointMlp(channels, width) for channels in in_channels)
-        self.gate = nn.Sequential(
-            nn.Conv1d(self.num_experts * width, width, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(width, self.num_experts, 1),
-        )
+        # One linear layer over the concatenated expert outputs, the per-point counterpart of
+        # the authors' single 3x3 conv gate on dense maps.
+        self.gate = nn.Conv1d(self.num_experts * width, self.num_experts, 1)
         self.fuse = nn.Sequential(PointMlp(width, width, num_layers=1), nn.Dropout(dropout))
         self.out_channels = width
 

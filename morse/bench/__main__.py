@@ -1,0 +1,50 @@
+"""Benchmarks that print what they measured: ``python -m morse.bench overhead|chunked [--json]``.
+
+    python -m morse.bench overhead            # MORSE over the plain backbone, dense experts
+    python -m morse.bench overhead --only 2d  # one setting
+    python -m morse.bench chunked             # large-volume prediction, chunked vs not
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m morse.bench")
+    sub = parser.add_subparsers(dest="bench", required=True)
+    overhead = sub.add_parser("overhead", help="MORSE's cost over the plain backbone")
+    overhead.add_argument("--only", choices=["2d", "3d"], action="append")
+    overhead.add_argument("--device", default="cpu")
+    overhead.add_argument("--repeats", type=int, default=3)
+    overhead.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    chunked = sub.add_parser("chunked", help="peak memory and time of large-volume prediction")
+    chunked.add_argument("--size", type=int, nargs=3, default=[256, 256, 160])
+    chunked.add_argument("--device", default="cpu")
+    chunked.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.bench == "overhead":
+        from morse.bench.overhead import format_rows, run_overhead
+
+        results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats)
+        if args.json:
+            flat = {key: row for key, row in results.items()}
+            if "2d" in results:
+                flat.update({k: results["2d"][k] for k in (
+                    "train_time_ratio", "train_memory_ratio", "infer_time_ratio",
+                    "dense_experts_time_ratio")})
+            print(json.dumps(flat, indent=2))
+        else:
+            print(format_rows(results))
+        return 0
+    from morse.bench.chunked import format_chunked, run_chunked
+
+    results = run_chunked(tuple(args.size), args.device)
+    print(json.dumps(results, indent=2) if args.json else format_chunked(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

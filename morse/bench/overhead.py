@@ -1,0 +1,238 @@
+"""What MORSE costs on top of its backbone, and what the authors' dense experts would cost.
+
+Rows (each measured on the same input with the same settings, medians of timed repeats after
+warm-up):
+
+* ``train``: one SGD step (forward, loss, backward, update) of MORSE over the plain backbone
+  (the same network with the renderer off).
+* ``memory``: peak memory of a training step, MORSE over plain (CUDA: allocator peak; CPU:
+  growth of the process' peak resident memory over its size before the first step, each
+  variant in a fresh process).
+* ``infer``: an inference forward pass (MORSE renders ``render_points`` x ``render_steps``)
+  over the plain backbone's forward.
+* ``dense_experts``: the authors' design, experts and a 3x3 conv gate on feature maps
+  upsampled to full resolution before sampling the points, over ours (experts and gate on the
+  sampled points only), same widths, forward + backward of the fusion alone (3D: forward only,
+  since the dense maps of a 96^3 patch do not fit a training step in 24 GiB).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers.factories import Conv
+from torch import nn
+
+from morse.backbone import UNet
+from morse.bench.memory import peak_rss_mib
+from morse.losses import MorseLoss
+from morse.model import Morse
+from morse.renderer.experts import StochasticExperts
+from morse.renderer.points import point_sample, sample_training_points
+
+__all__ = ["SETTINGS", "run_overhead", "format_rows"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    spatial_dims: int
+    size: int
+    batch: int
+    num_classes: int = 9
+    width: float = 1.0
+
+
+SETTINGS = {
+    "2d": Setting("2D UNet 256x256, batch 4", 2, 256, 4),
+    "3d": Setting("3D UNet 96^3, batch 1", 3, 96, 1),
+}
+
+
+def _model(setting: Setting, renderer: bool) -> Morse:
+    torch.manual_seed(0)
+    backbone = UNet(setting.spatial_dims, 1, setting.num_classes, width=setting.width)
+    return Morse(backbone, setting.num_classes, setting.spatial_dims, renderer=renderer)
+
+
+def _inputs(setting: Setting, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (setting.batch, 1, *([setting.size] * setting.spatial_dims))
+    image = torch.randn(shape, device=device)
+    label = torch.randint(0, setting.num_classes, shape, device=device)
+    return image, label
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _train_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
+    model = _model(setting, renderer).to(device).train()
+    loss_fn = MorseLoss(setting.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    image, label = _inputs(setting, device)
+
+    def step() -> None:
+        loss, _ = loss_fn(model(image), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _infer_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
+    model = _model(setting, renderer).to(device).eval()
+    image, _ = _inputs(setting, device)
+
+    def step() -> None:
+        with torch.no_grad():
+            model(image)
+
+    return step
+
+
+class DenseExperts(nn.Module):
+    """The authors' fusion: per-scale experts (1x1 convs) and a 3x3 conv gate on dense maps
+    upsampled to full resolution, then sampled at the points."""
+
+    def __init__(self, in_channels: list[int], spatial_dims: int, width: int = 256) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.experts = nn.ModuleList(
+            nn.Sequential(conv(c, width, 1), nn.ReLU(), conv(width, width, 1), nn.ReLU())
+            for c in in_channels
+        )
+        self.gate = conv(len(in_channels) * width, len(in_channels), 3, padding=1)
+
+    def forward(self, features: list[torch.Tensor], size, coords: torch.Tensor) -> torch.Tensor:
+        mode = "bilinear" if len(size) == 2 else "trilinear"
+        dense = [
+            expert(F.interpolate(f, size=size, mode=mode, align_corners=False))
+            for expert, f in zip(self.experts, features)
+        ]
+        weights = self.gate(torch.cat(dense, 1)).softmax(1)
+        fused = sum(d * weights[:, i : i + 1] for i, d in enumerate(dense))
+        return point_sample(fused, coords)
+
+
+def _fusion_steps(setting: Setting, device: torch.device, train: bool):
+    torch.manual_seed(0)
+    backbone = UNet(setting.spatial_dims, 1, setting.num_classes, width=setting.width).to(device)
+    image, _ = _inputs(setting, device)
+    with torch.no_grad():
+        coarse, features = backbone.eval()(image)
+    features = [f.detach().requires_grad_(train) for f in features]
+    points = 2048 if setting.spatial_dims == 2 else 8192
+    coords = sample_training_points(coarse, points)
+    size = image.shape[2:]
+    ours = StochasticExperts(backbone.feature_channels, stochastic=False).to(device).train()
+    dense = DenseExperts(backbone.feature_channels, setting.spatial_dims).to(device).train()
+
+    def run(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            if train:
+                fn().sum().backward()
+            else:
+                with torch.no_grad():
+                    fn()
+
+        return step
+
+    ours_step = run(lambda: ours([point_sample(f, coords) for f in features])[0])
+    dense_step = run(lambda: dense(features, size, coords))
+    return ours_step, dense_step
+
+
+def _peak_memory_child(setting_key: str, renderer: bool, device: str) -> float:
+    """Peak memory (MiB) of training steps, measured in a fresh Python process."""
+    code = (
+        "import sys, json; from morse.bench.overhead import _memory_probe; "
+        f"print(json.dumps(_memory_probe({setting_key!r}, {renderer}, {device!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _memory_probe(setting_key: str, renderer: bool, device: str) -> float:
+    torch_device = torch.device(device)
+    step = _train_step(SETTINGS[setting_key], renderer, torch_device)
+    if torch_device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch_device)
+        base = torch.cuda.memory_allocated(torch_device)
+        step(), step()
+        return (torch.cuda.max_memory_allocated(torch_device) - base) / 2**20
+    base = peak_rss_mib()
+    step(), step()
+    return peak_rss_mib() - base
+
+
+def run_overhead(
+    settings: list[str], device: str = "cpu", repeats: int = 3, warmup: int = 1
+) -> dict[str, dict[str, float]]:
+    """Measure every row for each setting key ("2d", "3d"); returns ratios and raw times."""
+    torch_device = torch.device(device)
+    results = {}
+    for key in settings:
+        setting = SETTINGS[key]
+        row: dict[str, float] = {}
+        for renderer, label in ((False, "plain"), (True, "morse")):
+            row[f"train_s_{label}"] = _time(
+                _train_step(setting, renderer, torch_device), torch_device, repeats, warmup
+            )
+            row[f"infer_s_{label}"] = _time(
+                _infer_step(setting, renderer, torch_device), torch_device, repeats, warmup
+            )
+            row[f"train_mib_{label}"] = _peak_memory_child(key, renderer, device)
+        ours, dense = _fusion_steps(setting, torch_device, train=setting.spatial_dims == 2)
+        row["fusion_s_points"] = _time(ours, torch_device, repeats, warmup)
+        row["fusion_s_dense"] = _time(dense, torch_device, max(1, repeats - 1), warmup)
+        row.update(
+            train_time_ratio=row["train_s_morse"] / row["train_s_plain"],
+            train_memory_ratio=row["train_mib_morse"] / max(row["train_mib_plain"], 1e-9),
+            infer_time_ratio=row["infer_s_morse"] / row["infer_s_plain"],
+            dense_experts_time_ratio=row["fusion_s_dense"] / row["fusion_s_points"],
+        )
+        results[key] = row
+    return results
+
+
+def format_rows(results: dict[str, dict[str, float]]) -> str:
+    """A table a person reads: one block per setting."""
+    lines = []
+    for key, row in results.items():
+        lines.append(f"{SETTINGS[key].name}")
+        lines.append(f"  {'row':<16}{'plain':>12}{'MORSE':>12}{'ratio':>9}")
+        lines.append(f"  {'train step s':<16}{row['train_s_plain']:>12.3f}"
+                     f"{row['train_s_morse']:>12.3f}{row['train_time_ratio']:>9.2f}")
+        lines.append(f"  {'train peak MiB':<16}{row['train_mib_plain']:>12.0f}"
+                     f"{row['train_mib_morse']:>12.0f}{row['train_memory_ratio']:>9.2f}")
+        lines.append(f"  {'inference s':<16}{row['infer_s_plain']:>12.3f}"
+                     f"{row['infer_s_morse']:>12.3f}{row['infer_time_ratio']:>9.2f}")
+        lines.append(f"  {'fusion s':<16}{'dense':>12}{'points':>12}")
+        lines.append(f"  {'':<16}{row['fusion_s_dense']:>12.3f}{row['fusion_s_points']:>12.3f}"
+                     f"{row['dense_experts_time_ratio']:>9.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""The ``morse`` command line: one dataclass per subcommand, each with a ``run()``.
+
+    morse train CONFIG [section.key=value ...] [-o RUN_DIR] | morse train --resume RUN_DIR
+    morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset test|val] [-o OUT]
+    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points]
+    morse check DATA
+    morse demo [-o RUN_DIR]
+    morse report RUN_DIR [--format html|md]
+
+Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = ["main"]
+
+
+def _option(help: str, *flags: str, **kwargs: Any) -> Any:
+    """A dataclass field that documents itself and becomes an argparse argument."""
+    default = kwargs.pop("default", dataclasses.MISSING)
+    factory = kwargs.pop("default_factory", dataclasses.MISSING)
+    metadata = {"help": help, "flags": flags, "argparse": kwargs}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Train:
+    """Train a model (or resume a run) from a YAML config or preset."""
+
+    name: ClassVar[str] = "train"
+    config: str | None = _option("config file or preset name", nargs="?", default=None)
+    overrides: list[str] = _option("section.key=value overrides", nargs="*", default_factory=list)
+    output: str | None = _option("run folder (default runs/<name>)", "-o", "--output",
+                                 default=None)
+    resume: str | None = _option("resume the run in this folder", "--resume", default=None)
+
+    def run(self) -> int:
+        from morse.config import load_config
+        from morse.engine.train import train
+
+        if self.resume:
+            result = train(None, self.resume, resume=True)  # type: ignore[arg-type]
+        else:
+            if not self.config:
+                raise SystemExit("morse train: give a CONFIG (file or preset) or --resume RUN_DIR")
+            cfg = load_config(self.config, self.overrides)
+            result = train(cfg, self.output or Path("runs") / cfg.name)
+        print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation Dice "
+              f"{result.best_dice:.4f}; run folder {result.run_dir}")
+        return 0
+
+
+@dataclass
+class Evaluate:
+    """Dice, IoU, HD95 and ASD of the coarse and rendered outputs on whole volumes."""
+
+    name: ClassVar[str] = "evaluate"
+    source: str = _option("run folder or checkpoint")
+    data: str | None = _option("dataset folder (default: the run's)", "--data", default=None)
+    subset: str = _option("subset to score", "--subset", default="test",
+                          choices=["test", "val"])
+    output: str | None = _option("results folder (default: the run folder for test, "
+                                 "RUN/eval_val for val)", "-o", "--output",
+                                 default=None)
+    device: str = _option("auto, cpu or cuda", "--device", default="auto")
+
+    def run(self) -> int:
+        from morse.engine.evaluate import evaluate
+
+        evaluate(self.source, self.output, data_root=self.data, subset=self.subset,
+                 device=self.device)
+        return 0
+
+
+@dataclass
+class Predict:
+    """Segment NIfTI scans; label maps keep each input's grid, affine and header."""
+
+    name: ClassVar[str] = "predict"
+    checkpoint: str = _option("run folder or checkpoint")
+    inputs: list[str] = _option("NIfTI files (nnU-Net channel files are grouped)", nargs="+")
+    output: str = _option("output folder", "-o", "--output", required=True)
+    probabilities: bool = _option("also write CASE_probabilities.nii.gz", "--probabilities",
+                                  default=False, action="store_true")
+    points: bool = _option("also write CASE_points.nii.gz (rendered voxels)", "--points",
+                           default=False, action="store_true")
+    overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
+                              action="store_true")
+    device: str = _option("auto, cpu or cuda", "--device", default="auto")
+
+    def run(self) -> int:
+        from morse.engine.predict import predict_files
+
+        for path in predict_files(self.checkpoint, self.inputs, self.output,
+                                  probabilities=self.probabilities, points=self.points,
+                                  overwrite=self.overwrite, device=self.device):
+            print(path)
+        return 0
+
+
+@dataclass
+class Check:
+    """Check an nnU-Net / Decathlon dataset folder; lists every problem found."""
+
+    name: ClassVar[str] = "check"
+    data: str = _option("dataset folder")
+
+    def run(self) -> int:
+        from morse.data import check_dataset
+
+        problems = check_dataset(self.data)
+        for problem in problems:
+            print(problem)
+        print(f"{len(problems)} problem(s) in {self.data}", file=sys.stderr)
+        return 1 if problems else 0
+
+
+@dataclass
+class Demo:
+    """Train, evaluate and report MORSE on the Colin27 brain with the AAL atlas (CPU)."""
+
+    name: ClassVar[str] = "demo"
+    output: str = _option("run folder", "-o", "--output", default="runs/demo")
+    overrides: list[str] = _option("section.key=value overrides", nargs="*",
+                                   default_factory=list)
+
+    def run(self) -> int:
+        from morse.engine.demo import run_demo
+
+        run_demo(self.output, self.overrides)
+        return 0
+
+
+@dataclass
+class Report:
+    """Write a self-contained HTML (or Markdown) report of a run."""
+
+    name: ClassVar[str] = "report"
+    run_dir: str = _option("run folder")
+    format: str = _option("html or md", "--format", default="html", choices=["html", "md"])
+
+    def run(self) -> int:
+        from morse.engine.demo import write_run_report
+
+        print(write_run_report(self.run_dir, self.format))
+        return 0
+
+
+COMMANDS = (Train, Evaluate, Predict, Check, Demo, Report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morse", description="MORSE: implicit anatomical rendering for segmentation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        child = sub.add_parser(command.name, help=command.__doc__, description=command.__doc__)
+        for item in dataclasses.fields(command):
+            meta = item.metadata
+            kwargs = dict(meta["argparse"], help=meta["help"])
+            if item.default is not dataclasses.MISSING:
+                kwargs.setdefault("default", item.default)
+            elif item.default_factory is not dataclasses.MISSING:
+                kwargs.setdefault("default", item.default_factory())
+            if meta["flags"]:
+                child.add_argument(*meta["flags"], dest=item.name, **kwargs)
+            else:
+                child.add_argument(item.name, **kwargs)
+        child.set_defaults(command_class=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``morse`` console script and ``python -m morse``."""
+    from morse.config import ConfigError
+    from morse.data.volume import DataError
+    from morse.engine.checkpoint import CheckpointError
+
+    args = vars(build_parser().parse_args(argv))
+    command_class = args.pop("command_class")
+    args.pop("command")
+    try:
+        return command_class(**args).run()
+    except (ConfigError, DataError, CheckpointError, FileExistsError) as error:
+        print(f"morse {command_class.name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"morse {command_class.name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

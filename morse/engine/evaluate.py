@@ -1,0 +1,145 @@
+"""Evaluate a trained model on whole volumes: coarse and rendered outputs side by side."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from morse.config import Config, config_from_dict
+from morse.data.volume import DataError, Volume
+from morse.engine.build import build_model, resolve_device
+from morse.engine.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, require_keys
+from morse.engine.data_setup import load_eval_volumes
+from morse.engine.inference import VolumePrediction, predict_volume
+from morse.engine.metrics import case_metrics, format_table, summarise, write_metrics
+from morse.model import Morse
+
+__all__ = ["load_trained", "resolve_checkpoint", "evaluate", "predict_case"]
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
+    source = Path(source)
+    if source.is_dir():
+        for name in (BEST_NAME, LAST_NAME):
+            if (source / name).is_file():
+                return source / name
+        raise DataError(f"{source}: no best.pt or last.pt in this run folder; train it first")
+    if not source.is_file():
+        raise DataError(f"{source}: no such checkpoint or run folder")
+    return source
+
+
+def load_trained(
+    source: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Morse, Config, list[str]]:
+    """Rebuild the model of a checkpoint (safe loading) with its config and class names."""
+    path = resolve_checkpoint(source)
+    state = load_checkpoint(path)
+    require_keys(state, ["model", "config", "class_names"], path)
+    cfg = config_from_dict(state["config"], origin=str(path))
+    class_names = list(state["class_names"])
+    in_channels = _in_channels(state["model"])
+    model = build_model(cfg, in_channels, len(class_names))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, class_names
+
+
+def _in_channels(state_dict: dict) -> int:
+    """Input channels from the first convolution weight of the backbone."""
+    for key, value in state_dict.items():
+        if key.startswith("backbone.") and key.endswith("weight") and value.dim() >= 4:
+            return int(value.shape[1])
+    raise DataError("cannot find the backbone's first convolution in the checkpoint")
+
+
+def predict_case(model: Morse, cfg: Config, volume: Volume, device, **options) -> VolumePrediction:
+    """``predict_volume`` with the settings of a run's config."""
+    return predict_volume(
+        model, volume.image, device=device, slice_size=cfg.data.slice_size,
+        patch_size=cfg.data.patch_size, slice_batch_size=cfg.eval.slice_batch_size,
+        sw_batch_size=cfg.eval.sw_batch_size, overlap=cfg.eval.overlap,
+        sw_device=cfg.eval.sw_device, precision=cfg.train.precision, **options,
+    )
+
+
+def evaluate(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    data_root: str | None = None,
+    subset: str = "test",
+    device: str = "auto",
+    verbose: bool = True,
+) -> dict:
+    """Score a checkpoint on a data subset; write metrics.json, metrics.csv and examples.npz.
+
+    Args:
+        source: checkpoint or run folder.
+        out_dir: where results go (default: the run folder for "test", where ``morse report``
+            reads them; ``eval_val`` inside it for "val").
+        data_root: use this dataset folder instead of the one in the run's config.
+        subset: "test" or "val".
+
+    Returns:
+        ``{"coarse": summary, "rendered": summary}`` (see ``morse.engine.metrics.summarise``).
+    """
+    torch_device = resolve_device(device)
+    model, cfg, class_names = load_trained(source, torch_device)
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    volumes = load_eval_volumes(cfg.data, subset)
+    if not volumes:
+        raise DataError(f"{cfg.data.root}: the {subset} subset holds no case to evaluate")
+    checkpoint = resolve_checkpoint(source)
+    default_dir = checkpoint.parent if subset == "test" else checkpoint.parent / f"eval_{subset}"
+    out_dir = Path(out_dir) if out_dir else default_dir
+    results: dict[str, dict] = {"coarse": {}, "rendered": {}}
+    examples = []
+    for volume in volumes:
+        prediction = predict_case(model, cfg, volume, torch_device)
+        for output in ("coarse", "rendered"):
+            results[output][volume.case_id] = case_metrics(
+                getattr(prediction, output), volume.label, len(class_names), volume.spacing
+            )
+        examples.append(_example_slice(volume, prediction))
+    write_metrics(out_dir, results, class_names)
+    _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
+    summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
+    if verbose:
+        print(format_table(summaries, class_names))
+        print(f"wrote {out_dir / 'metrics.json'}")
+    return summaries
+
+
+def _example_slice(volume: Volume, prediction: VolumePrediction) -> dict:
+    """The axial slice with the most rendered points (a 2D view of a 2D or 3D case)."""
+    axes = tuple(range(prediction.rendered_points.ndim - 1))
+    index = int(np.argmax(prediction.rendered_points.sum(axis=axes)))
+    return {
+        "image": volume.image[0][..., index], "truth": volume.label[..., index],
+        "coarse": prediction.coarse[..., index], "rendered": prediction.rendered[..., index],
+        "points": prediction.rendered_points[..., index], "case_id": volume.case_id,
+        "slice": index,
+    }
+
+
+def _save_examples(path: Path, examples: list[dict]) -> None:
+    if not examples:
+        return
+    shape = np.max([e["image"].shape for e in examples], axis=0)
+    arrays = {key: np.stack([_pad(e[key], shape) for e in examples])
+              for key in ("image", "truth", "coarse", "rendered", "points")}
+    arrays["case_id"] = np.array([e["case_id"] for e in examples])
+    arrays["slice"] = np.array([e["slice"] for e in examples])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _pad(array: np.ndarray, shape) -> np.ndarray:
+    pads = [(0, int(s) - n) for s, n in zip(shape, array.shape)]
+    return np.pad(array, pads)

@@ -1,0 +1,269 @@
+"""The training loop: SGD with poly decay, validation Dice, atomic checkpoints, exact resume, DDP.
+
+A run folder holds ``config.yaml`` (resolved), ``last.pt`` (resume point), ``best.pt`` (best
+validation Dice of the rendered output), ``curves.csv`` and ``progress.png``. Launch several
+processes with ``torchrun --nproc_per_node=N -m morse train CONFIG``: each rank trains on
+its share of every global batch, DDP averages the gradients, rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from morse.config import Config, config_from_dict, config_to_dict, save_config
+from morse.data.volume import Volume
+from morse.engine.build import build_loss, build_model
+from morse.engine.checkpoint import (
+    LAST_NAME,
+    CheckpointError,
+    keep_best,
+    load_checkpoint,
+    make_checkpoint,
+    require_keys,
+    save_checkpoint,
+)
+from morse.engine.curves import CurveLog, plot_curves
+from morse.engine.data_setup import PreparedData, prepare_data
+from morse.engine.distributed import (
+    DistributedContext,
+    autocast_context,
+    cleanup,
+    init_distributed,
+    make_grad_scaler,
+    reduce_dict,
+    wrap_model,
+)
+from morse.engine.inference import predict_volume
+from morse.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from morse.engine.sampling import SeededItems, StepBatchSampler
+from morse.model import Morse
+
+__all__ = ["train", "TrainResult", "validate", "foreground_dice"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    best_dice: float
+    seconds: float
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    data: PreparedData | None = None,
+) -> TrainResult:
+    """Train (or resume) the model of ``cfg`` into ``run_dir``.
+
+    Args:
+        cfg: the run config (on resume, the one saved in the run folder wins).
+        run_dir: output folder; created if needed.
+        resume: continue from ``run_dir/last.pt`` exactly where it stopped.
+        progress: show a progress bar (rank 0).
+        data: already prepared data (tests, the demo); default: ``prepare_data(cfg.data)``.
+    """
+    run_dir = Path(run_dir)
+    state = _load_resume_state(run_dir) if resume else None
+    if state is not None:
+        cfg = config_from_dict(state["config"], origin=str(run_dir / LAST_NAME))
+    elif (run_dir / LAST_NAME).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run (last.pt); resume it with --resume, or choose "
+            "another output folder"
+        )
+    ctx = init_distributed(None if cfg.train.device == "auto" else cfg.train.device)
+    try:
+        return _train(cfg, run_dir, state, ctx, progress, data)
+    finally:
+        cleanup(ctx)
+
+
+def _load_resume_state(run_dir: Path) -> dict:
+    path = run_dir / LAST_NAME
+    if not path.exists():
+        raise CheckpointError(f"{path}: nothing to resume (no last.pt); start a new run instead")
+    state = load_checkpoint(path)
+    require_keys(state, ["model", "optimizer", "scheduler", "step", "rng", "config"], path)
+    return state
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    state: dict | None,
+    ctx: DistributedContext,
+    progress: bool,
+    data: PreparedData | None,
+) -> TrainResult:
+    started = time.perf_counter()
+    seed_everything(cfg.train.seed, ctx.rank)
+    data = data or prepare_data(cfg.data, check=cfg.train.check_data and state is None)
+    device = ctx.device
+    model = build_model(cfg, data.in_channels, data.num_classes).to(device)
+    loss_fn = build_loss(cfg, data.num_classes)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+    )
+    total = cfg.train.iterations
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1 - step / total) ** cfg.train.poly_power
+    )
+    start_step, best = 0, -math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step, best = int(state["step"]), float(state.get("best_metric", -math.inf))
+        restore_rng_state(state["rng"])
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    curves = CurveLog(run_dir / "curves.csv") if ctx.is_main else None
+    if curves is not None and state is not None:
+        curves.truncate_after(start_step)
+
+    sampler = StepBatchSampler(
+        len(data.train), cfg.train.batch_size, cfg.train.seed, total, start_step,
+        ctx.rank, ctx.world_size,
+    )
+    # The loader gets its own generator: its iterator draws a base seed when created, and
+    # drawing it from the global generator would shift every random number after a resume.
+    loader = DataLoader(
+        SeededItems(data.train), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    network = wrap_model(model, ctx)
+    scaler = make_grad_scaler(cfg.train.precision, device)
+    bar = _progress_bar(start_step, total, progress and ctx.is_main)
+
+    def checkpoint(step: int) -> dict:
+        return make_checkpoint(
+            model=model.state_dict(), optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(), step=step, rng=capture_rng_state(),
+            config=config_to_dict(cfg), best_metric=float(best), class_names=data.class_names,
+        )
+
+    step = start_step
+    window_start, window_parts = time.perf_counter(), []
+    try:
+        for batch in loader:
+            network.train()
+            image = batch["image"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            with autocast_context(device, cfg.train.precision):
+                output = network(image)
+            loss, parts = loss_fn(output, label, step, total)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            window_parts.append(parts)
+            if step % cfg.train.log_every == 0 or step == total:
+                speed = len(window_parts) / (time.perf_counter() - window_start)
+                row = reduce_dict(_mean_parts(window_parts), ctx)
+                row.update(lr=scheduler.get_last_lr()[0], it_per_s=speed)
+                if curves is not None:
+                    curves.log(step, **row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{speed:.2f}")
+                window_start, window_parts = time.perf_counter(), []
+            bar.update(1)
+            if step % cfg.train.val_every == 0 or step == total:
+                scores = validate(model, data.val, cfg, device, ctx)
+                if curves is not None:
+                    curves.log(step, val_dice=scores["rendered"],
+                               val_dice_coarse=scores["coarse"])
+                if ctx.is_main:
+                    bar.write(f"step {step}: validation Dice rendered {scores['rendered']:.4f}"
+                              f" coarse {scores['coarse']:.4f}")
+                    if scores["rendered"] > best:
+                        best = scores["rendered"]
+                        keep_best(run_dir, best, checkpoint(step))
+            if ctx.is_main and (step % cfg.train.checkpoint_every == 0 or step == total):
+                save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
+            bar.write(f"interrupted at step {step}: saved {run_dir / LAST_NAME}; "
+                      f"continue with: morse train --resume {run_dir}")
+        raise
+    finally:
+        bar.close()
+    if ctx.is_main:
+        plot_curves(run_dir / "curves.csv", run_dir / "progress.png")
+    return TrainResult(run_dir, step, float(best), time.perf_counter() - started)
+
+
+def _mean_parts(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {key for part in parts for key in part}
+    return {key: float(np.mean([p[key] for p in parts if key in p])) for key in sorted(keys)}
+
+
+def _progress_bar(start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True)
+
+
+def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over foreground classes present in either map (1.0 when none is).
+
+    >>> foreground_dice(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    0.5
+    """
+    scores = []
+    for cls in range(1, num_classes):
+        a, b = pred == cls, truth == cls
+        total = a.sum() + b.sum()
+        if total:
+            scores.append(2.0 * np.logical_and(a, b).sum() / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+@torch.no_grad()
+def validate(
+    model: Morse,
+    volumes: Sequence[Volume],
+    cfg: Config,
+    device: torch.device,
+    ctx: DistributedContext | None = None,
+) -> dict[str, float]:
+    """Mean foreground Dice of the coarse and rendered outputs over validation volumes.
+
+    Under DDP each rank scores its share of the volumes and the means are combined.
+    """
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    sums = torch.zeros(3, dtype=torch.float64)
+    for volume in list(volumes)[rank::world]:
+        prediction = predict_volume(
+            model, volume.image, device=device, slice_size=cfg.data.slice_size,
+            patch_size=cfg.data.patch_size, slice_batch_size=cfg.eval.slice_batch_size,
+            sw_batch_size=cfg.eval.sw_batch_size, overlap=cfg.eval.overlap,
+            precision=cfg.train.precision,
+        )
+        sums += torch.tensor([
+            foreground_dice(prediction.coarse, volume.label, model.num_classes),
+            foreground_dice(prediction.rendered, volume.label, model.num_classes),
+            1.0,
+        ], dtype=torch.float64)
+    if ctx is not None and ctx.is_distributed:
+        reduced = sums.to(device)
+        torch.distributed.all_reduce(reduced)
+        sums = reduced.cpu()
+    count = max(sums[2].item(), 1.0)
+    model.train()
+    return {"coarse": sums[0].item() / count, "rendered": sums[1].item() / count}

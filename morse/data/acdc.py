@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synapse import diagonal_affine, read_h5_arrays, read_list_file
+from .synapse import read_h5_arrays, read_list_file, volume_from_dhw, volume_from_slice
 from .volume import DataError, Volume
 
 __all__ = [
@@ -88,19 +88,8 @@ def load_acdc_slice(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)
     """A slice file as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
-    image, label = data["image"], data["label"]
-    if image.ndim != 2 or label.shape != image.shape:
-        raise DataError(
-            f"{path}: image {image.shape} and label {label.shape} must both be (H, W); "
-            "use the files of data/slices/"
-        )
-    return Volume(
-        image=image[None, :, :, None],
-        label=_label(label, path)[:, :, None],
-        affine=diagonal_affine(spacing),
-        case_id=path.name.removesuffix(".h5"),
-        source=str(path),
-    )
+    return volume_from_slice(data["image"], _label(data["label"], path), path, spacing,
+                             path.name.removesuffix(".h5"), "use the files of data/slices/")
 
 
 def load_acdc_slices(
@@ -118,19 +107,8 @@ def load_acdc_volume(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0
     """A volume file as a Volume: image (1, H, W, D), label (H, W, D); spacing per (H, W, D)."""
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
-    image, label = data["image"], data["label"]
-    if image.ndim != 3 or label.shape != image.shape:
-        raise DataError(
-            f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); "
-            "use the volume files of data/"
-        )
-    return Volume(
-        image=np.transpose(image, (1, 2, 0))[None],
-        label=np.transpose(_label(label, path), (1, 2, 0)),
-        affine=diagonal_affine(spacing),
-        case_id=path.name.removesuffix(".h5"),
-        source=str(path),
-    )
+    return volume_from_dhw(data["image"], _label(data["label"], path), path, spacing,
+                           path.name.removesuffix(".h5"), "use the volume files of data/")
 
 
 def load_acdc_volumes(

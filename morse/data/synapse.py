@@ -150,6 +150,32 @@ def diagonal_affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([*spacing, *[1.0] * (3 - len(spacing)), 1.0])
 
 
+def volume_from_slice(
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
+    fix: str,
+) -> Volume:
+    """A 2D (H, W) image/label pair as a Volume: image (1, H, W, 1), label (H, W, 1)."""
+    if image.ndim != 2 or label.shape != image.shape:
+        raise DataError(
+            f"{path}: image {image.shape} and label {label.shape} must both be (H, W); {fix}"
+        )
+    return Volume(image[None, :, :, None], label[:, :, None], diagonal_affine(spacing), case_id,
+                  str(path))
+
+
+def volume_from_dhw(
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
+    fix: str,
+) -> Volume:
+    """A (D, H, W) image/label pair as a Volume: image (1, H, W, D), label (H, W, D)."""
+    if image.ndim != 3 or label.shape != image.shape:
+        raise DataError(
+            f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); {fix}"
+        )
+    return Volume(np.transpose(image, (1, 2, 0))[None], np.transpose(label, (1, 2, 0)),
+                  diagonal_affine(spacing), case_id, str(path))
+
+
 def _integer_label(label: np.ndarray, path: Path, max_value: int, remap_btcv: bool) -> np.ndarray:
     if label.dtype.kind == "f" and (
         not np.all(np.isfinite(label)) or np.any(label != np.round(label))
@@ -184,20 +210,9 @@ def load_synapse_slice(
     """One training slice as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
     data = _read_npz(path, ("image", "label"))
-    image, label = data["image"], data["label"]
-    if image.ndim != 2 or label.shape != image.shape:
-        raise DataError(
-            f"{path}: image {image.shape} and label {label.shape} must both be (H, W); "
-            "use TransUNet's train_npz slices"
-        )
-    label = _integer_label(label, path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
-    return Volume(
-        image=image[None, :, :, None],
-        label=label[:, :, None],
-        affine=diagonal_affine(spacing),
-        case_id=path.name.removesuffix(".npz"),
-        source=str(path),
-    )
+    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    return volume_from_slice(data["image"], label, path, spacing, path.name.removesuffix(".npz"),
+                             "use TransUNet's train_npz slices")
 
 
 def load_synapse_slices(
@@ -221,20 +236,9 @@ def load_synapse_volume(
     """
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
-    image, label = data["image"], data["label"]
-    if image.ndim != 3 or label.shape != image.shape:
-        raise DataError(
-            f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); "
-            "use TransUNet's test_vol_h5 volumes"
-        )
-    label = _integer_label(label, path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
-    return Volume(
-        image=np.transpose(image, (1, 2, 0))[None],
-        label=np.transpose(label, (1, 2, 0)),
-        affine=diagonal_affine(spacing),
-        case_id=path.name.split(".")[0],
-        source=str(path),
-    )
+    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    return volume_from_dhw(data["image"], label, path, spacing, path.name.split(".")[0],
+                           "use TransUNet's test_vol_h5 volumes")
 
 
 def load_synapse_volumes(

@@ -5,7 +5,8 @@ import io
 import pytest
 import torch
 
-from morse import Morse, MorseLoss
+from morse import Morse, MorseLoss, build_backbone
+from morse.backbone import available_backbones, backbone_spec
 
 from toys import ToyBackbone, small_morse
 
@@ -151,3 +152,20 @@ def test_features_of_the_wrong_dimensionality_are_named():
 def test_integer_image_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"image.float\(\)"):
         small_morse()(torch.zeros(1, 1, 16, 16, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", available_backbones())
+def test_morse_runs_on_every_registered_backbone(name, spatial_dims):
+    spec = backbone_spec(name)
+    options = dict(spec.small_options.get(spatial_dims, {}))
+    backbone = build_backbone(name, spatial_dims, 1, 3, **options)
+    model = Morse(backbone, 3, spatial_dims, expert_width=8, head_width=8, num_frequencies=4,
+                  train_points=32, render_points=16)
+    image = torch.randn(2, 1, *([spec.example_size] * spatial_dims))
+    out = model.train()(image)
+    loss, _ = MorseLoss(3)(out, torch.randint(0, 3, (2, 1, *image.shape[2:])))
+    loss.backward()
+    assert out.gate.shape == (2, len(backbone.feature_channels), 32)
+    assert model.fusion.experts[0][0].weight.grad is not None
+    assert model.eval()(image).logits.shape == (2, 3, *image.shape[2:])

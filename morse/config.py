@@ -98,6 +98,8 @@ class LossConfig:
 class TrainConfig:
     iterations: int = 30000
     batch_size: int = 4
+    optimizer: str = "sgd"
+    """sgd (the paper: momentum 0.9, poly decay) | adamw (converges in fewer steps)."""
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4

@@ -207,3 +207,31 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, dataset):
     rows = (killed / "curves.csv").read_text().splitlines()[1:]
     steps = [int(row.split(",")[0]) for row in rows]
     assert steps == sorted(steps), "curves rows after the checkpoint were dropped on resume"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_through_torchrun(tmp_path, dataset):
+    config = write_config(tmp_path / "tiny.yaml", dataset, iterations=3)
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "morse", "train",
+         str(config), *TINY, "-o", str(run)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from morse.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 3
+    assert not any(key.startswith("module.") for key in state["model"])
+    assert "val_dice" in (run / "curves.csv").read_text().splitlines()[0]

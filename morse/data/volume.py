@@ -111,29 +111,32 @@ class Volume:
         norms = np.linalg.norm(self.affine[:3, :n], axis=0)
         return tuple(float(v) for v in norms) + (1.0,) * (self.spatial_dims - n)
 
-    def slab(self, start: int, stop: int) -> Volume:
-        """The sub-volume of slices ``start:stop`` along the last axis, affine shifted to match.
+    def slab(self, start: int, stop: int, axis: int = -1) -> Volume:
+        """The sub-volume of slices ``start:stop`` along a spatial axis (default the last),
+        affine shifted so that every kept voxel keeps its world position.
 
         Args:
             start: first slice kept.
             stop: one past the last slice kept.
+            axis: spatial axis (0-based, negative counts from the last).
 
         Returns:
-            A new Volume with image (C, ..., stop - start) and label (..., stop - start).
+            A new Volume with that axis cut to ``stop - start``.
         """
-        depth = self.image.shape[-1]
+        axis = axis % self.spatial_dims
+        depth = self.image.shape[1 + axis]
         if not 0 <= start < stop <= depth:
             raise DataError(
-                f"{self.source}: slab {start}:{stop} lies outside the {depth} slices of the "
-                "last axis; pick 0 <= start < stop <= number of slices"
+                f"{self.source}: slab {start}:{stop} lies outside the {depth} slices of axis "
+                f"{axis}; pick 0 <= start < stop <= number of slices"
             )
         affine = self.affine.copy()
-        if self.spatial_dims <= 3:
-            axis = self.spatial_dims - 1
+        if axis < 3:
             affine[:3, 3] = affine[:3, 3] + affine[:3, axis] * start
-        label = None if self.label is None else self.label[..., start:stop].copy()
+        index = (slice(None),) * axis + (slice(start, stop),)
+        label = None if self.label is None else self.label[index].copy()
         return Volume(
-            image=self.image[..., start:stop].copy(),
+            image=self.image[(slice(None), *index)].copy(),
             label=label,
             affine=affine,
             case_id=self.case_id,

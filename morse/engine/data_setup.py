@@ -6,7 +6,7 @@ format      training                             validation             test
 nnunet/msd  split by case (seeded, or split_file) split by case          split by case
 synapse     train_npz slices of train.txt cases  held-out train cases   test_vol_h5 volumes
 acdc        train_slices.list                    val.list volumes       test.list volumes
-atlas-demo  axial slabs below and above val/test  slab above test        middle axial slab
+atlas-demo  left hemisphere (Colin27 + AAL)      left, mid-axial slab   right hemisphere
 =========== ==================================== ====================== ======================
 """
 
@@ -208,37 +208,39 @@ def _acdc(cfg: DataConfig, wanted: Sequence[str], check: bool):
     return {name: loaders[name]() for name in wanted}, list(ACDC_CLASSES)
 
 
-def atlas_demo_slabs(
-    label: np.ndarray, fractions: Sequence[float] = (0.7, 0.1, 0.2), gap: int = 2
-) -> dict[str, list[range]]:
-    """Axial slabs of the demo brain: test in the middle, where every class appears.
+def atlas_demo_split(volume: Volume, val_fraction: float = 0.1, gap: int = 2) -> dict:
+    """The demo's split of one brain: train on the left hemisphere, test on the right one.
 
-    The test slab (``fractions[2]`` of the labelled slices) is centred at 45% of the brain's
-    height, through the basal ganglia, insula, vermis and cerebellum's top, so every class is
-    scored; the validation slab lies just above it; training takes the rest below and above.
-    ``gap`` slices separate every pair of slabs so no test anatomy is seen in training.
+    The right hemisphere (past the midline, x > 0 in world coordinates, ``gap`` voxels away) is
+    the test set: its voxels are never seen in training, yet every class appears in it, mirrored
+    from the left (training flips the slices). Validation is an axial slab of the left
+    hemisphere at 45% of the brain's height, where every class appears too; training takes the
+    rest of the left hemisphere, ``gap`` slices away from it.
 
-    >>> label = np.zeros((2, 2, 100), int); label[..., 10:90] = 1
-    >>> {k: [(r.start, r.stop) for r in v] for k, v in atlas_demo_slabs(label).items()}
-    {'train': [(10, 36), (66, 90)], 'val': [(56, 64)], 'test': [(38, 54)]}
+    Returns:
+        ``{"train": [Volume, Volume], "val": [Volume], "test": [Volume]}``.
     """
-    start, stop = foreground_slice_range(label)
-    height = stop - start
-    test_size, val_size = round(fractions[2] * height), round(fractions[1] * height)
-    test_start = start + round(0.45 * height) - test_size // 2
-    test = range(test_start, test_start + test_size)
-    val = range(test.stop + gap, test.stop + gap + val_size)
+    to_voxel = np.linalg.inv(volume.affine)
+    midline = int(round((to_voxel @ np.array([0.0, 0.0, 0.0, 1.0]))[0]))
+    x_start, x_stop = foreground_slice_range(volume.label, axis=0)
+    left = volume.slab(x_start, midline - gap, axis=0)
+    right = volume.slab(midline + gap, x_stop, axis=0)
+    right.case_id, left.case_id = f"{volume.case_id}-right", f"{volume.case_id}-left"
+    z_start, z_stop = foreground_slice_range(left.label)
+    height = z_stop - z_start
+    val_size = max(1, round(val_fraction * height))
+    val_start = z_start + round(0.45 * height) - val_size // 2
     return {
-        "train": [range(start, test.start - gap), range(val.stop + gap, stop)],
-        "val": [val],
-        "test": [test],
+        "train": [
+            left.slab(z_start, val_start - gap),
+            left.slab(val_start + val_size + gap, z_stop),
+        ],
+        "val": [left.slab(val_start, val_start + val_size)],
+        "test": [right],
     }
 
 
 def _atlas(cfg: DataConfig, wanted: Sequence[str], check: bool):
     volume = load_atlas_demo(cfg.root, cfg.downsample, normalize=False)
-    slabs = atlas_demo_slabs(volume.label, cfg.split_fractions)
-    subsets = {
-        name: [volume.slab(r.start, r.stop) for r in slabs[name] if len(r)] for name in wanted
-    }
-    return subsets, list(ATLAS_CLASSES)
+    subsets = atlas_demo_split(volume, cfg.split_fractions[1])
+    return {name: subsets[name] for name in wanted}, list(ATLAS_CLASSES)

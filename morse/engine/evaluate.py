@@ -99,13 +99,15 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir else default_dir
     results: dict[str, dict] = {"coarse": {}, "rendered": {}}
     examples = []
+    per_volume = -(-cfg.eval.num_examples // len(volumes))
     for volume in volumes:
         prediction = predict_case(model, cfg, volume, torch_device)
         for output in ("coarse", "rendered"):
             results[output][volume.case_id] = case_metrics(
                 getattr(prediction, output), volume.label, len(class_names), volume.spacing
             )
-        examples.append(_example_slice(volume, prediction))
+        examples += [_example_slice(volume, prediction, k)
+                     for k in _example_slices(volume.label, per_volume)]
     write_metrics(out_dir, results, class_names)
     _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
@@ -115,10 +117,28 @@ def evaluate(
     return summaries
 
 
-def _example_slice(volume: Volume, prediction: VolumePrediction) -> dict:
-    """The axial slice with the most rendered points (a 2D view of a 2D or 3D case)."""
-    axes = tuple(range(prediction.rendered_points.ndim - 1))
-    index = int(np.argmax(prediction.rendered_points.sum(axis=axes)))
+def _example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int]:
+    """Axial slices showing the most anatomy (most classes, then most foreground), apart.
+
+    >>> label = np.zeros((4, 4, 10), int); label[..., 2] = 1; label[0, 0, 2] = 2
+    >>> label[..., 3] = 1; label[..., 8] = 1
+    >>> _example_slices(label, 2)
+    [2, 8]
+    """
+    flat = label.reshape(-1, label.shape[-1])
+    classes = np.array([np.unique(flat[:, k]).size for k in range(flat.shape[1])])
+    score = classes * flat.shape[0] + (flat > 0).sum(0)
+    chosen: list[int] = []
+    for index in np.argsort(-score, kind="stable"):
+        if len(chosen) == count:
+            break
+        if all(abs(int(index) - k) >= spacing for k in chosen):
+            chosen.append(int(index))
+    return chosen
+
+
+def _example_slice(volume: Volume, prediction: VolumePrediction, index: int) -> dict:
+    """One axial slice of a case and its predictions (a 2D view of a 2D or 3D case)."""
     return {
         "image": volume.image[0][..., index], "truth": volume.label[..., index],
         "coarse": prediction.coarse[..., index], "rendered": prediction.rendered[..., index],

@@ -6,7 +6,6 @@ Volumes are (C, *S) arrays in nibabel's order; 2D models see slices along the la
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from morse.backbone import padded_size
+from morse.engine.distributed import autocast_context
 from morse.model import Morse
 
 __all__ = ["VolumePrediction", "predict_volume", "PAD_MULTIPLE"]
@@ -73,7 +73,7 @@ def predict_volume(
     """
     model.eval().to(device)
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
-    with _autocast(device, precision):
+    with autocast_context(device, precision):
         if model.spatial_dims == 2:
             coarse, rendered, points = _predict_slices(
                 model, tensor, device, slice_size, slice_batch_size
@@ -88,13 +88,6 @@ def predict_volume(
         rendered_points=points.numpy(),
         probabilities=rendered.float().softmax(0).numpy() if probabilities else None,
     )
-
-
-def _autocast(device: torch.device | str, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def _predict_slices(

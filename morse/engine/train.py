@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from morse.config import Config, config_from_dict, config_to_dict, save_config
+from morse.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from morse.data.volume import Volume
 from morse.engine.build import build_loss, build_model
 from morse.engine.checkpoint import (
@@ -113,10 +113,7 @@ def _train(
     device = ctx.device
     model = build_model(cfg, data.in_channels, data.num_classes).to(device)
     loss_fn = build_loss(cfg, data.num_classes)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-        weight_decay=cfg.train.weight_decay,
-    )
+    optimizer = build_optimizer(cfg, model)
     total = cfg.train.iterations
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: max(0.0, 1 - step / total) ** cfg.train.poly_power
@@ -182,7 +179,7 @@ def _train(
                 bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{speed:.2f}")
                 window_start, window_parts = time.perf_counter(), []
             bar.update(1)
-            if step % cfg.train.val_every == 0 or step == total:
+            if data.val and (step % cfg.train.val_every == 0 or step == total):
                 scores = validate(model, data.val, cfg, device, ctx)
                 if curves is not None:
                     curves.log(step, val_dice=scores["rendered"],
@@ -204,8 +201,21 @@ def _train(
     finally:
         bar.close()
     if ctx.is_main:
+        if not data.val:
+            bar.write("no validation cases: best.pt is not written; evaluate last.pt")
         plot_curves(run_dir / "curves.csv", run_dir / "progress.png")
     return TrainResult(run_dir, step, float(best), time.perf_counter() - started)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, as ``train.optimizer`` says."""
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                               weight_decay=cfg.train.weight_decay)
+    if cfg.train.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                 weight_decay=cfg.train.weight_decay)
+    raise ConfigError(f"train.optimizer must be sgd or adamw, got {cfg.train.optimizer!r}")
 
 
 def _mean_parts(parts: Sequence[dict[str, float]]) -> dict[str, float]:

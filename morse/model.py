@@ -173,7 +173,10 @@ class Morse(nn.Module):
         _check_image(image, self.spatial_dims)
         coarse, features = _split_backbone_output(self.backbone(image))
         if not self.use_renderer:
-            return MorseOutput(coarse=coarse, logits=coarse)
+            logits = coarse
+            if output_size is not None and not self.training:
+                logits = subdivision_render(coarse, None, 0, 0, output_size=output_size)[0]
+            return MorseOutput(coarse=coarse, logits=logits)
         self._check_features(features, coarse)
         if self.training:
             coords = sample_training_points(

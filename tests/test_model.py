@@ -85,6 +85,11 @@ def test_rendering_at_a_requested_output_size():
     assert out.logits.shape == (1, 3, 40, 24) and out.coarse.shape == (1, 3, 16, 16)
 
 
+def test_plain_backbone_honours_the_requested_output_size():
+    out = small_morse(renderer=False).eval()(torch.randn(1, 1, 16, 16), output_size=(20, 24))
+    assert out.logits.shape == (1, 3, 20, 24) and out.coarse.shape == (1, 3, 16, 16)
+
+
 def test_chunked_rendering_matches_unchunked():
     model = small_morse().eval()
     image = torch.randn(1, 1, 16, 16)

@@ -1,0 +1,49 @@
+"""From configs to data: the demo's hemisphere split and the 2D slice-size check."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morse.config import load_config
+from morse.data import DEFAULT_TEMPLATE_DIR, DataError, Volume, load_atlas_demo
+from morse.engine.data_setup import atlas_demo_split, prepare_data
+
+
+def _world_x(volume: Volume) -> np.ndarray:
+    """World x (mm) of each index along the first axis."""
+    index = np.zeros((4, volume.image.shape[1]))
+    index[0], index[3] = np.arange(volume.image.shape[1]), 1
+    return (volume.affine @ index)[0]
+
+
+def test_demo_split_keeps_every_test_voxel_out_of_training_on_a_synthetic_brain():
+    label = np.zeros((20, 6, 30), np.int64)
+    label[2:18, :, 3:27] = np.arange(16)[:, None, None] % 3 + 1
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[0, 3] = -20.0  # world x = 0 at index 10
+    split = atlas_demo_split(Volume(label[None].astype(np.float32), label, affine))
+    test_x = _world_x(split["test"][0])
+    for volume in split["train"] + split["val"]:
+        assert _world_x(volume).max() < test_x.min() - 2
+    assert test_x.min() > 0
+    train_z = [v.affine[2, 3] + 2 * np.arange(v.image.shape[-1]) for v in split["train"]]
+    val_z = split["val"][0].affine[2, 3] + 2 * np.arange(split["val"][0].image.shape[-1])
+    assert not set(np.concatenate(train_z)) & set(val_z)
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_TEMPLATE_DIR) / "aal.nii.gz").exists(),
+                    reason="Debian's mricron-data is not installed")
+def test_demo_split_of_the_real_brain_has_every_class_in_test():
+    split = atlas_demo_split(load_atlas_demo(downsample=2, normalize=False))
+    assert np.unique(split["test"][0].label).size == 11
+    assert np.unique(np.concatenate([v.label.ravel() for v in split["train"]])).size == 11
+
+
+def test_2d_slices_that_backbones_cannot_take_are_named_with_the_fix(tmp_path):
+    from test_cli import make_dataset
+
+    root = make_dataset(tmp_path / "Dataset002", shape=(30, 32, 4))
+    cfg = load_config("demo", ["data.format=nnunet", f"data.root={root}", "data.slice_size=null"])
+    with pytest.raises(DataError, match=r"data.slice_size=\[32,32\]"):
+        prepare_data(cfg.data)

@@ -14,12 +14,10 @@ from morse.data import (
     DataError,
     Volume,
     aal_class_lut,
-    atlas_slabs,
     downsample_volume,
     foreground_slice_range,
     load_atlas_demo,
     read_aal_table,
-    slab_split,
 )
 
 HAVE_FILES = all(
@@ -66,9 +64,6 @@ def test_load_real_atlas_downsampled():
     assert abs(head.mean()) < 0.2 and 0.8 < head.std() < 1.2
     # world position of voxel 0 is the centre of the first 4x4x4 block of the 1 mm grid
     np.testing.assert_allclose(vol.affine[:3, 3], np.array([-90.0, -125.0, -71.0]) + 1.5)
-    slabs = atlas_slabs(vol)
-    assert set(slabs) == {"train", "val", "test"}
-    assert all(np.any(s.label > 0, axis=(0, 1)).all() for s in slabs.values())
 
 
 def test_missing_files_say_how_to_install(tmp_path):
@@ -100,31 +95,3 @@ def test_foreground_slice_range():
     assert foreground_slice_range(label, axis=0) == (1, 2)
     with pytest.raises(DataError, match="no foreground"):
         foreground_slice_range(np.zeros((2, 2, 2)))
-
-
-@pytest.mark.parametrize("gap", [0, 2, 5])
-def test_slab_split_contiguous_disjoint_separated(gap):
-    slabs = slab_split(100, (0.7, 0.1, 0.2), gap=gap, valid=(10, 90))
-    train, val, test = slabs["train"], slabs["val"], slabs["test"]
-    assert train.start == 10 and test.stop == 90
-    assert val.start - train.stop == gap and test.start - val.stop == gap
-    assert len(train) + len(val) + len(test) == 80 - 2 * gap
-    assert len(val) >= 1 and len(test) > len(val) and len(train) > len(test)
-
-
-def test_slab_split_order_zero_fraction_and_too_few_slices():
-    slabs = slab_split(30, (0.8, 0.0, 0.2), gap=3, order=("test", "val", "train"))
-    assert slabs["val"] == range(0) and slabs["test"].start == 0
-    assert slabs["train"].start == slabs["test"].stop + 3 and slabs["train"].stop == 30
-    with pytest.raises(DataError, match="cannot hold 3 slabs"):
-        slab_split(5, gap=2)
-
-
-def test_atlas_slabs_on_synthetic_volume():
-    label = np.zeros((4, 4, 50), np.int64)
-    label[:, :, 5:45] = 1
-    vol = Volume(np.random.rand(1, 4, 4, 50), label, np.eye(4))
-    slabs = atlas_slabs(vol, gap=2)
-    train, test = slabs["train"], slabs["test"]
-    assert train.affine[2, 3] == 5.0 and np.all(train.label == 1) and np.all(test.label == 1)
-    assert sum(s.image.shape[-1] for s in slabs.values()) == 40 - 4

@@ -171,7 +171,7 @@ def _run_cli(*args: str) -> subprocess.Popen:
 
 
 def _step_of(run: Path) -> int:
-    from morse.engine.checkpoint import load_checkpoint
+    from morse.training.checkpoint import load_checkpoint
 
     try:
         return int(load_checkpoint(run / "last.pt")["step"])
@@ -197,7 +197,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, dataset):
     resumed = _run_cli("train", "--resume", str(killed))
     assert resumed.wait() == 0, resumed.stderr.read().decode()
 
-    from morse.engine.checkpoint import load_checkpoint
+    from morse.training.checkpoint import load_checkpoint
 
     a = load_checkpoint(straight / "last.pt")
     b = load_checkpoint(killed / "last.pt")
@@ -229,7 +229,7 @@ def test_two_process_ddp_training_through_torchrun(tmp_path, dataset):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    from morse.engine.checkpoint import load_checkpoint
+    from morse.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run / "last.pt")
     assert state["step"] == 3

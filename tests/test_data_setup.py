@@ -7,7 +7,7 @@ import pytest
 
 from morse.config import load_config
 from morse.data import DEFAULT_TEMPLATE_DIR, DataError, Volume, load_atlas_demo
-from morse.engine.data_setup import atlas_demo_split, prepare_data
+from morse.data.prepare import atlas_demo_split, prepare_data
 
 
 def _world_x(volume: Volume) -> np.ndarray:

@@ -9,8 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from morse.engine import metrics as M
-from morse.engine.metrics import ClassMetrics, case_metrics, format_table, summarise, write_metrics
+from morse.evaluation import metrics as M
+from morse.evaluation.metrics import (
+    ClassMetrics,
+    case_metrics,
+    format_table,
+    summarise,
+    write_metrics,
+)
 
 
 def _squares() -> tuple[np.ndarray, np.ndarray]:
@@ -200,20 +206,6 @@ def test_write_metrics_json_and_csv_layout(tmp_path):
     fg = [r for r in rows if r["case"] == "mean" and r["class"] == "foreground"]
     assert [float(r["asd"]) for r in fg] == [13.5, 13.5]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.csv", "metrics.json"]
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "metrics.json"
-    target.write_text("old")
-
-    def boom(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(M.os, "replace", boom)
-    with pytest.raises(OSError):
-        M.atomic_write_text(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_format_table_side_by_side():

@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from morse.engine.curves import CurveLog
-from morse.engine.metrics import ClassMetrics, write_metrics
-from morse.engine.report import class_colors, label_rgba, make_overlay_figure, write_report
+from morse.evaluation.metrics import ClassMetrics, write_metrics
+from morse.report.curves import CurveLog
+from morse.report.figures import class_colors, label_rgba, make_overlay_figure
+from morse.report.page import write_report
 
 CLASSES = ["background", "aorta", "gallbladder"]
 

@@ -17,7 +17,7 @@ import torch
 
 from morse.backbone import UNet
 from morse.bench.memory import peak_rss_mib
-from morse.engine.inference import predict_volume
+from morse.inference.volumes import predict_volume
 from morse.model import Morse
 
 __all__ = ["run_chunked", "format_chunked", "MODES"]

@@ -45,7 +45,7 @@ class Train:
 
     def run(self) -> int:
         from morse.config import load_config
-        from morse.engine.train import train
+        from morse.training.loop import train
 
         if self.resume:
             result = train(None, self.resume, resume=True)  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ class Evaluate:
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
 
     def run(self) -> int:
-        from morse.engine.evaluate import evaluate
+        from morse.evaluation.evaluate import evaluate
 
         evaluate(self.source, self.output, data_root=self.data, subset=self.subset,
                  device=self.device)
@@ -98,7 +98,7 @@ class Predict:
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
 
     def run(self) -> int:
-        from morse.engine.predict import predict_files
+        from morse.inference.files import predict_files
 
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
@@ -134,7 +134,7 @@ class Demo:
                                    default_factory=list)
 
     def run(self) -> int:
-        from morse.engine.demo import run_demo
+        from morse.cli.demo import run_demo
 
         run_demo(self.output, self.overrides)
         return 0
@@ -149,7 +149,7 @@ class Report:
     format: str = _option("html or md", "--format", default="html", choices=["html", "md"])
 
     def run(self) -> int:
-        from morse.engine.demo import write_run_report
+        from morse.cli.demo import write_run_report
 
         print(write_run_report(self.run_dir, self.format))
         return 0
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``morse`` console script and ``python -m morse``."""
     from morse.config import ConfigError
     from morse.data.volume import DataError
-    from morse.engine.checkpoint import CheckpointError
+    from morse.training.checkpoint import CheckpointError
 
     args = vars(build_parser().parse_args(argv))
     command_class = args.pop("command_class")

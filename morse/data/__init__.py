@@ -19,13 +19,11 @@ from .atlas_demo import (
     ATLAS_CLASSES,
     DEFAULT_TEMPLATE_DIR,
     aal_class_lut,
-    atlas_slabs,
     downsample_volume,
     foreground_slice_range,
     group_aal_labels,
     load_atlas_demo,
     read_aal_table,
-    slab_split,
 )
 from .check import Problem, check_dataset, format_problems
 from .datasets import (
@@ -125,8 +123,6 @@ __all__ = [
     "load_atlas_demo",
     "downsample_volume",
     "foreground_slice_range",
-    "slab_split",
-    "atlas_slabs",
     # datasets
     "INTENSITY_SCHEMES",
     "normalize_intensity",

@@ -8,28 +8,24 @@ Files (Debian's ``mricron-data``, ``/usr/share/mricron/templates/``):
 
 The 116 regions are grouped by :data:`AAL_GROUPS` (an explicit table; the grouping follows
 AAL's own lobe ordering, e.g. fusiform with the occipital block, and puts the central
-regions in their own sensorimotor class). There is one subject only, so train, val and test
-are axial slabs of it separated by a gap (:func:`slab_split`): no test anatomy is seen in
-training, but all slabs share the subject, scanner and contrast.
+regions in their own sensorimotor class). There is one subject only: the demo trains on the
+left hemisphere and tests on the right (``morse.data.prepare``), so no test voxel is seen in
+training, but both share the subject, scanner and contrast.
 
 Example (synthetic label, no files needed):
     >>> import numpy as np
     >>> label = np.zeros((4, 4, 40), np.int64); label[..., 5:35] = 1
     >>> foreground_slice_range(label)
     (5, 35)
-    >>> slab_split(40, (0.7, 0.1, 0.2), gap=2, valid=(5, 35))
-    {'train': range(5, 23), 'val': range(25, 28), 'test': range(30, 35)}
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .nifti import read_nifti
-from .split import subset_counts
 from .volume import DataError, Volume
 
 __all__ = [
@@ -42,8 +38,6 @@ __all__ = [
     "load_atlas_demo",
     "downsample_volume",
     "foreground_slice_range",
-    "slab_split",
-    "atlas_slabs",
 ]
 
 DEFAULT_TEMPLATE_DIR = Path("/usr/share/mricron/templates")
@@ -303,57 +297,3 @@ def foreground_slice_range(label: np.ndarray, axis: int = -1) -> tuple[int, int]
     if present.size == 0:
         raise DataError("label: no foreground voxel; cannot place slabs on an empty label")
     return int(present[0]), int(present[-1]) + 1
-
-
-def slab_split(
-    num_slices: int,
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    gap: int = 2,
-    valid: tuple[int, int] | None = None,
-    order: Sequence[str] = ("train", "val", "test"),
-) -> dict[str, range]:
-    """Contiguous slabs of slices along the last (axial) axis, separated by ``gap`` slices.
-
-    Args:
-        num_slices: number of slices of the volume.
-        fractions: (train, val, test) fractions of the usable slices (after the gaps).
-        gap: slices left out between consecutive non-empty slabs.
-        valid: ``(start, stop)`` of usable slices, e.g. :func:`foreground_slice_range`;
-            default all slices.
-        order: subset names from the first slice (bottom) to the last (top).
-
-    Returns:
-        ``{"train": range, "val": range, "test": range}``; zero fractions give empty ranges.
-    """
-    start, stop = valid if valid is not None else (0, num_slices)
-    if not 0 <= start < stop <= num_slices:
-        raise ValueError(f"valid range {start}:{stop} does not fit in {num_slices} slices")
-    if sorted(order) != sorted(("train", "val", "test")):
-        raise ValueError(f"order must list train, val and test, got {order}")
-    frac = dict(zip(("train", "val", "test"), fractions, strict=True))
-    used = [name for name in order if frac[name] > 0]
-    usable = stop - start - gap * (len(used) - 1)
-    if usable < len(used):
-        raise DataError(
-            f"slab_split: {stop - start} slices cannot hold {len(used)} slabs with gap {gap}; "
-            "lower the gap or the downsampling"
-        )
-    counts = dict(zip(used, subset_counts(usable, [frac[n] for n in used]), strict=True))
-    slabs = {name: range(0) for name in ("train", "val", "test")}
-    cursor = start
-    for name in used:
-        slabs[name] = range(cursor, cursor + counts[name])
-        cursor += counts[name] + gap
-    return slabs
-
-
-def atlas_slabs(
-    volume: Volume, fractions: Sequence[float] = (0.7, 0.1, 0.2), gap: int = 2
-) -> dict[str, Volume]:
-    """Train/val/test sub-volumes of ``volume``: axial slabs inside its labelled slices."""
-    if volume.label is None:
-        raise DataError(f"{volume.source}: slabs need a label volume to find the brain")
-    slabs = slab_split(
-        volume.image.shape[-1], fractions, gap, valid=foreground_slice_range(volume.label)
-    )
-    return {name: volume.slab(r.start, r.stop) for name, r in slabs.items() if len(r)}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from morse.backbone import padded_size
-from morse.engine.distributed import autocast_context
+from morse.device import autocast_context
 from morse.model import Morse
 
 __all__ = ["VolumePrediction", "predict_volume", "PAD_MULTIPLE"]

@@ -47,7 +47,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -55,12 +54,12 @@ from pathlib import Path
 
 import numpy as np
 
+from morse.io import atomic_write_text
+
 __all__ = [
     "EMPTY_MASK_POLICY",
     "METRIC_NAMES",
     "ClassMetrics",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "case_metrics",
     "class_label_names",
     "format_table",
@@ -311,30 +310,6 @@ def summarise(
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    :func:`os.replace`, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _output_block(per_case: Mapping[str, Mapping[int, ClassMetrics]], class_names) -> dict:

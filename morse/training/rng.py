@@ -12,9 +12,8 @@ float)`` tuple and Python's ``(int, tuple[int, ...], float | None)`` tuple are
 converted on the way in and rebuilt on the way out.
 
 Seeding policy (:func:`seed_everything`): the global generators get ``seed + rank``
-so every rank draws its own expert masks and sample points, while the returned
-data generator gets ``seed`` alone so that anything driven by it (the sampler's
-shuffle) agrees across ranks.
+so every rank draws its own expert masks and sample points. Data order does not come from
+these generators: batches are a pure function of (seed, step), see ``morse.training.sampling``.
 """
 
 from __future__ import annotations
@@ -28,32 +27,21 @@ import torch
 
 __all__ = [
     "capture_rng_state",
-    "generator_state",
     "restore_rng_state",
     "seed_everything",
-    "set_generator_state",
 ]
 
 _REQUIRED_KEYS = ("python", "numpy", "torch")
 
 
-def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
-    """Seed Python, numpy and torch (CPU and CUDA) with ``seed + rank``.
-
-    Returns a fresh ``torch.Generator`` seeded with ``seed`` alone: identical on
-    every rank, meant for data order (sampler, ``DataLoader(generator=...)``).
-    Per-sample augmentation inside DataLoader workers should still mix the rank
-    into its seed, or ranks would apply the same random augmentations.
-    """
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) with ``seed + rank``."""
     if seed < 0 or rank < 0:
         raise ValueError(f"seed and rank must be >= 0, got seed={seed}, rank={rank}")
     stream = seed + rank
     random.seed(stream)
     np.random.seed(stream % 2**32)
     torch.manual_seed(stream)  # also seeds every CUDA device
-    data_generator = torch.Generator()
-    data_generator.manual_seed(seed)
-    return data_generator
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -84,17 +72,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     _set_numpy_state(state["numpy"])
     torch.set_rng_state(_as_byte_tensor(state["torch"]))
     _set_cuda_states(list(state.get("cuda", [])))
-
-
-def generator_state(generator: torch.Generator) -> torch.Tensor:
-    """State of an explicit generator (e.g. a data sampler's) as a CPU ByteTensor."""
-    return generator.get_state().clone()
-
-
-def set_generator_state(generator: torch.Generator, state: torch.Tensor) -> torch.Generator:
-    """Restore ``generator`` from :func:`generator_state` output; returns it for chaining."""
-    generator.set_state(_as_byte_tensor(state))
-    return generator
 
 
 def _python_state() -> dict[str, Any]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
 from morse.backbone import build_backbone
 from morse.config import Config
 from morse.losses import MorseLoss
 from morse.model import Morse
 
-__all__ = ["build_model", "build_loss", "resolve_device"]
+__all__ = ["build_model", "build_loss"]
 
 _RENDERER_KEYS = (
     "experts", "stochastic_gating", "renormalize_gate", "max_dropped", "fourier", "train_points",
@@ -33,10 +31,3 @@ def build_loss(cfg: Config, num_classes: int) -> MorseLoss:
     return MorseLoss(
         num_classes, cfg.loss.schedule, cfg.loss.point_weight, cfg.loss.coarse_weight
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

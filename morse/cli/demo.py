@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from morse.config import load_config
-from morse.engine.checkpoint import LAST_NAME, load_checkpoint
-from morse.engine.evaluate import evaluate
-from morse.engine.train import train
+from morse.evaluation.evaluate import evaluate
+from morse.training.checkpoint import LAST_NAME, load_checkpoint
+from morse.training.loop import train
 
 __all__ = ["run_demo", "write_run_report"]
 
@@ -40,6 +40,6 @@ def run_demo(output: str | Path = "runs/demo", overrides: list[str] | None = Non
 
 def write_run_report(run_dir: str | Path, fmt: str = "html") -> Path:
     """The run's report page (metrics, curves, overlays) as HTML or Markdown."""
-    from morse.engine.report import write_report
+    from morse.report.page import write_report
 
     return write_report(run_dir, fmt=fmt)

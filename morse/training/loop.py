@@ -18,33 +18,32 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from morse.build import build_loss, build_model
 from morse.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from morse.data.prepare import PreparedData, prepare_data
 from morse.data.volume import Volume
-from morse.engine.build import build_loss, build_model
-from morse.engine.checkpoint import (
+from morse.device import autocast_context, make_grad_scaler
+from morse.inference.volumes import predict_volume
+from morse.model import Morse
+from morse.report.curves import CurveLog, plot_curves
+from morse.training.checkpoint import (
     LAST_NAME,
     CheckpointError,
     keep_best,
     load_checkpoint,
     make_checkpoint,
-    require_keys,
     save_checkpoint,
+    validate_checkpoint,
 )
-from morse.engine.curves import CurveLog, plot_curves
-from morse.engine.data_setup import PreparedData, prepare_data
-from morse.engine.distributed import (
+from morse.training.distributed import (
     DistributedContext,
-    autocast_context,
     cleanup,
     init_distributed,
-    make_grad_scaler,
     reduce_dict,
     wrap_model,
 )
-from morse.engine.inference import predict_volume
-from morse.engine.rng import capture_rng_state, restore_rng_state, seed_everything
-from morse.engine.sampling import SeededItems, StepBatchSampler
-from morse.model import Morse
+from morse.training.rng import capture_rng_state, restore_rng_state, seed_everything
+from morse.training.sampling import SeededItems, StepBatchSampler
 
 __all__ = ["train", "TrainResult", "validate", "foreground_dice"]
 
@@ -95,7 +94,7 @@ def _load_resume_state(run_dir: Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"{path}: nothing to resume (no last.pt); start a new run instead")
     state = load_checkpoint(path)
-    require_keys(state, ["model", "optimizer", "scheduler", "step", "rng", "config"], path)
+    validate_checkpoint(state, path, ["model", "optimizer", "scheduler", "step", "rng", "config"])
     return state
 
 

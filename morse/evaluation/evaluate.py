@@ -6,64 +6,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from morse.config import Config, config_from_dict
+from morse.data.prepare import load_eval_volumes
 from morse.data.volume import DataError, Volume
-from morse.engine.build import build_model, resolve_device
-from morse.engine.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, require_keys
-from morse.engine.data_setup import load_eval_volumes
-from morse.engine.inference import VolumePrediction, predict_volume
-from morse.engine.metrics import case_metrics, format_table, summarise, write_metrics
-from morse.model import Morse
+from morse.device import resolve_device
+from morse.evaluation.metrics import case_metrics, format_table, summarise, write_metrics
+from morse.inference.trained import load_trained, predict_case, resolve_checkpoint
+from morse.inference.volumes import VolumePrediction
 
-__all__ = ["load_trained", "resolve_checkpoint", "evaluate", "predict_case"]
-
-
-def resolve_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
-    source = Path(source)
-    if source.is_dir():
-        for name in (BEST_NAME, LAST_NAME):
-            if (source / name).is_file():
-                return source / name
-        raise DataError(f"{source}: no best.pt or last.pt in this run folder; train it first")
-    if not source.is_file():
-        raise DataError(f"{source}: no such checkpoint or run folder")
-    return source
-
-
-def load_trained(
-    source: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Morse, Config, list[str]]:
-    """Rebuild the model of a checkpoint (safe loading) with its config and class names."""
-    path = resolve_checkpoint(source)
-    state = load_checkpoint(path)
-    require_keys(state, ["model", "config", "class_names"], path)
-    cfg = config_from_dict(state["config"], origin=str(path))
-    class_names = list(state["class_names"])
-    in_channels = _in_channels(state["model"])
-    model = build_model(cfg, in_channels, len(class_names))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, class_names
-
-
-def _in_channels(state_dict: dict) -> int:
-    """Input channels from the first convolution weight of the backbone."""
-    for key, value in state_dict.items():
-        if key.startswith("backbone.") and key.endswith("weight") and value.dim() >= 4:
-            return int(value.shape[1])
-    raise DataError("cannot find the backbone's first convolution in the checkpoint")
-
-
-def predict_case(model: Morse, cfg: Config, volume: Volume, device, **options) -> VolumePrediction:
-    """``predict_volume`` with the settings of a run's config."""
-    return predict_volume(
-        model, volume.image, device=device, slice_size=cfg.data.slice_size,
-        patch_size=cfg.data.patch_size, slice_batch_size=cfg.eval.slice_batch_size,
-        sw_batch_size=cfg.eval.sw_batch_size, overlap=cfg.eval.overlap,
-        sw_device=cfg.eval.sw_device, precision=cfg.train.precision, **options,
-    )
+__all__ = ["evaluate"]
 
 
 def evaluate(
@@ -85,7 +36,7 @@ def evaluate(
         subset: "test" or "val".
 
     Returns:
-        ``{"coarse": summary, "rendered": summary}`` (see ``morse.engine.metrics.summarise``).
+        ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.metrics.summarise``).
     """
     torch_device = resolve_device(device)
     model, cfg, class_names = load_trained(source, torch_device)

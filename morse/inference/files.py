@@ -12,8 +12,8 @@ import torch
 from morse.data.datasets import normalize_intensity
 from morse.data.nifti import read_nifti, write_array_like, write_label_like
 from morse.data.volume import DataError, Volume
-from morse.engine.build import resolve_device
-from morse.engine.evaluate import load_trained, predict_case
+from morse.device import resolve_device
+from morse.inference.trained import load_trained, predict_case
 
 __all__ = ["predict_files", "group_channel_files"]
 

@@ -10,7 +10,7 @@ Layout (``version`` 1), as built by :func:`make_checkpoint`::
         "scheduler": state_dict,
         "step": int,                    # optimizer steps done
         "epoch": int,                   # epochs finished
-        "rng": capture_rng_state(),     # morse.engine.rng
+        "rng": capture_rng_state(),     # morse.training.rng
         "sampler": {...},               # e.g. {"epoch": int, "seed": int}
         "config": plain dict,           # the resolved run config
         "best_metric": float,           # best validation metric so far
@@ -22,26 +22,26 @@ tensors or plain data (dict, list, tuple, str, int, float, bool, None), because
 :func:`load_checkpoint` always loads with ``torch.load(weights_only=True)``: a
 checkpoint holding arbitrary Python objects is refused, never executed.
 
-Files in a run folder: ``last.pt`` (written every save, used to resume, see
-:func:`latest_checkpoint`) and ``best.pt`` (written by :func:`keep_best` when the
-validation metric improves). Every write goes to a temporary file in the same
-folder, is flushed and fsync'ed, then renamed over the target with
-``os.replace``, so a crash mid-write leaves the previous good file in place.
+Files in a run folder: ``last.pt`` (written every save, used to resume) and ``best.pt``
+(written by :func:`keep_best` when the validation metric improves). Every write is atomic
+(``morse.io``), so a crash mid-write leaves the previous good file in place.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from morse.io import atomic_write_bytes
 
 __all__ = [
     "BEST_NAME",
@@ -50,10 +50,8 @@ __all__ = [
     "LAST_NAME",
     "CheckpointError",
     "keep_best",
-    "latest_checkpoint",
     "load_checkpoint",
     "make_checkpoint",
-    "require_keys",
     "save_checkpoint",
     "validate_checkpoint",
 ]
@@ -84,49 +82,13 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically and return the path.
+    """Write ``state`` to ``path`` atomically (see ``morse.io``) and return the path.
 
-    The bytes go to a hidden temporary file next to ``path``; after flush and
-    ``os.fsync`` it replaces ``path`` in one ``os.replace``. If anything fails,
-    the temporary file is removed and ``path`` keeps its previous content.
+    If anything fails, ``path`` keeps its previous content.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.chmod(tmp_name, mode)  # mkstemp makes 0600; keep the usual permissions
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        _remove_quietly(Path(tmp_name))
-        raise
-    _fsync_directory(target.parent)
-    return target
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +114,7 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(
             f"checkpoint {source} holds a {type(state).__name__}, not a dict; "
-            "save it with morse.engine.checkpoint.save_checkpoint"
+            "save it with morse.training.checkpoint.save_checkpoint"
         )
     return state
 
@@ -189,31 +151,27 @@ def _unreadable_message(source: Path) -> str:
     )
 
 
-def require_keys(state: Mapping[str, Any], keys: Iterable[str],
-                 path: str | os.PathLike[str]) -> None:
-    """Raise :class:`CheckpointError` naming the ``keys`` that ``state`` lacks."""
+def validate_checkpoint(
+    state: Mapping[str, Any], path: str | os.PathLike[str], keys: Iterable[str] = ("model",)
+) -> None:
+    """Check ``state`` is a MORSE checkpoint of a version this code reads, holding ``keys``."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format {state.get('format')!r}, expected "
+            f"{CHECKPOINT_FORMAT!r}; point to a checkpoint written by MORSE"
+        )
+    version = state.get("version")
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has version {version!r}, this MORSE reads 1..{CHECKPOINT_VERSION}; "
+            "upgrade MORSE or re-save the checkpoint"
+        )
     missing = [key for key in keys if key not in state]
     if missing:
         present = sorted(str(key) for key in state)
         raise CheckpointError(
             f"checkpoint {path} is missing {missing} (it has {present}); "
             "use a MORSE training checkpoint such as last.pt"
-        )
-
-
-def validate_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Check ``state`` is a MORSE checkpoint of a version this code reads."""
-    require_keys(state, ("format", "version", "model"), path)
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path} has format {state['format']!r}, expected "
-            f"{CHECKPOINT_FORMAT!r}; point to a checkpoint written by MORSE"
-        )
-    version = state["version"]
-    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has version {version!r}, this MORSE reads 1..{CHECKPOINT_VERSION}; "
-            "upgrade MORSE or re-save the checkpoint"
         )
 
 
@@ -277,12 +235,6 @@ def _check_plain(value: Any, where: str, allow_tensors: bool) -> None:
 
 # ---------------------------------------------------------------------------
 # run folder
-
-
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """``run_dir/last.pt`` if it exists, else ``None`` (nothing to resume)."""
-    candidate = Path(run_dir) / LAST_NAME
-    return candidate if candidate.is_file() else None
 
 
 def keep_best(

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morse.engine.metrics import atomic_write_bytes, atomic_write_text
+from morse.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CurveLog",

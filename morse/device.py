@@ -1,0 +1,56 @@
+"""Where and in what precision the network runs: one device resolver, autocast, grad scaling."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "Precision", "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context",
+    "make_grad_scaler",
+]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+def resolve_precision(precision: str, device: str | torch.device) -> Precision:
+    """The precision actually used: fp16 on CPU falls back to fp32 (with a warning)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        warnings.warn("fp16 autocast needs a GPU; running in fp32 on CPU (bf16 works on CPU)",
+                      stacklevel=3)
+        return "fp32"
+    return precision  # type: ignore[return-value]
+
+
+def autocast_context(
+    device: str | torch.device, precision: str = "fp32"
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for bf16/fp16, a null context for fp32."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def make_grad_scaler(precision: str, device: str | torch.device) -> torch.amp.GradScaler:
+    """A GradScaler enabled only for fp16 on CUDA; disabled it passes losses through.
+
+    Use it the same way in every precision: ``scaler.scale(loss).backward();
+    scaler.step(optimizer); scaler.update()``.
+    """
+    device_type = torch.device(device).type
+    enabled = resolve_precision(precision, device) == "fp16"
+    return torch.amp.GradScaler(device_type, enabled=enabled)

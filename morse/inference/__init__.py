@@ -1,0 +1,1 @@
+"""Inference: whole volumes (slices or sliding windows), files on disk, trained runs."""

@@ -1,0 +1,1 @@
+"""Reports: training curves, overlay figures and the one-file HTML/Markdown page."""

@@ -1,0 +1,1 @@
+"""Training: the loop, step-seeded batches, random states, checkpoints and DDP."""

@@ -60,6 +60,9 @@ class Volume:
         affine: float64 (4, 4) voxel-to-world matrix in mm.
         case_id: case identifier.
         source: file the case was read from (for messages).
+        spacing_known: False when the file carries no voxel size (e.g. Synapse and ACDC
+            preprocessed files without a user-given spacing): the affine is then the identity
+            and distances are in voxels, not mm.
     """
 
     image: np.ndarray
@@ -67,6 +70,7 @@ class Volume:
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     case_id: str = "case"
     source: str = "<memory>"
+    spacing_known: bool = True
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -141,4 +145,5 @@ class Volume:
             affine=affine,
             case_id=self.case_id,
             source=self.source,
+            spacing_known=self.spacing_known,
         )

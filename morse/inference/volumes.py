@@ -1,6 +1,11 @@
 """Whole-volume inference: 2D slice by slice, 3D by sliding window; coarse and rendered kept.
 
 Volumes are (C, *S) arrays in nibabel's order; 2D models see slices along the last axis.
+
+The renderer always writes on the grid of the slice or window it was given (``output_size``),
+whatever ``render_upsample`` says: a model that upsamples while rendering would otherwise
+return a map ``2**steps`` times the input, which the slice crop and the window stitching
+would place on the wrong voxels.
 """
 
 from __future__ import annotations
@@ -126,7 +131,8 @@ def _predict_slice_batch(
     else:
         padded = padded_size(size, PAD_MULTIPLE)
         pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
-        out = model(F.pad(slices, pad, mode="replicate") if any(pad) else slices)
+        out = model(F.pad(slices, pad, mode="replicate") if any(pad) else slices,
+                    output_size=padded)
         coarse = out.coarse
     points = out.rendered if out.rendered is not None else torch.zeros_like(coarse[:, :1]).bool()
     return coarse, out.logits, points
@@ -144,7 +150,7 @@ def _predict_sliding(
     """(C, *S) -> coarse and rendered logits (K, *S) and points (*S), stitched by MONAI."""
 
     def predictor(window: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = model(window)
+        out = model(window, output_size=window.shape[2:])
         rendered = out.rendered if out.rendered is not None else torch.zeros_like(out.coarse[:, :1])
         return out.coarse.float(), out.logits.float(), rendered.float()
 

@@ -176,7 +176,9 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def config_from_dict(raw: dict, origin: str = "config") -> Config:
     """Build a validated ``Config`` from plain data (YAML or a checkpoint)."""
-    return _build(Config, raw, origin, prefix="")
+    cfg = _build(Config, raw, origin, prefix="")
+    check_values(cfg, origin)
+    return cfg
 
 
 def _build(cls: type, raw: Any, origin: str, prefix: str) -> Any:
@@ -255,3 +257,98 @@ def save_config(cfg: Config, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return path
+
+
+def _choices() -> dict[str, tuple]:
+    """Allowed values of the enumerated keys, read from the registries that define them."""
+    from morse.backbone import available_backbones
+    from morse.data.datasets import INTENSITY_SCHEMES
+    from morse.data.prepare import FORMATS
+    from morse.device import PRECISIONS
+    from morse.losses import POINT_WEIGHT_SCHEDULES
+
+    return {
+        "data.format": tuple(FORMATS),
+        "data.spatial_dims": (2, 3),
+        "data.normalize": tuple(INTENSITY_SCHEMES),
+        "model.backbone": tuple(available_backbones()),
+        "loss.schedule": tuple(POINT_WEIGHT_SCHEDULES),
+        "train.optimizer": ("sgd", "adamw"),
+        "train.precision": tuple(PRECISIONS),
+        "eval.sw_device": (None, "cpu", "cuda"),
+    }
+
+
+_MINIMUM = {
+    "data.samples_per_volume": 1, "data.downsample": 1, "data.num_workers": 0,
+    "model.render_points": 1, "model.render_steps": 0, "model.train_points": 1,
+    "model.oversample_ratio": 1, "model.importance_ratio": 0, "model.expert_width": 1,
+    "model.head_width": 1, "model.head_layers": 1, "model.num_frequencies": 1,
+    "model.dropout": 0, "model.render_chunk": 1, "model.max_dropped": 0,
+    "loss.coarse_weight": 0, "loss.point_weight": 0,
+    "train.iterations": 1, "train.batch_size": 1, "train.lr": 0, "train.weight_decay": 0,
+    "train.val_every": 1, "train.checkpoint_every": 1, "train.log_every": 1,
+    "eval.sw_batch_size": 1, "eval.overlap": 0, "eval.slice_batch_size": 1,
+    "eval.num_examples": 0,
+}
+_MAXIMUM = {"model.importance_ratio": 1, "model.dropout": 1, "eval.overlap": 0.99}
+
+
+def _value(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def check_values(cfg: Config, origin: str = "config") -> None:
+    """Check every enumerated or bounded key; the message lists what is allowed.
+
+    >>> check_values(Config(train=TrainConfig(iterations=5)))
+    >>> check_values(Config(train=TrainConfig(iterations=-3)))
+    Traceback (most recent call last):
+    ...
+    morse.config.ConfigError: config: train.iterations must be >= 1, got -3
+    """
+    for key, allowed in _choices().items():
+        if _value(cfg, key) not in allowed:
+            shown = ", ".join("null" if a is None else str(a) for a in allowed)
+            raise ConfigError(f"{origin}: {key} must be one of {shown}; got {_value(cfg, key)!r}")
+    for key, low in _MINIMUM.items():
+        value = _value(cfg, key)
+        if value is not None and value < low:
+            raise ConfigError(f"{origin}: {key} must be >= {low}, got {value!r}")
+    for key, high in _MAXIMUM.items():
+        if _value(cfg, key) > high:
+            raise ConfigError(f"{origin}: {key} must be <= {high}, got {_value(cfg, key)!r}")
+    _check_device(cfg.train.device, origin)
+    _check_sizes(cfg.data, origin)
+
+
+def _check_device(name: str, origin: str) -> None:
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        known = torch.device(name).type in ("cpu", "cuda")
+    except RuntimeError:
+        known = False
+    if not known:
+        raise ConfigError(
+            f"{origin}: train.device must be auto, cpu, cuda or cuda:N; got {name!r}"
+        )
+
+
+def _check_sizes(data: DataConfig, origin: str) -> None:
+    fractions = data.split_fractions
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(
+            f"{origin}: data.split_fractions must be three non-negative fractions (train, val, "
+            f"test) summing to 1; got {fractions}"
+        )
+    expected = {"slice_size": 2, "patch_size": 3}
+    for key, length in expected.items():
+        size = getattr(data, key)
+        if size is not None and (len(size) != length or min(size) < 1):
+            raise ConfigError(
+                f"{origin}: data.{key} must be {length} positive integers; got {size}"
+            )

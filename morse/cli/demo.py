@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from morse.config import load_config
+from morse.data.volume import DataError
 from morse.evaluation.evaluate import evaluate
 from morse.training.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train
@@ -42,4 +43,6 @@ def write_run_report(run_dir: str | Path, fmt: str = "html") -> Path:
     """The run's report page (metrics, curves, overlays) as HTML or Markdown."""
     from morse.report.page import write_report
 
+    if not Path(run_dir).is_dir():
+        raise DataError(f"{run_dir}: no such run folder; give the folder `morse train` wrote")
     return write_report(run_dir, fmt=fmt)

@@ -29,5 +29,6 @@ def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
 
 def build_loss(cfg: Config, num_classes: int) -> MorseLoss:
     return MorseLoss(
-        num_classes, cfg.loss.schedule, cfg.loss.point_weight, cfg.loss.coarse_weight
+        num_classes, cfg.loss.schedule, cfg.loss.point_weight, cfg.loss.coarse_weight,
+        cfg.loss.dice,
     )

@@ -92,6 +92,8 @@ class LossConfig:
     """constant | delayed-ramp (the authors' 2D schedule)."""
     point_weight: float | None = None
     coarse_weight: float = 0.5
+    dice: str = "batch"
+    """batch (one Dice per class over the batch, the default) | sample (per image, MONAI's)."""
 
 
 @dataclass
@@ -265,7 +267,7 @@ def _choices() -> dict[str, tuple]:
     from morse.data.datasets import INTENSITY_SCHEMES
     from morse.data.prepare import FORMATS
     from morse.device import PRECISIONS
-    from morse.losses import POINT_WEIGHT_SCHEDULES
+    from morse.losses import DICE_POOLING, POINT_WEIGHT_SCHEDULES
 
     return {
         "data.format": tuple(FORMATS),
@@ -273,6 +275,7 @@ def _choices() -> dict[str, tuple]:
         "data.normalize": tuple(INTENSITY_SCHEMES),
         "model.backbone": tuple(available_backbones()),
         "loss.schedule": tuple(POINT_WEIGHT_SCHEDULES),
+        "loss.dice": DICE_POOLING,
         "train.optimizer": ("sgd", "adamw"),
         "train.precision": tuple(PRECISIONS),
         "eval.sw_device": (None, "cpu", "cuda"),

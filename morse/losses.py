@@ -12,7 +12,7 @@ from torch import nn
 from morse.model import MorseOutput
 from morse.renderer.points import point_sample
 
-__all__ = ["MorseLoss", "POINT_WEIGHT_SCHEDULES", "point_weight"]
+__all__ = ["DICE_POOLING", "MorseLoss", "POINT_WEIGHT_SCHEDULES", "point_weight"]
 
 
 def _constant(weight: float, step: int, total_steps: int) -> float:
@@ -31,6 +31,7 @@ POINT_WEIGHT_SCHEDULES: dict[str, Callable[[float, int, int], float]] = {
     "delayed-ramp": _delayed_ramp,
 }
 DEFAULT_WEIGHTS = {"constant": 1.0, "delayed-ramp": 0.5}
+DICE_POOLING = ("batch", "sample")
 
 
 def point_weight(schedule: str, weight: float, step: int, total_steps: int) -> float:
@@ -58,6 +59,10 @@ class MorseLoss(nn.Module):
             2D UNet script).
         point_weight: final/constant w; default 1.0 for "constant" and 0.5 for "delayed-ramp".
         coarse_weight: weight of (CE + Dice) on the coarse logits (paper: 0.5).
+        dice: how the coarse Dice pools: "batch" (one Dice per class over the whole batch, as
+            the authors' code does) or "sample" (MONAI's default: per image and class, then
+            averaged, so a class absent from a slice adds a loss near 1 with almost no
+            gradient).
 
     Called as ``loss(output, label, step, total_steps)`` with ``label`` (B, 1, *S) or
     (B, *S) integers in [0, K); returns the scalar loss and a dict of its parts (floats).
@@ -69,6 +74,7 @@ class MorseLoss(nn.Module):
         schedule: str = "constant",
         point_weight: float | None = None,
         coarse_weight: float = 0.5,
+        dice: str = "batch",
     ) -> None:
         super().__init__()
         if schedule not in POINT_WEIGHT_SCHEDULES:
@@ -80,7 +86,9 @@ class MorseLoss(nn.Module):
         self.schedule = schedule
         self.weight = DEFAULT_WEIGHTS[schedule] if point_weight is None else point_weight
         self.coarse_weight = coarse_weight
-        self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+        if dice not in DICE_POOLING:
+            raise ValueError(f"dice must be one of {DICE_POOLING}, got {dice!r}")
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=dice == "batch")
 
     def forward(
         self, output: MorseOutput, label: torch.Tensor, step: int = 0, total_steps: int = 1

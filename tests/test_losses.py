@@ -52,3 +52,27 @@ def test_label_of_the_wrong_shape_is_named():
     out = small_morse().train()(torch.randn(1, 1, 16, 16))
     with pytest.raises(ValueError, match=r"expected \(B, 1, 16, 16\)"):
         MorseLoss(3)(out, torch.zeros(1, 1, 8, 8, dtype=torch.long))
+
+
+def test_batch_pooled_dice_is_one_dice_per_class_over_the_batch():
+    from morse.model import MorseOutput
+
+    label = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    label[0, 0, :, :4] = 2  # class 2 only in the first image
+    label[1, 0, :4] = 1
+    coarse = 4.0 * torch.nn.functional.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).float()
+    output = MorseOutput(coarse=coarse, logits=coarse)
+    probs = coarse.softmax(1)
+    onehot = torch.nn.functional.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).float()
+    inter = (probs * onehot).sum((0, 2, 3))
+    pooled = 1 - (2 * inter + 1e-5) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)
+    _, batch_parts = MorseLoss(3, dice="batch")(output, label)
+    _, sample_parts = MorseLoss(3, dice="sample")(output, label)
+    assert batch_parts["coarse_dice"] == pytest.approx(pooled.mean().item(), rel=1e-5)
+    # per sample, the class missing from an image scores a loss near 1 on it
+    assert sample_parts["coarse_dice"] > batch_parts["coarse_dice"] + 0.2
+
+
+def test_unknown_dice_pooling_is_refused():
+    with pytest.raises(ValueError, match="batch"):
+        MorseLoss(3, dice="voxel")

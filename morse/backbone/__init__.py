@@ -12,6 +12,7 @@ to FINEST - and which has ``feature_channels`` (``c_s``), ``feature_strides``
   ``unetr``, ``swinunetr``, ``dynunet``.
 """
 
+from morse.backbone.checks import check_image, first_logits, padded_size
 from morse.backbone.factory import (
     BackboneSpec,
     available_backbones,
@@ -20,7 +21,7 @@ from morse.backbone.factory import (
     dynunet_defaults,
     register_backbone,
 )
-from morse.backbone.hooks import FeatureTap, check_image, first_logits, padded_size
+from morse.backbone.hooks import FeatureTap
 from morse.backbone.unet import UNet, scale_channels
 
 __all__ = [

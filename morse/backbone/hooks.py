@@ -10,9 +10,6 @@ backbone contract of :mod:`morse.backbone`:
 * attributes ``feature_channels``, ``feature_strides``, ``spatial_dims``,
   ``in_channels``, ``num_classes``.
 
-The module also holds :func:`check_image`, the shared up-front input check (dtype,
-rank, channel count, spatial size) that every backbone of this package runs.
-
 Design notes on the capture store (the part that is easy to get wrong):
 
 * hooks are registered once, at construction, as picklable callables that write into
@@ -31,7 +28,6 @@ Design notes on the capture store (the part that is easy to get wrong):
 from __future__ import annotations
 
 import difflib
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,210 +35,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["FeatureTap", "check_image", "first_logits", "padded_size"]
+from morse.backbone.capture import CaptureHook, CaptureState, tensor_version
+from morse.backbone.checks import check_image, first_logits
 
-
-# ----------------------------------------------------------------------------- input checks
-def padded_size(spatial: Sequence[int], multiple: int | Sequence[int]) -> tuple[int, ...]:
-    """Smallest size ``>= spatial`` whose every entry is a multiple of ``multiple``.
-
-    >>> padded_size((30, 32, 1), 16)
-    (32, 32, 16)
-    >>> padded_size((30, 33), (2, 4))
-    (30, 36)
-    """
-    mult = _per_axis(multiple, len(spatial))
-    return tuple(-(-int(s) // m) * m for s, m in zip(spatial, mult))
-
-
-def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    value = tuple(int(v) for v in value)
-    if len(value) != n:
-        raise ValueError(f"expected {n} per-axis values, got {value}")
-    return value
-
-
-def check_image(
-    image: Any,
-    *,
-    spatial_dims: int,
-    in_channels: int | None,
-    size_multiple: int | Sequence[int] = 1,
-    required_size: Sequence[int] | None = None,
-    name: str = "backbone",
-) -> None:
-    """Validate a backbone input up front, with messages that say how to fix it.
-
-    Args:
-        image: the would-be input, expected ``(B, C_in, *spatial)`` floating point.
-        spatial_dims: 2 or 3; the image must have ``spatial_dims + 2`` dimensions.
-        in_channels: expected ``C_in`` (``None`` skips the check).
-        size_multiple: every spatial size must be a multiple of this (int or per axis).
-        required_size: if given, the spatial size must equal it exactly (e.g. UNETR,
-            whose position embedding is built for one ``img_size``).
-        name: network name used in the messages.
-
-    Raises:
-        TypeError: not a tensor, or not a floating-point tensor.
-        ValueError: wrong rank, channel count or spatial size.
-
-    >>> check_image(torch.zeros(2, 1, 32, 48), spatial_dims=2, in_channels=1, size_multiple=16)
-    >>> check_image(torch.zeros(2, 1, 30, 48), spatial_dims=2, in_channels=1, size_multiple=16)
-    ... # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: backbone needs ... multiple of 16, got (30, 48); pad the image to (32, 48) ...
-    """
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor image, got {type(image).__name__}")
-    if not (image.is_floating_point() or image.is_complex()):
-        raise TypeError(
-            f"{name} expects a floating-point image, got dtype {image.dtype}; "
-            "convert with image.float()"
-        )
-    if image.is_complex():
-        raise TypeError(f"{name} expects a real floating-point image, got dtype {image.dtype}")
-    if image.ndim != spatial_dims + 2:
-        raise ValueError(
-            f"{name} is {spatial_dims}D and expects an image of shape (B, C, "
-            f"{', '.join('XYZ'[:spatial_dims])}) with {spatial_dims + 2} dimensions; "
-            f"got shape {tuple(image.shape)}"
-        )
-    if in_channels is not None and image.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} was built for in_channels={in_channels} but the image has "
-            f"{image.shape[1]} channels (shape {tuple(image.shape)})"
-        )
-    spatial = tuple(int(s) for s in image.shape[2:])
-    if required_size is not None:
-        required = tuple(int(s) for s in required_size)
-        if spatial != required:
-            raise ValueError(
-                f"{name} was built for spatial size {required} (img_size) and cannot take "
-                f"{spatial}; crop/pad the image to {required} or rebuild with img_size={spatial}"
-            )
-        return
-    mult = _per_axis(size_multiple, spatial_dims)
-    if any(s % m for s, m in zip(spatial, mult)):
-        target = padded_size(spatial, mult)
-        k = mult[0] if len(set(mult)) == 1 else mult
-        raise ValueError(
-            f"{name} needs every spatial size to be a multiple of {k}, got {spatial}; "
-            f"pad the image to {target} (e.g. monai.transforms.DivisiblePad(k={k}))."
-        )
-
-
-def first_logits(output: Any) -> torch.Tensor:
-    """Default logits selector: the tensor itself, or element 0 of a list/tuple.
-
-    Deep-supervision networks return ``[logits, aux_1, ...]``; the first entry is the
-    full-resolution prediction.
-
-    >>> first_logits((torch.zeros(1), torch.ones(1))).item()
-    0.0
-    """
-    if isinstance(output, (list, tuple)):
-        if not output:
-            raise RuntimeError("the wrapped network returned an empty list/tuple")
-        output = output[0]
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"the wrapped network returned {type(output).__name__}; pass logits_fn= to "
-            "FeatureTap to say how to get the logits tensor out of it"
-        )
-    return output
-
-
-# ----------------------------------------------------------------------------- capture store
-class _CaptureState:
-    """Per-thread stack of capture dictionaries ``{module name: (tensor, version)}``.
-
-    Copying or unpickling gives a fresh, empty state (``threading.local`` is neither
-    copyable nor picklable, and a copy must never share captures with its original).
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _stack(self) -> list[dict[str, tuple[torch.Tensor, int]]]:
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        return stack
-
-    def push(self) -> dict[str, tuple[torch.Tensor, int]]:
-        store: dict[str, tuple[torch.Tensor, int]] = {}
-        self._stack().append(store)
-        return store
-
-    def pop(self, store: dict[str, tuple[torch.Tensor, int]]) -> None:
-        stack = self._stack()
-        if stack and stack[-1] is store:
-            stack.pop()
-        else:  # defensive: never leave a store behind
-            stack[:] = [s for s in stack if s is not store]
-        store.clear()
-
-    def current(self) -> dict[str, tuple[torch.Tensor, int]] | None:
-        stack = self._stack()
-        return stack[-1] if stack else None
-
-    def depth(self) -> int:
-        """Number of active stores in the calling thread (0 outside a forward)."""
-        return len(self._stack())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._local = threading.local()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _CaptureState:
-        return _CaptureState()
-
-
-def _version(t: torch.Tensor) -> int:
-    try:
-        return int(t._version)
-    except RuntimeError:  # inference-mode tensors have no version counter
-        return -1
-
-
-def _first_tensor(output: Any) -> torch.Tensor | None:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (list, tuple)):
-        for o in output:
-            if isinstance(o, torch.Tensor):
-                return o
-    return None
-
-
-class _CaptureHook:
-    """Forward hook that records a module's output in the tap's active store.
-
-    A class (not a closure) so that ``deepcopy``/``pickle`` of the wrapped network
-    re-targets the hook to the copy's own :class:`_CaptureState`.
-    """
-
-    def __init__(self, name: str, state: _CaptureState) -> None:
-        self.name = name
-        self.state = state
-
-    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        store = self.state.current()
-        if store is None:  # not inside FeatureTap.forward: ignore
-            return None
-        tensor = _first_tensor(output)
-        if tensor is None:
-            raise RuntimeError(
-                f"FeatureTap: module '{self.name}' ({type(module).__name__}) returned "
-                f"{type(output).__name__}, not a tensor; tap a different module"
-            )
-        store[self.name] = (tensor, _version(tensor))
-        return None
+__all__ = ["FeatureTap"]
 
 
 # ----------------------------------------------------------------------------- the tap
@@ -378,9 +174,9 @@ class FeatureTap(nn.Module):
             [int(s) for s in feature_strides] if feature_strides is not None else None
         )
 
-        self._state = _CaptureState()
+        self._state = CaptureState()
         self._handles = [
-            _resolve_module(net, n).register_forward_hook(_CaptureHook(n, self._state))
+            _resolve_module(net, n).register_forward_hook(CaptureHook(n, self._state))
             for n in names
         ]
         if probe_input is not None:
@@ -436,7 +232,7 @@ class FeatureTap(nn.Module):
             features = []
             for n in self.feature_modules:
                 tensor, version = store[n]
-                if version >= 0 and _version(tensor) != version:
+                if version >= 0 and tensor_version(tensor) != version:
                     raise RuntimeError(
                         f"FeatureTap: the output of '{n}' was modified in place after it was "
                         "captured (e.g. by an inplace activation); tap another module"

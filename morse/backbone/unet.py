@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
 
-from morse.backbone.hooks import check_image
+from morse.backbone.checks import check_image
 
 __all__ = ["ConvBlock", "Down", "Up", "UNet", "scale_channels"]
 

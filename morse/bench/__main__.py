@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead = sub.add_parser("overhead", help="MORSE's cost over the plain backbone")
     overhead.add_argument("--only", choices=["2d", "3d"], action="append")
     overhead.add_argument("--device", default="cpu")
-    overhead.add_argument("--repeats", type=int, default=3)
+    overhead.add_argument("--repeats", type=int, default=5,
+                          help="interleaved timed repeats per row (median and spread)")
     overhead.add_argument("--json", action="store_true", help="print JSON instead of a table")
     chunked = sub.add_parser("chunked", help="peak memory and time of large-volume prediction")
     chunked.add_argument("--size", type=int, nargs=3, default=[256, 256, 160])

@@ -1,7 +1,8 @@
 """What MORSE costs on top of its backbone, and what the authors' dense experts would cost.
 
-Rows (each measured on the same input with the same settings, medians of timed repeats after
-warm-up):
+Rows (each measured on the same input with the same settings). Timings that are compared are
+interleaved (plain, MORSE, plain, MORSE, ...) after a warm-up, so a noisy neighbour slows both
+alike; each ratio is the median of the per-pair ratios, printed with their spread (min-max).
 
 * ``train``: one SGD step (forward, loss, backward, update) of MORSE over the plain backbone
   (the same network with the renderer off).
@@ -75,17 +76,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _interleaved(
+    steps: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds of each step, measured in turns (A, B, A, B, ...) after ``warmup`` rounds."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, fn in steps.items():
+            times[label].append(_timed(fn, device))
+    return times
+
+
+def _compare(row: dict[str, float], name: str, times: dict[str, list[float]],
+             numerator: str, denominator: str) -> None:
+    """Medians of both, the median per-pair ratio and its min-max spread, into ``row``."""
+    ratios = [a / b for a, b in zip(times[numerator], times[denominator])]
+    for label, values in times.items():
+        row[f"{name}_s_{label}"] = statistics.median(values)
+    row[f"{name}_time_ratio"] = statistics.median(ratios)
+    row[f"{name}_time_ratio_min"] = min(ratios)
+    row[f"{name}_time_ratio_max"] = max(ratios)
 
 
 def _train_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
@@ -191,47 +212,48 @@ def _memory_probe(setting_key: str, renderer: bool, device: str) -> float:
 
 
 def run_overhead(
-    settings: list[str], device: str = "cpu", repeats: int = 3, warmup: int = 1
+    settings: list[str], device: str = "cpu", repeats: int = 5, warmup: int = 1
 ) -> dict[str, dict[str, float]]:
     """Measure every row for each setting key ("2d", "3d"); returns ratios and raw times."""
     torch_device = torch.device(device)
     results = {}
     for key in settings:
         setting = SETTINGS[key]
-        row: dict[str, float] = {}
-        for renderer, label in ((False, "plain"), (True, "morse")):
-            row[f"train_s_{label}"] = _time(
-                _train_step(setting, renderer, torch_device), torch_device, repeats, warmup
-            )
-            row[f"infer_s_{label}"] = _time(
-                _infer_step(setting, renderer, torch_device), torch_device, repeats, warmup
-            )
+        row: dict[str, float] = {"repeats": repeats}
+        for name, make in (("train", _train_step), ("infer", _infer_step)):
+            steps = {label: make(setting, renderer, torch_device)
+                     for label, renderer in (("plain", False), ("morse", True))}
+            _compare(row, name, _interleaved(steps, torch_device, repeats, warmup),
+                     "morse", "plain")
+        for label, renderer in (("plain", False), ("morse", True)):
             row[f"train_mib_{label}"] = _peak_memory_child(key, renderer, device)
+        row["train_memory_ratio"] = row["train_mib_morse"] / max(row["train_mib_plain"], 1e-9)
         ours, dense = _fusion_steps(setting, torch_device, train=setting.spatial_dims == 2)
-        row["fusion_s_points"] = _time(ours, torch_device, repeats, warmup)
-        row["fusion_s_dense"] = _time(dense, torch_device, max(1, repeats - 1), warmup)
-        row.update(
-            train_time_ratio=row["train_s_morse"] / row["train_s_plain"],
-            train_memory_ratio=row["train_mib_morse"] / max(row["train_mib_plain"], 1e-9),
-            infer_time_ratio=row["infer_s_morse"] / row["infer_s_plain"],
-            dense_experts_time_ratio=row["fusion_s_dense"] / row["fusion_s_points"],
-        )
+        fusion = _interleaved({"dense": dense, "points": ours}, torch_device,
+                              max(1, repeats // 2), warmup)
+        _compare(row, "fusion", fusion, "dense", "points")
+        row["dense_experts_time_ratio"] = row.pop("fusion_time_ratio")
         results[key] = row
     return results
 
 
+def _ratio(row: dict[str, float], name: str) -> str:
+    return (f"{row[f'{name}_time_ratio']:>9.2f}  ({row[f'{name}_time_ratio_min']:.2f}-"
+            f"{row[f'{name}_time_ratio_max']:.2f})")
+
+
 def format_rows(results: dict[str, dict[str, float]]) -> str:
-    """A table a person reads: one block per setting."""
+    """A table a person reads: one block per setting, ratios with their min-max spread."""
     lines = []
     for key, row in results.items():
-        lines.append(f"{SETTINGS[key].name}")
-        lines.append(f"  {'row':<16}{'plain':>12}{'MORSE':>12}{'ratio':>9}")
+        lines.append(f"{SETTINGS[key].name} (medians of {row['repeats']:.0f} interleaved repeats)")
+        lines.append(f"  {'row':<16}{'plain':>12}{'MORSE':>12}{'ratio':>9}  (spread)")
         lines.append(f"  {'train step s':<16}{row['train_s_plain']:>12.3f}"
-                     f"{row['train_s_morse']:>12.3f}{row['train_time_ratio']:>9.2f}")
+                     f"{row['train_s_morse']:>12.3f}{_ratio(row, 'train')}")
         lines.append(f"  {'train peak MiB':<16}{row['train_mib_plain']:>12.0f}"
                      f"{row['train_mib_morse']:>12.0f}{row['train_memory_ratio']:>9.2f}")
         lines.append(f"  {'inference s':<16}{row['infer_s_plain']:>12.3f}"
-                     f"{row['infer_s_morse']:>12.3f}{row['infer_time_ratio']:>9.2f}")
+                     f"{row['infer_s_morse']:>12.3f}{_ratio(row, 'infer')}")
         lines.append(f"  {'fusion s':<16}{'dense':>12}{'points':>12}")
         lines.append(f"  {'':<16}{row['fusion_s_dense']:>12.3f}{row['fusion_s_points']:>12.3f}"
                      f"{row['dense_experts_time_ratio']:>9.1f}")

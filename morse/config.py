@@ -88,47 +88,74 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """The loss: 0.5 (CE + Dice) on the coarse logits plus w(t) x point CE."""
+
     schedule: str = "constant"
-    """constant | delayed-ramp (the authors' 2D schedule)."""
+    """How the point-loss weight w(t) moves: constant, or the authors' 2D delayed ramp."""
     point_weight: float | None = None
+    """Final (or constant) point-loss weight; default 1.0 constant, 0.5 delayed-ramp."""
     coarse_weight: float = 0.5
+    """Weight of CE + Dice on the backbone's coarse logits (paper: 0.5)."""
     dice: str = "batch"
-    """batch (one Dice per class over the batch, the default) | sample (per image, MONAI's)."""
+    """Coarse Dice pooled over the batch (the authors') or per image (MONAI's default)."""
 
 
 @dataclass
 class TrainConfig:
+    """The optimiser, its schedule, and how often to validate, save and log."""
+
     iterations: int = 30000
+    """Optimiser steps (the paper: 30k)."""
     batch_size: int = 4
+    """Samples per step on each GPU (2D slices or 3D patches)."""
     optimizer: str = "sgd"
-    """sgd (the paper: momentum 0.9, poly decay) | adamw (converges in fewer steps)."""
+    """sgd (the paper: momentum, poly decay) or adamw (converges in fewer steps)."""
     lr: float = 0.01
+    """Initial learning rate, decayed polynomially to 0."""
     momentum: float = 0.9
+    """SGD momentum."""
     weight_decay: float = 1e-4
+    """L2 weight decay (decoupled for AdamW)."""
     poly_power: float = 0.9
+    """Power of the polynomial learning-rate decay."""
     seed: int = 1337
+    """Seed of batches, augmentations, point sampling and expert dropping."""
     val_every: int = 500
+    """Validate (whole volumes, Dice) every this many steps; best.pt follows it."""
     checkpoint_every: int = 500
+    """Write last.pt (the resume point) every this many steps."""
     log_every: int = 10
+    """Write a row of curves.csv every this many steps."""
     precision: str = "fp32"
-    """fp32 | bf16 | fp16 (autocast; fp16 needs a GPU)."""
+    """Autocast precision; fp16 needs a GPU, bf16 runs on CPUs with bf16 and on GPUs."""
     device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N."""
     check_data: bool = True
+    """Run the dataset check before training."""
 
 
 @dataclass
 class EvalConfig:
+    """Inference on whole volumes: sliding windows, slice batches, example figures."""
+
     sw_batch_size: int = 2
+    """3D: windows per forward pass."""
     overlap: float = 0.5
+    """3D: overlap of neighbouring sliding windows."""
     sw_device: str | None = None
     """Device for the sliding-window stitching buffer ("cpu" bounds GPU memory)."""
     slice_batch_size: int = 16
+    """2D: slices per forward pass."""
     num_examples: int = 6
+    """Example slices saved for the report's overlay figures."""
 
 
 @dataclass
 class Config:
+    """A whole run: data, model, loss, training and evaluation."""
+
     name: str = "run"
+    """The run's name (default run folder: runs/<name>)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -52,3 +52,21 @@ def test_report_of_a_missing_run_folder_is_one_line(tmp_path, capsys):
     code = main(["report", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no such run folder" in err[0]
+
+
+def test_config_command_documents_every_key_with_its_allowed_values(capsys):
+    from morse.config import Config, config_to_dict
+
+    assert main(["config", "demo", "train.iterations=7"]) == 0
+    out = capsys.readouterr().out
+    assert "train.iterations: 7" in out and "loss.schedule: delayed-ramp" in out
+    assert "one of constant, delayed-ramp" in out and "must be >= 1" in out
+    for section, values in config_to_dict(Config()).items():
+        if isinstance(values, dict):
+            for key in values:
+                assert f"{section}.{key}:" in out, f"{section}.{key} is not shown"
+
+
+def test_config_command_refuses_a_bad_override_in_one_line(capsys):
+    assert main(["config", "demo", "train.optimizer=adam"]) == 2
+    assert "train.optimizer must be one of sgd, adamw" in capsys.readouterr().err

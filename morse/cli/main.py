@@ -6,6 +6,7 @@
     morse check DATA
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
+    morse config PRESET_OR_FILE [section.key=value ...]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
 """
@@ -108,6 +109,22 @@ class Predict:
 
 
 @dataclass
+class ConfigCommand:
+    """Print a preset or config file, resolved with overrides, one documented line per key."""
+
+    name: ClassVar[str] = "config"
+    config: str = _option("config file or preset name")
+    overrides: list[str] = _option("section.key=value overrides", nargs="*", default_factory=list)
+
+    def run(self) -> int:
+        from morse.config import load_config
+        from morse.config_help import describe_config
+
+        print(describe_config(load_config(self.config, self.overrides)))
+        return 0
+
+
+@dataclass
 class Check:
     """Check an nnU-Net / Decathlon dataset folder; lists every problem found."""
 
@@ -155,7 +172,7 @@ class Report:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Check, Demo, Report)
+COMMANDS = (Train, Evaluate, Predict, Check, Demo, Report, ConfigCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

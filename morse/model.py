@@ -227,7 +227,7 @@ class Morse(nn.Module):
         return subdivision_render(
             coarse, point_fn, self.render_points, self.render_steps, self.render_upsample,
             output_size,
-        )
+        )[:2]
 
     def _check_features(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> None:
         if len(features) != len(self.feature_channels):

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from morse.renderer.config import RendererConfig
+
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config",
@@ -60,30 +62,14 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Backbone and renderer; see ``morse.Morse`` for each switch."""
+class ModelConfig(RendererConfig):
+    """Backbone and renderer. The renderer's keys (``experts``, ``render_points``, ...) are
+    ``morse.renderer.RendererConfig``'s fields, inherited here so the section stays flat."""
 
     backbone: str = "unet"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     renderer: bool = True
-    experts: bool = True
-    stochastic_gating: bool = True
-    renormalize_gate: bool = True
-    max_dropped: int | None = None
-    fourier: bool = True
-    train_points: int | None = None
-    oversample_ratio: float = 3.0
-    importance_ratio: float = 0.75
-    render_points: int = 8192
-    render_steps: int = 2
-    render_upsample: bool = False
-    render_chunk: int | None = None
-    expert_width: int = 256
-    head_width: int = 256
-    head_layers: int = 3
-    num_frequencies: int = 128
-    fourier_scale: float = 1.0
-    dropout: float = 0.1
+    """False: the plain backbone (the renderer's keys are then ignored)."""
 
 
 @dataclass

@@ -1,10 +1,13 @@
-"""The Morse wrapper: training and inference outputs, gradients, gating, options, errors."""
+"""The Morse wrapper: training and inference outputs, gradients, gating, options, errors.
+
+Forward, backward, state-dict round trip and determinism on every registered backbone are in
+the shared tester of tests/test_backbone.py.
+"""
 
 import pytest
 import torch
 
-from morse import Morse, MorseLoss, RendererConfig, build_backbone
-from morse.backbone import available_backbones, backbone_spec
+from morse import Morse, MorseLoss, RendererConfig
 
 from toys import ToyBackbone, small_morse
 
@@ -158,20 +161,3 @@ def test_features_of_the_wrong_dimensionality_are_named():
 def test_integer_image_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"image.float\(\)"):
         small_morse()(torch.zeros(1, 1, 16, 16, dtype=torch.int16))
-
-
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", available_backbones())
-def test_morse_runs_on_every_registered_backbone(name, spatial_dims):
-    spec = backbone_spec(name)
-    options = dict(spec.small_options.get(spatial_dims, {}))
-    backbone = build_backbone(name, spatial_dims, 1, 3, **options)
-    model = Morse(backbone, 3, spatial_dims, expert_width=8, head_width=8, num_frequencies=4,
-                  train_points=32, render_points=16)
-    image = torch.randn(2, 1, *([spec.example_size] * spatial_dims))
-    out = model.train()(image)
-    loss, _ = MorseLoss(3)(out, torch.randint(0, 3, (2, 1, *image.shape[2:])))
-    loss.backward()
-    assert out.gate.shape == (2, len(backbone.feature_channels), 32)
-    assert model.renderer.fusion.experts[0][0].weight.grad is not None
-    assert model.eval()(image).logits.shape == (2, 3, *image.shape[2:])

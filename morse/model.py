@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from morse.renderer.config import RendererConfig
+from morse.renderer.config import RendererConfig, renderer_config
 from morse.renderer.module import MorseRenderer, check_task
 from morse.renderer.render import subdivision_render
 
@@ -98,12 +98,10 @@ class Morse(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.spatial_dims = spatial_dims
+        config = renderer_config(config, **options)  # checked even with the renderer off
+        channels = feature_channels or getattr(backbone, "feature_channels", None) or []
         self.renderer = (
-            MorseRenderer(
-                feature_channels or getattr(backbone, "feature_channels", None) or [],
-                num_classes, spatial_dims, config, **options,
-            )
-            if renderer else None
+            MorseRenderer(channels, num_classes, spatial_dims, config) if renderer else None
         )
 
     def forward(

@@ -122,7 +122,7 @@ def test_renderer_options_come_as_keywords_or_one_config():
     assert not model.renderer.config.experts and config.render_steps == 2  # not modified
     assert model.eval()(torch.randn(1, 1, 16, 16)).rendered.sum() == 7
     with pytest.raises(TypeError, match="did you mean 'render_points'"):
-        Morse(ToyBackbone(), 3, 2, render_point=7)
+        Morse(ToyBackbone(), 3, 2, renderer=False, render_point=7)
     with pytest.raises(ValueError, match="importance_ratio must be in"):
         Morse(ToyBackbone(), 3, 2, importance_ratio=2.0)
 

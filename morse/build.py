@@ -9,13 +9,6 @@ from morse.model import Morse
 
 __all__ = ["build_model", "build_loss"]
 
-_RENDERER_KEYS = (
-    "experts", "stochastic_gating", "renormalize_gate", "max_dropped", "fourier", "train_points",
-    "oversample_ratio", "importance_ratio", "render_points", "render_steps", "render_upsample",
-    "render_chunk", "expert_width", "head_width", "head_layers", "num_frequencies",
-    "fourier_scale", "dropout",
-)
-
 
 def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
     """The backbone named in ``cfg.model`` with the renderer on or off."""
@@ -23,8 +16,9 @@ def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
     backbone = build_backbone(
         cfg.model.backbone, spatial_dims, in_channels, num_classes, **cfg.model.backbone_options
     )
-    options = {key: getattr(cfg.model, key) for key in _RENDERER_KEYS}
-    return Morse(backbone, num_classes, spatial_dims, renderer=cfg.model.renderer, **options)
+    # ModelConfig is a RendererConfig: the renderer copies its fields (dataclasses.fields)
+    return Morse(backbone, num_classes, spatial_dims, renderer=cfg.model.renderer,
+                 config=cfg.model)
 
 
 def build_loss(cfg: Config, num_classes: int) -> MorseLoss:

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from morse.renderer.config import RendererConfig
+
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config",
@@ -60,30 +62,14 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Backbone and renderer; see ``morse.Morse`` for each switch."""
+class ModelConfig(RendererConfig):
+    """Backbone and renderer. The renderer's keys (``experts``, ``render_points``, ...) are
+    ``morse.renderer.RendererConfig``'s fields, inherited here so the section stays flat."""
 
     backbone: str = "unet"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     renderer: bool = True
-    experts: bool = True
-    stochastic_gating: bool = True
-    renormalize_gate: bool = True
-    max_dropped: int | None = None
-    fourier: bool = True
-    train_points: int | None = None
-    oversample_ratio: float = 3.0
-    importance_ratio: float = 0.75
-    render_points: int = 8192
-    render_steps: int = 2
-    render_upsample: bool = False
-    render_chunk: int | None = None
-    expert_width: int = 256
-    head_width: int = 256
-    head_layers: int = 3
-    num_frequencies: int = 128
-    fourier_scale: float = 1.0
-    dropout: float = 0.1
+    """False: the plain backbone (the renderer's keys are then ignored)."""
 
 
 @dataclass
@@ -228,7 +214,10 @@ def _build(cls: type, raw: Any, origin: str, prefix: str) -> Any:
             values[key] = _build(hint, value, origin, f"{prefix}{key}.")
         else:
             values[key] = _check_type(value, hint, f"{prefix}{key}", origin)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as error:  # a dataclass's own checks (e.g. RendererConfig's ranges)
+        raise ConfigError(f"{origin}: {prefix}{error}") from error
 
 
 def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
@@ -311,17 +300,15 @@ def _choices() -> dict[str, tuple]:
 
 _MINIMUM = {
     "data.samples_per_volume": 1, "data.downsample": 1, "data.num_workers": 0,
-    "model.render_points": 1, "model.render_steps": 0, "model.train_points": 1,
-    "model.oversample_ratio": 1, "model.importance_ratio": 0, "model.expert_width": 1,
-    "model.head_width": 1, "model.head_layers": 1, "model.num_frequencies": 1,
-    "model.dropout": 0, "model.render_chunk": 1, "model.max_dropped": 0,
+    "model.expert_width": 1, "model.head_width": 1, "model.head_layers": 1,
+    "model.num_frequencies": 1, "model.max_dropped": 0,
     "loss.coarse_weight": 0, "loss.point_weight": 0,
     "train.iterations": 1, "train.batch_size": 1, "train.lr": 0, "train.weight_decay": 0,
     "train.val_every": 1, "train.checkpoint_every": 1, "train.log_every": 1,
     "eval.sw_batch_size": 1, "eval.overlap": 0, "eval.slice_batch_size": 1,
     "eval.num_examples": 0,
 }
-_MAXIMUM = {"model.importance_ratio": 1, "model.dropout": 1, "eval.overlap": 0.99}
+_MAXIMUM = {"eval.overlap": 0.99}
 
 
 def _value(cfg: Config, key: str) -> Any:

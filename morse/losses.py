@@ -12,7 +12,7 @@ from torch import nn
 from morse.model import MorseOutput
 from morse.renderer.points import point_sample
 
-__all__ = ["DICE_POOLING", "MorseLoss", "POINT_WEIGHT_SCHEDULES", "point_weight"]
+__all__ = ["DICE_POOLING", "MorseLoss", "POINT_WEIGHT_SCHEDULES", "point_loss", "point_weight"]
 
 
 def _constant(weight: float, step: int, total_steps: int) -> float:
@@ -48,6 +48,23 @@ def point_weight(schedule: str, weight: float, step: int, total_steps: int) -> f
             f"{sorted(POINT_WEIGHT_SCHEDULES)}"
         )
     return POINT_WEIGHT_SCHEDULES[schedule](weight, step, total_steps)
+
+
+def point_loss(logits: torch.Tensor, coords: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of point logits against the label read (nearest) at the points.
+
+    Args:
+        logits: (B, K, P) point logits (e.g. ``MorseRenderer``'s).
+        coords: (B, P, D) the points in [0, 1].
+        label: (B, 1, *S) or (B, *S) integer class indices.
+
+    >>> round(point_loss(torch.zeros(1, 2, 5), torch.rand(1, 5, 2), torch.zeros(1, 4, 4)).item(), 4)
+    0.6931
+    """
+    if label.dim() == coords.shape[-1] + 1:
+        label = label.unsqueeze(1)
+    point_labels = point_sample(label.float(), coords, mode="nearest")
+    return F.cross_entropy(logits.float(), point_labels[:, 0].long())
 
 
 class MorseLoss(nn.Module):
@@ -101,8 +118,7 @@ class MorseLoss(nn.Module):
         parts = {"coarse_ce": ce.item(), "coarse_dice": dice.item()}
         if output.point_logits is not None and output.point_coords is not None:
             w = point_weight(self.schedule, self.weight, step, total_steps)
-            point_labels = point_sample(label.float(), output.point_coords, mode="nearest")
-            point_ce = F.cross_entropy(output.point_logits.float(), point_labels[:, 0].long())
+            point_ce = point_loss(output.point_logits, output.point_coords, label)
             loss = loss + w * point_ce
             parts.update(point_ce=point_ce.item(), point_weight=w)
         parts["loss"] = loss.item()

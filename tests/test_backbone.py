@@ -1,9 +1,11 @@
-"""Backbone contract tests.
+"""Backbone contract tests, and MORSE on every registered backbone.
 
 One shared tester (:class:`TestBackboneContract`, in the style of
 segmentation_models.pytorch's ``tests/models/base.py``) runs over every registered
 backbone x {2D, 3D} with the registry's ``small_options``; registering a backbone is all
-it takes to have it tested.  FeatureTap, UNet and factory specifics follow.
+it takes to have it tested: its contract (attributes, feature shapes, errors) and ``Morse``
+on it (forward, backward, state-dict round trip, deterministic evaluation).  FeatureTap,
+UNet and factory specifics follow.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from morse import Morse, MorseLoss
 from morse.backbone import (
     FeatureTap,
     UNet,
@@ -57,17 +60,24 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def _morse(name: str, dims: int, seed: int = 0) -> Morse:
+    """A narrow MORSE renderer on the small backbone: 32 training points, 2 x 16 rendered."""
+    return Morse(_build(name, dims, seed), NUM_CLASSES, dims, expert_width=8, head_width=8,
+                 num_frequencies=4, train_points=32, render_points=16)
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{d}d" for n, d in CASES])
-def case(request) -> tuple[str, int, nn.Module]:
+def case(request) -> tuple[str, int, nn.Module, Morse]:
     name, dims = request.param
-    return name, dims, _build(name, dims)
+    model = _morse(name, dims)
+    return name, dims, model.backbone, model
 
 
 class TestBackboneContract:
     """The backbone contract, for every registered name x spatial_dims."""
 
     def test_attributes(self, case):
-        name, dims, net = case
+        name, dims, net, _ = case
         assert net.spatial_dims == dims
         assert net.in_channels == IN_CHANNELS
         assert net.num_classes == NUM_CLASSES
@@ -79,7 +89,7 @@ class TestBackboneContract:
         assert net.feature_strides[0] > net.feature_strides[-1]
 
     def test_forward_shapes(self, case):
-        name, dims, net = case
+        name, dims, net, _ = case
         image = _image(name, dims)
         net.eval()
         with torch.no_grad():
@@ -93,38 +103,54 @@ class TestBackboneContract:
         sizes = [f.shape[2] for f in features]
         assert sizes == sorted(sizes), "features must be ordered coarsest to finest"
 
-    def test_backward_reaches_parameters(self, case):
-        name, dims, net = case
-        net.train()
-        net.zero_grad(set_to_none=True)
-        logits, features = net(_image(name, dims))
-        loss = logits.square().mean() + sum(f.square().mean() for f in features)
-        loss.backward()
-        params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    def test_morse_training_forward_and_backward_reach_every_parameter(self, case):
+        name, dims, net, model = case
+        model.train()
+        model.zero_grad(set_to_none=True)
+        image = _image(name, dims)
+        out = model(image)
+        assert out.point_logits.shape == (BATCH, NUM_CLASSES, 32)
+        assert out.point_coords.shape == (BATCH, 32, dims)
+        assert out.gate.shape == (BATCH, len(net.feature_channels), 32)
+        label = torch.randint(0, NUM_CLASSES, (BATCH, 1, *image.shape[2:]))
+        MorseLoss(NUM_CLASSES)(out, label)[0].backward()
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         missing = [n for n, p in params if p.grad is None]
         assert not missing, f"no gradient reaches {missing}"
-        first, last = params[0][1], params[-1][1]
-        assert first.grad.abs().sum() > 0 and last.grad.abs().sum() > 0
-        net.zero_grad(set_to_none=True)
+        backbone = [p for p in net.parameters() if p.requires_grad]
+        for param in (backbone[0], backbone[-1], model.renderer.head.predictor.weight):
+            assert param.grad.abs().sum() > 0
+        model.zero_grad(set_to_none=True)
 
-    def test_state_dict_round_trip(self, case):
-        name, dims, net = case
-        other = _build(name, dims, seed=123)
+    def test_morse_state_dict_round_trip(self, case):
+        name, dims, _, model = case
+        other = _morse(name, dims, seed=123).eval()
+        other.renderer.encoding.matrix.normal_()  # the Fourier matrix must travel too
         image = _image(name, dims)
-        net.eval()
-        other.eval()
+        model.eval()
         with torch.no_grad():
-            ref_logits, ref_feats = net(image)
-            before, _ = other(image)
-            assert not torch.allclose(before, ref_logits)
-            other.load_state_dict(net.state_dict())
-            logits, feats = other(image)
-        assert torch.equal(logits, ref_logits)
-        for f, g in zip(feats, ref_feats):
-            assert torch.equal(f, g)
+            reference = model(image)
+            assert not torch.allclose(other(image).logits, reference.logits)
+            other.load_state_dict(model.state_dict())
+            out = other(image)
+        for field in ("coarse", "logits", "rendered", "gate"):
+            assert torch.equal(getattr(out, field), getattr(reference, field)), field
+
+    def test_morse_evaluation_is_deterministic(self, case):
+        name, dims, net, model = case
+        image = _image(name, dims)
+        model.eval()
+        with torch.no_grad():
+            first, second = model(image), model(image)
+        spatial = tuple(image.shape[2:])
+        assert first.logits.shape == (BATCH, NUM_CLASSES, *spatial)
+        assert first.gate.shape == (BATCH, len(net.feature_channels), *spatial)
+        assert first.rendered.flatten(1).sum(1).tolist() == [32] * BATCH
+        for field in ("coarse", "logits", "rendered", "gate"):
+            assert torch.equal(getattr(first, field), getattr(second, field)), field
 
     def test_fresh_features_and_no_leak(self, case):
-        name, dims, net = case
+        name, dims, net, _ = case
         net.eval()
         with torch.no_grad():
             _, feats_a = net(_image(name, dims, seed=1))
@@ -139,7 +165,7 @@ class TestBackboneContract:
         assert all(r() is None for r in refs), "the backbone keeps references to its outputs"
 
     def test_errors(self, case):
-        name, dims, net = case
+        name, dims, net, _ = case
         image = _image(name, dims, batch=1)
         bad_size = image[:, :, 1:]  # one row short
         with pytest.raises(ValueError, match=r"pad|img_size"):
@@ -152,7 +178,7 @@ class TestBackboneContract:
             net(image[0])
 
     def test_bad_module_name(self, case):
-        name, dims, _ = case
+        name, dims, _, _ = case
         with pytest.raises(ValueError, match=r"no submodule named 'no_such_block'.*Close"):
             _build(name, dims, feature_modules=["no_such_block"])
 

@@ -1,12 +1,13 @@
-"""The Morse wrapper: training outputs, gradients, gating, determinism, errors, state."""
+"""The Morse wrapper: training and inference outputs, gradients, gating, options, errors.
 
-import io
+Forward, backward, state-dict round trip and determinism on every registered backbone are in
+the shared tester of tests/test_backbone.py.
+"""
 
 import pytest
 import torch
 
-from morse import Morse, MorseLoss, build_backbone
-from morse.backbone import available_backbones, backbone_spec
+from morse import Morse, MorseLoss, RendererConfig
 
 from toys import ToyBackbone, small_morse
 
@@ -30,9 +31,10 @@ def test_gradients_reach_backbone_experts_gate_and_head(spatial_dims):
     label = torch.randint(0, 3, (2, 1, *([16] * spatial_dims)))
     loss, _ = MorseLoss(3)(model(image), label)
     loss.backward()
+    fusion = model.renderer.fusion
     groups = {
-        "backbone": model.backbone, "gate": model.fusion.gate, "head": model.head,
-        **{f"expert{i}": e for i, e in enumerate(model.fusion.experts)},
+        "backbone": model.backbone, "gate": fusion.gate, "head": model.renderer.head,
+        **{f"expert{i}": e for i, e in enumerate(fusion.experts)},
     }
     for name, module in groups.items():
         grads = [p.grad for p in module.parameters()]
@@ -68,15 +70,15 @@ def test_without_renormalisation_surviving_weights_keep_their_softmax_values():
     assert all((s <= 1 + 1e-5).all() for s in sums)
 
 
-def test_all_experts_are_used_at_inference_and_evaluation_is_deterministic():
+def test_inference_uses_every_expert_and_returns_the_gate_map():
     model = small_morse().eval()
-    image = torch.randn(2, 1, 16, 16)
-    first, second = model(image), model(image)
-    torch.testing.assert_close(first.logits, second.logits, rtol=0, atol=0)
-    torch.testing.assert_close(first.rendered, second.rendered)
-    assert first.rendered.flatten(1).sum(1).tolist() == [64, 64]  # 32 points x 2 steps
-    fused, gate = model.fusion([torch.randn(1, c, 5) for c in model.feature_channels])
-    assert (gate > 0).all()
+    out = model(torch.randn(2, 1, 16, 16), output_size=(24, 20))
+    assert out.rendered.flatten(1).sum(1).tolist() == [64, 64]  # 32 points x 2 steps
+    assert out.gate.shape == (2, 3, 24, 20) and out.gate.dtype == torch.float32
+    rendered = out.rendered.expand_as(out.gate)
+    assert out.gate[~rendered].eq(0).all() and (out.gate[rendered] > 0).all()
+    sums = out.gate.sum(1, keepdim=True)[out.rendered]
+    torch.testing.assert_close(sums, torch.ones_like(sums))
 
 
 def test_rendering_at_a_requested_output_size():
@@ -94,33 +96,35 @@ def test_chunked_rendering_matches_unchunked():
     model = small_morse().eval()
     image = torch.randn(1, 1, 16, 16)
     whole = model(image).logits
-    model.render_chunk = 7
+    model.renderer.config.render_chunk = 7
     torch.testing.assert_close(model(image).logits, whole)
 
 
-def test_state_dict_round_trip_includes_the_encoding_matrix():
-    model = small_morse().eval()
-    assert "encoding.matrix" in model.state_dict()
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    other = small_morse().eval()
-    other.encoding.matrix.normal_()
-    buffer.seek(0)
-    other.load_state_dict(torch.load(buffer, weights_only=True))
-    image = torch.randn(1, 1, 16, 16)
-    torch.testing.assert_close(other(image).logits, model(image).logits)
-
-
 def test_switches_for_ablations():
-    plain = small_morse(renderer=False).train()
-    out = plain(torch.randn(1, 1, 16, 16))
+    plain = small_morse(renderer=False)
+    out = plain.train()(torch.randn(1, 1, 16, 16))
     assert out.point_logits is None and torch.equal(out.logits, out.coarse)
-    assert not any(name.startswith(("head", "fusion")) for name, _ in plain.named_parameters())
-    concat = small_morse(experts=False).train()
-    assert concat(torch.randn(1, 1, 16, 16)).gate is None
+    assert plain.renderer is None and plain.eval()(torch.randn(1, 1, 16, 16)).gate is None
+    assert not any(name.startswith("renderer") for name, _ in plain.named_parameters())
+    concat = small_morse(experts=False)
+    assert concat.train()(torch.randn(1, 1, 16, 16)).gate is None
+    assert concat.eval()(torch.randn(1, 1, 16, 16)).gate is None
     no_fourier = small_morse(fourier=False)
-    assert no_fourier.encoding is None and "encoding.matrix" not in no_fourier.state_dict()
+    assert no_fourier.renderer.encoding is None
+    assert not any("encoding" in key for key in no_fourier.state_dict())
     no_fourier.eval()(torch.randn(1, 1, 16, 16))
+
+
+def test_renderer_options_come_as_keywords_or_one_config():
+    config = RendererConfig(render_points=7, experts=False)
+    model = Morse(ToyBackbone(), 3, 2, config=config, render_steps=1, head_width=8)
+    assert (model.renderer.config.render_points, model.renderer.config.render_steps) == (7, 1)
+    assert not model.renderer.config.experts and config.render_steps == 2  # not modified
+    assert model.eval()(torch.randn(1, 1, 16, 16)).rendered.sum() == 7
+    with pytest.raises(TypeError, match="did you mean 'render_points'"):
+        Morse(ToyBackbone(), 3, 2, renderer=False, render_point=7)
+    with pytest.raises(ValueError, match="importance_ratio must be in"):
+        Morse(ToyBackbone(), 3, 2, importance_ratio=2.0)
 
 
 def test_feature_channels_are_required_when_the_backbone_does_not_declare_them():
@@ -157,20 +161,3 @@ def test_features_of_the_wrong_dimensionality_are_named():
 def test_integer_image_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"image.float\(\)"):
         small_morse()(torch.zeros(1, 1, 16, 16, dtype=torch.int16))
-
-
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", available_backbones())
-def test_morse_runs_on_every_registered_backbone(name, spatial_dims):
-    spec = backbone_spec(name)
-    options = dict(spec.small_options.get(spatial_dims, {}))
-    backbone = build_backbone(name, spatial_dims, 1, 3, **options)
-    model = Morse(backbone, 3, spatial_dims, expert_width=8, head_width=8, num_frequencies=4,
-                  train_points=32, render_points=16)
-    image = torch.randn(2, 1, *([spec.example_size] * spatial_dims))
-    out = model.train()(image)
-    loss, _ = MorseLoss(3)(out, torch.randint(0, 3, (2, 1, *image.shape[2:])))
-    loss.backward()
-    assert out.gate.shape == (2, len(backbone.feature_channels), 32)
-    assert model.fusion.experts[0][0].weight.grad is not None
-    assert model.eval()(image).logits.shape == (2, 3, *image.shape[2:])

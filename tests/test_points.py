@@ -100,3 +100,34 @@ def test_scatter_writes_only_the_given_cells():
     changed = (out != grid).flatten(2).any(1)
     assert changed.sum() == 4
     assert out.flatten(2)[1, :, 119].eq(9).all()
+
+
+def test_cell_centres_of_a_512_cell_axis_stay_exact_fp32_for_bf16_logits():
+    logits = torch.randn(1, 2, 512, 3).bfloat16()
+    indices, coords = most_uncertain_cells(logits, 512 * 3)
+    rows, cols = indices // 3, indices % 3
+    expected = torch.stack([(rows + 0.5) / 512, (cols + 0.5) / 3], dim=-1).float()
+    assert coords.dtype == torch.float32
+    assert torch.equal(coords, expected)
+
+
+def test_point_sample_reads_bf16_maps_at_the_exact_coordinates():
+    maps = torch.randn(2, 3, 512, 4).bfloat16()
+    indices = torch.arange(512 * 4).expand(2, -1)
+    values = point_sample(maps, cell_centres(indices, (512, 4)))
+    assert values.dtype == torch.float32
+    assert torch.equal(values, maps.float().flatten(2))
+
+
+def test_excluded_cells_are_never_returned_even_when_more_are_asked_than_left():
+    logits = torch.randn(2, 3, 4, 4)
+    exclude = torch.zeros(2, 16, dtype=torch.bool)
+    exclude[0, :10] = True
+    exclude[1, 6:] = True
+    indices, coords = most_uncertain_cells(logits, 16, exclude)
+    assert indices.shape == (2, 6) and coords.shape == (2, 6, 2)
+    assert not exclude.gather(1, indices).any()
+    exclude[1, 0] = True  # 5 cells left in image 1: both images get 5
+    indices, _ = most_uncertain_cells(logits, 16, exclude)
+    assert indices.shape == (2, 5) and not exclude.gather(1, indices).any()
+    assert most_uncertain_cells(logits, 4, torch.ones(2, 16, dtype=torch.bool))[0].shape == (2, 0)

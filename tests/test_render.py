@@ -20,7 +20,7 @@ def test_plan_sizes_double_then_land_on_the_output():
 def test_rendering_at_twice_the_size_leaves_certain_cells_as_upsampled_coarse(spatial_dims):
     coarse = torch.randn(2, 3, *([6] * spatial_dims)) * 4
     output_size = [12] * spatial_dims
-    logits, rendered = subdivision_render(
+    logits, rendered, gate = subdivision_render(
         coarse, lambda c: torch.full((c.shape[0], 3, c.shape[1]), 100.0), num_points=10,
         steps=2, output_size=output_size,
     )
@@ -32,6 +32,7 @@ def test_rendering_at_twice_the_size_leaves_certain_cells_as_upsampled_coarse(sp
     torch.testing.assert_close(logits[keep], upsampled[keep])
     assert logits[~keep].eq(100.0).all()
     assert rendered.flatten(1).sum(1).tolist() == [20, 20]  # 2 steps x 10, never twice
+    assert gate is None  # the point function gives no gate
 
 
 def test_no_cell_is_rendered_twice_in_one_pass():
@@ -48,7 +49,7 @@ def test_no_cell_is_rendered_twice_in_one_pass():
 
 def test_upsampled_steps_map_rendered_cells_to_the_output_grid():
     coarse = torch.randn(1, 2, 4, 4)
-    logits, rendered = subdivision_render(
+    logits, rendered, _ = subdivision_render(
         coarse, lambda c: torch.zeros(1, 2, c.shape[1]), num_points=1, steps=2, upsample=True
     )
     assert logits.shape == (1, 2, 16, 16)
@@ -58,5 +59,73 @@ def test_upsampled_steps_map_rendered_cells_to_the_output_grid():
 
 def test_zero_steps_returns_resized_coarse():
     coarse = torch.randn(1, 2, 4, 4)
-    logits, rendered = subdivision_render(coarse, None, 5, steps=0, output_size=(8, 8))
-    assert logits.shape == (1, 2, 8, 8) and not rendered.any()
+    logits, rendered, gate = subdivision_render(coarse, None, 5, steps=0, output_size=(8, 8))
+    assert logits.shape == (1, 2, 8, 8) and not rendered.any() and gate is None
+
+
+def _recorder(seen, classes=2):
+    """A point function that records its coordinates and keeps the cells maximally unsure."""
+
+    def point_fn(coords):
+        seen.append(coords)
+        return torch.zeros(coords.shape[0], classes, coords.shape[1])
+
+    return point_fn
+
+
+def test_steps_asking_for_more_cells_than_are_left_render_each_cell_once():
+    seen = []
+    _, rendered, _ = subdivision_render(torch.randn(2, 2, 8, 8), _recorder(seen), 30, steps=4)
+    assert [coords.shape[1] for coords in seen] == [30, 30, 4]  # the 4th step finds none left
+    for image in range(2):
+        assert torch.unique(torch.cat(seen, 1)[image], dim=0).shape[0] == 64
+    assert rendered.all()
+
+
+@pytest.mark.parametrize("output_size", [None, (9, 13)])
+def test_two_steps_of_n_points_render_exactly_one_step_of_2n(output_size):
+    """Rendered cells leave the ranking and no other cell changes, so values never re-rank."""
+    coarse = torch.randn(2, 3, 8, 8)
+    first, second = [], []
+    two = subdivision_render(coarse, _recorder(first, 3), 10, steps=2, output_size=output_size)
+    one = subdivision_render(coarse, _recorder(second, 3), 20, steps=1, output_size=output_size)
+    assert torch.equal(two[0], one[0]) and torch.equal(two[1], one[1])
+    assert torch.equal(torch.cat(first, 1), second[0])  # the next 10 cells of one ranking
+
+
+def test_rendered_cells_of_a_coarser_step_map_to_output_cells_by_their_centres():
+    torch.manual_seed(0)
+    seen = []
+    _, rendered, _ = subdivision_render(
+        torch.randn(1, 2, 2, 3), _recorder(seen), 6, steps=2, upsample=True, output_size=(6, 7)
+    )  # steps on (4, 6) then (6, 7): non-integer ratios 1.5 and 7/6
+    expected = torch.zeros(6, 7, dtype=torch.bool)
+    step_one = (seen[0][0] * torch.tensor([4, 6])).long()  # cells of the (4, 6) grid
+    centres = torch.stack(torch.meshgrid((torch.arange(6) + 0.5) / 6, (torch.arange(7) + 0.5) / 7,
+                                         indexing="ij"), -1)
+    under = (centres * torch.tensor([4, 6])).long()  # the (4, 6) cell under each output centre
+    for row, col in step_one.tolist():
+        expected |= (under[..., 0] == row) & (under[..., 1] == col)
+    for row, col in (seen[1][0] * torch.tensor([6, 7])).long().tolist():
+        expected[row, col] = True
+    assert torch.equal(rendered[0, 0], expected)
+
+
+def test_gate_map_holds_the_last_write_and_zero_where_nothing_was_rendered():
+    def point_fn(coords):
+        gate = torch.full((coords.shape[0], 2, coords.shape[1]), len(calls) + 1.0)
+        calls.append(coords)
+        return torch.zeros(coords.shape[0], 3, coords.shape[1]), gate
+
+    calls = []
+    _, rendered, gate = subdivision_render(
+        torch.randn(1, 3, 4, 4), point_fn, 5, steps=2, upsample=True
+    )
+    assert gate.shape == (1, 2, 16, 16) and gate.dtype == torch.float32
+    assert gate.masked_select(~rendered).eq(0).all()
+    last = torch.zeros(16 * 16, dtype=torch.bool)
+    last[(calls[1][0] * 16).long().matmul(torch.tensor([16, 1]))] = True
+    last = last.view(16, 16)
+    assert gate[0, :, last].eq(2).all()  # the second step's writes win
+    earlier = rendered[0, 0] & ~last
+    assert earlier.sum() >= 4 * 4 and gate[0, :, earlier].eq(1).all()  # 5 cells x 4, <= 5 hit

@@ -1,1 +1,10 @@
+"""MORSE's renderer: ``MorseRenderer`` and its one ``RendererConfig``, plus the pieces they use
+(point sampling, Fourier encoding, stochastic experts, implicit head, subdivision rendering)."""
 
+from morse.renderer.config import RendererConfig, default_train_points, renderer_config
+from morse.renderer.module import MorseRenderer, PointPrediction, Rendering
+
+__all__ = [
+    "MorseRenderer", "PointPrediction", "Rendering", "RendererConfig", "default_train_points",
+    "renderer_config",
+]

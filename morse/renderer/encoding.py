@@ -46,7 +46,13 @@ class FourierEncoding(nn.Module):
             coords: (B, P, D) in [0, 1].
 
         Returns:
-            (B, 2F, P) channels-first, ready for Conv1d layers.
+            (B, 2F, P) channels-first, ready for Conv1d layers; fp32 (or wider) even under
+            autocast.
         """
-        projected = 2 * math.pi * (2 * coords - 1).to(self.matrix.dtype) @ self.matrix
+        # Autocast would run the matmul in bf16 and move the phase of a 512-grid cell centre by
+        # up to half a cell: the phase is computed in fp32, whatever the autocast setting.
+        dtype = torch.promote_types(torch.promote_types(coords.dtype, self.matrix.dtype),
+                                    torch.float32)
+        with torch.autocast(coords.device.type, enabled=False):
+            projected = 2 * math.pi * (2 * coords.to(dtype) - 1) @ self.matrix.to(dtype)
         return torch.cat([projected.sin(), projected.cos()], dim=-1).transpose(1, 2)

@@ -38,7 +38,7 @@ def point_sample(
         mode: "bilinear" (trilinear in 3D) for features and logits, "nearest" for labels.
 
     Returns:
-        (B, C, P) values at the points.
+        (B, C, P) values at the points, in fp32 (or wider) whatever the maps' dtype.
 
     >>> grid = torch.arange(4.0).view(1, 1, 2, 2)
     >>> point_sample(grid, torch.tensor([[[0.25, 0.75], [0.5, 0.5]]]))
@@ -53,9 +53,12 @@ def point_sample(
     # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
     grid = (2.0 * coords - 1.0).flip(-1)
     grid = grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
-    if grid.dtype != maps.dtype:
-        grid = grid.to(maps.dtype)
-    values = F.grid_sample(maps, grid, mode=mode, padding_mode="border", align_corners=False)
+    # Cast the maps up, never the grid down: in bf16 a coordinate near 1 is off by 1/256, which
+    # is a whole cell of a 512 grid. Sampling runs in (at least) fp32 and returns that dtype.
+    dtype = torch.promote_types(torch.promote_types(maps.dtype, grid.dtype), torch.float32)
+    values = F.grid_sample(
+        maps.to(dtype), grid.to(dtype), mode=mode, padding_mode="border", align_corners=False
+    )
     return values.view(maps.shape[0], maps.shape[1], coords.shape[1])
 
 
@@ -131,7 +134,8 @@ def cell_centres(indices: torch.Tensor, spatial_shape: Sequence[int]) -> torch.T
         spatial_shape: S.
 
     Returns:
-        (B, N, D) centres in (0, 1).
+        (B, N, D) fp32 centres in (0, 1), exact for any axis up to 2^24 cells (keep them fp32:
+        bf16 moves the centres of a 512-cell axis by up to a cell).
 
     >>> cell_centres(torch.tensor([[0, 5]]), (2, 4))
     tensor([[[0.2500, 0.1250],
@@ -152,19 +156,29 @@ def most_uncertain_cells(
 
     Args:
         logits: (B, K, *S) current logits on the grid.
-        num_points: N; clipped to the number of cells.
+        num_points: N; clipped to the cells left (see below).
         exclude: optional (B, prod(S)) bool, cells not to pick (already rendered).
 
     Returns:
-        indices (B, N) flat cell indices, unique per image, and their centres (B, N, D).
+        indices (B, N') flat cell indices, unique per image and never excluded, and their
+        fp32 centres (B, N', D). N' = min(N, cells not excluded), the fewest over the batch
+        when images have different numbers of excluded cells (in subdivision rendering they
+        all have the same); N' = 0 when no cell is left.
+
+    >>> logits = torch.tensor([[[0.0, 1.0, 3.0]]]).expand(1, 2, 3).clone()
+    >>> logits[0, 1] = torch.tensor([0.0, 0.0, 0.0])
+    >>> most_uncertain_cells(logits, 5, exclude=torch.tensor([[True, False, False]]))[0]
+    tensor([[1, 2]])
     """
     spatial_shape = logits.shape[2:]
     uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S))
+    num_points = min(num_points, uncertainty.shape[1])
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
-    num_points = min(num_points, uncertainty.shape[1])
+        # topk would fill N beyond the cells left with excluded ones (-inf ranks last, not out)
+        num_points = min(num_points, int((~exclude).sum(1).min()))
     indices = uncertainty.topk(num_points, dim=1).indices
-    return indices, cell_centres(indices, spatial_shape).to(logits.dtype)
+    return indices, cell_centres(indices, spatial_shape)
 
 
 def scatter_to_grid(

@@ -11,7 +11,8 @@ from morse.renderer.points import most_uncertain_cells, scatter_to_grid
 
 __all__ = ["plan_render_sizes", "subdivision_render"]
 
-PointFn = Callable[[torch.Tensor], torch.Tensor]
+PointResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
+PointFn = Callable[[torch.Tensor], PointResult]
 
 
 def plan_render_sizes(
@@ -56,53 +57,87 @@ def _resize(maps: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
     if mode == "nearest":
-        return F.interpolate(maps, size=tuple(size), mode="nearest")
+        # "nearest-exact" reads the source cell under each output cell's centre; legacy
+        # "nearest" is off by one cell on non-integer ratios.
+        return F.interpolate(maps, size=tuple(size), mode="nearest-exact")
     mode = "bilinear" if maps.dim() == 4 else "trilinear"
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
 
 
+def _split(result: PointResult) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return result if isinstance(result, tuple) else (result, None)
+
+
 def subdivision_render(
     coarse: torch.Tensor,
-    point_fn: PointFn,
+    point_fn: PointFn | None,
     num_points: int,
     steps: int = 2,
     upsample: bool = False,
     output_size: Sequence[int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
     Each step resizes the current logits to its planned grid (linear interpolation), picks
     the ``num_points`` most uncertain cells, asks ``point_fn`` for logits at their centres and
     writes them back. Cells rendered in an earlier step at the same grid size are not picked
-    again, so no point is rendered twice in one pass. Cells never picked keep the
-    interpolated coarse logits exactly.
+    again, so no cell is rendered twice in one pass (a step with no cell left renders none).
+    Cells never picked keep the interpolated coarse logits exactly.
+
+    Steps and ranking: on one grid (no ``upsample``) the rendered cells are left out of the
+    next ranking and no other cell changes, so the rendered values never re-rank anything:
+    two steps of N points render exactly the cells (and values) of one step of 2N, the N
+    next cells of the same ranking. When the grid changes between steps (``upsample``), the
+    rendered values are interpolated onto the new grid and do shape the next ranking.
+
+    The logits are kept in fp32 (or wider) and cell centres are fp32 whatever the autocast
+    setting, so under bf16 autocast the cells picked from given logits and their centres are
+    those of fp32.
 
     Args:
         coarse: (B, K, *S) coarse logits.
-        point_fn: maps (B, N, D) coordinates in [0, 1] to (B, K, N) logits.
+        point_fn: maps (B, N, D) coordinates in [0, 1] to (B, K, N) logits, or to a pair of
+            those logits and per-point gate weights (B, S, N) (or None); None only when
+            ``steps`` is 0.
         num_points: N cells per step.
         steps: number of rounds; 0 returns the (resized) coarse logits.
         upsample: double the grid at each step (see ``plan_render_sizes``).
         output_size: the grid to render on (e.g. the scan's own), default see above.
 
     Returns:
-        logits (B, K, *S_out) and a bool map (B, 1, *S_out) of the cells that were rendered
-        (a cell of a coarser step marks every output cell it covers).
+        logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
+        cell of a coarser step marks every output cell whose centre it holds); the gate map
+        (B, S, *S_out) fp32 of the rendered cells' gate weights (the last write wins, 0 where
+        no cell was rendered), or None when ``point_fn`` gives no gate.
     """
-    logits = coarse
+    logits = coarse.to(torch.promote_types(coarse.dtype, torch.float32))
     rendered = torch.zeros_like(coarse[:, :1], dtype=torch.bool)
-    exclude = None
+    gate = exclude = None
     for size in plan_render_sizes(coarse.shape[2:], steps, upsample, output_size):
         if tuple(logits.shape[2:]) != size:
-            logits = _resize(logits, size, "linear")
-            rendered = _resize(rendered.to(torch.uint8), size, "nearest").bool()
+            logits, rendered, gate = _resize_all(logits, rendered, gate, size)
             exclude = None
         indices, coords = most_uncertain_cells(logits, num_points, exclude)
-        logits = scatter_to_grid(logits, indices, point_fn(coords))
+        if indices.shape[1] == 0:
+            continue
+        values, point_gate = _split(point_fn(coords))
+        logits = scatter_to_grid(logits, indices, values)
+        if point_gate is not None:
+            if gate is None:
+                gate = logits.new_zeros(logits.shape[0], point_gate.shape[1], *size)
+            gate = scatter_to_grid(gate, indices, point_gate)
         picked = torch.zeros_like(rendered.flatten(1)).scatter_(1, indices, True)
         exclude = picked if exclude is None else exclude | picked
         rendered = rendered | picked.view_as(rendered)
-    if not steps and output_size is not None:
-        logits = _resize(logits, output_size, "linear")
-        rendered = _resize(rendered.to(torch.uint8), output_size, "nearest").bool()
-    return logits, rendered
+    if output_size is not None and tuple(logits.shape[2:]) != tuple(output_size):
+        logits, rendered, gate = _resize_all(logits, rendered, gate, output_size)
+    return logits, rendered, gate
+
+
+def _resize_all(
+    logits: torch.Tensor, rendered: torch.Tensor, gate: torch.Tensor | None, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits linearly, the rendered map and the gate map by nearest cell."""
+    logits = _resize(logits, size, "linear")
+    rendered = _resize(rendered.to(torch.uint8), size, "nearest").bool()
+    return logits, rendered, None if gate is None else _resize(gate, size, "nearest")

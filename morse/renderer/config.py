@@ -1,0 +1,113 @@
+"""``RendererConfig``: every option of MORSE's renderer, declared once.
+
+``MorseRenderer`` and ``Morse`` are built from it, and the run configuration's ``model``
+section inherits it (``morse.config.ModelConfig``), so a YAML key such as
+``model.render_points`` is this class's field of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RendererConfig", "default_train_points", "renderer_config"]
+
+
+def default_train_points(spatial_dims: int) -> int:
+    """Training points per image: the paper's 2048 in 2D; 8192 for 3D patches (e.g. 96^3).
+
+    A 3D patch has far more boundary than a 2D slice, so it gets four times the points; this
+    stays below 1% of a 96^3 patch, which keeps the head's cost small next to the backbone's.
+
+    >>> default_train_points(2), default_train_points(3)
+    (2048, 8192)
+    """
+    return 2048 if spatial_dims == 2 else 8192
+
+
+@dataclass
+class RendererConfig:
+    """The renderer's switches and sizes (defaults: the paper's settings)."""
+
+    experts: bool = True
+    """Fuse the feature scales with the mixture of experts (False: concatenate, one MLP)."""
+    stochastic_gating: bool = True
+    """Drop a random number of experts per training step (no effect at inference)."""
+    renormalize_gate: bool = True
+    """Renormalise the surviving gate weights to sum to 1 (the authors' code does not)."""
+    max_dropped: int | None = None
+    """r_max, the most experts dropped in one step; None: S - 1 (one always survives)."""
+    fourier: bool = True
+    """Feed the Fourier-encoded coordinate to the head (False: PointRend's point head)."""
+    train_points: int | None = None
+    """P, training points per image; None: ``default_train_points`` (2048 2D, 8192 3D)."""
+    oversample_ratio: float = 3.0
+    """PointRend's k >= 1: draw k P uniform candidates before keeping the uncertain ones."""
+    importance_ratio: float = 0.75
+    """PointRend's beta in [0, 1]: the share of points taken from the most uncertain."""
+    render_points: int = 8192
+    """N, cells re-predicted per inference step (paper: 8192). On one grid, the steps render
+    the N next cells of one ranking: ``render_steps`` x N cells in all, never one twice."""
+    render_steps: int = 2
+    """Inference steps (paper: 2). Without ``render_upsample`` two steps of N points render
+    exactly what one step of 2N does: rendered cells are left out of the next ranking and the
+    others keep their logits, so rendered values never re-rank cells on the same grid."""
+    render_upsample: bool = False
+    """Double the grid at each inference step (PointRend); the rendered values are then
+    interpolated onto the finer grid and do take part in the next step's ranking."""
+    render_chunk: int | None = None
+    """Run the head on at most this many points at a time (bounds memory); None: all."""
+    expert_width: int = 256
+    """Width of each expert's two layers and of the fused feature (paper: 256)."""
+    head_width: int = 256
+    """Width of the implicit head's hidden layers (paper: 256)."""
+    head_layers: int = 3
+    """Hidden layers of the implicit head (paper: 3)."""
+    num_frequencies: int = 128
+    """F, Fourier frequencies; the encoding has 2F channels (paper: 128 -> 256)."""
+    fourier_scale: float = 1.0
+    """Standard deviation of the Fourier matrix; larger resolves finer detail."""
+    dropout: float = 0.1
+    """Dropout after the fusion MLP (paper: 0.1)."""
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("oversample_ratio", self.oversample_ratio >= 1, ">= 1"),
+            ("importance_ratio", 0 <= self.importance_ratio <= 1, "in [0, 1]"),
+            ("render_points", self.render_points >= 1, ">= 1"),
+            ("render_steps", self.render_steps >= 0, ">= 0"),
+            ("render_chunk", self.render_chunk is None or self.render_chunk >= 1, ">= 1 or None"),
+            ("train_points", self.train_points is None or self.train_points >= 1, ">= 1 or None"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(
+                    f"{name} must be {rule}, got {getattr(self, name)!r}"
+                )
+
+
+def renderer_config(config: RendererConfig | None = None, **options: Any) -> RendererConfig:
+    """``config`` (default: the paper's settings) with ``options`` replacing its fields.
+
+    >>> renderer_config(render_points=4096).render_points
+    4096
+    >>> renderer_config(render_point=1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: unknown renderer option 'render_point'; did you mean 'render_points'? ...
+    """
+    names = [field.name for field in dataclasses.fields(RendererConfig)]
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"unknown renderer option {key!r}{hint} (the options are RendererConfig's "
+                f"fields: {', '.join(names)})"
+            )
+    base = config if config is not None else RendererConfig()
+    fields = {name: getattr(base, name) for name in names}
+    return RendererConfig(**{**fields, **options})

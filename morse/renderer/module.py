@@ -1,0 +1,217 @@
+"""``MorseRenderer``: the implicit point renderer with stochastic experts, for any backbone.
+
+It takes what a backbone gives (coarse logits and feature maps at S scales) and nothing else,
+so it fits into any training loop. Shapes: B images, K classes, S feature scales, P points,
+D spatial dims, ``*S`` spatial shape.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from morse.renderer.config import RendererConfig, default_train_points, renderer_config
+from morse.renderer.encoding import FourierEncoding
+from morse.renderer.experts import ConcatFusion, StochasticExperts
+from morse.renderer.head import ImplicitPointHead
+from morse.renderer.points import point_sample, sample_training_points
+from morse.renderer.render import subdivision_render
+
+__all__ = ["MorseRenderer", "PointPrediction", "Rendering"]
+
+
+class PointPrediction(NamedTuple):
+    """What ``MorseRenderer.forward`` returns (training)."""
+
+    logits: torch.Tensor
+    """(B, K, P) the head's logits at the points."""
+    coords: torch.Tensor
+    """(B, P, D) the points in [0, 1] (score them against the label sampled there)."""
+    gate: torch.Tensor | None
+    """(B, S, P) expert weights at the points (zero for dropped experts); None: experts off."""
+
+
+class Rendering(NamedTuple):
+    """What ``MorseRenderer.render`` returns (inference)."""
+
+    logits: torch.Tensor
+    """(B, K, *S_out) rendered logits, fp32."""
+    rendered: torch.Tensor
+    """(B, 1, *S_out) bool, the cells the renderer re-predicted."""
+    gate: torch.Tensor | None
+    """(B, S, *S_out) fp32 gate weights at the rendered cells (summing to 1 over S there, the
+    last step's where a cell was rendered twice), 0 elsewhere; None: experts off."""
+
+
+class MorseRenderer(nn.Module):
+    """Re-predict labels at continuous points from fine features, coarse logits and position.
+
+    Args:
+        feature_channels: c_s of the backbone's S feature maps, coarsest first.
+        num_classes: K (background included).
+        spatial_dims: D, 2 or 3.
+        config: the renderer's options (default: the paper's settings).
+        **options: ``RendererConfig`` fields that replace those of ``config``.
+
+    >>> renderer = MorseRenderer([8, 4], num_classes=3, spatial_dims=2, expert_width=16,
+    ...                          head_width=16, num_frequencies=4, train_points=10)
+    >>> features = [torch.randn(2, 8, 4, 4), torch.randn(2, 4, 8, 8)]
+    >>> coarse = torch.randn(2, 3, 8, 8)
+    >>> points = renderer(features, coarse)
+    >>> points.logits.shape, points.coords.shape, points.gate.shape
+    (torch.Size([2, 3, 10]), torch.Size([2, 10, 2]), torch.Size([2, 2, 10]))
+    >>> out = renderer.eval().render(features, coarse, output_size=(12, 12))
+    >>> out.logits.shape, out.rendered.shape, out.gate.shape
+    (torch.Size([2, 3, 12, 12]), torch.Size([2, 1, 12, 12]), torch.Size([2, 2, 12, 12]))
+    """
+
+    def __init__(
+        self,
+        feature_channels: Sequence[int],
+        num_classes: int,
+        spatial_dims: int,
+        config: RendererConfig | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        check_task(num_classes, spatial_dims)
+        if not feature_channels:
+            raise ValueError(
+                "MORSE needs the channels of the backbone's feature maps: pass feature_channels="
+                "[...] (coarsest first), give the backbone a feature_channels attribute, or "
+                "build it with morse.build_backbone"
+            )
+        self.feature_channels = [int(channels) for channels in feature_channels]
+        self.num_classes = num_classes
+        self.spatial_dims = spatial_dims
+        self.config = cfg = renderer_config(config, **options)
+        self.train_points = cfg.train_points or default_train_points(spatial_dims)
+        if cfg.experts:
+            self.fusion: nn.Module = StochasticExperts(
+                self.feature_channels, cfg.expert_width, cfg.max_dropped, cfg.renormalize_gate,
+                cfg.stochastic_gating, cfg.dropout,
+            )
+        else:
+            self.fusion = ConcatFusion(self.feature_channels, cfg.expert_width, cfg.dropout)
+        self.encoding = (
+            FourierEncoding(spatial_dims, cfg.num_frequencies, cfg.fourier_scale)
+            if cfg.fourier else None
+        )
+        head_in = self.fusion.out_channels + (self.encoding.out_channels if cfg.fourier else 0)
+        self.head = ImplicitPointHead(head_in, num_classes, cfg.head_width, cfg.head_layers)
+
+    def forward(
+        self,
+        features: Sequence[torch.Tensor],
+        coarse: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> PointPrediction:
+        """Training: pick P points (PointRend's importance sampling) and predict them.
+
+        Args:
+            features: S maps (B, c_s, *S_s), coarsest first.
+            coarse: (B, K, *S) the backbone's logits.
+            generator: optional generator for the point draws.
+
+        Returns:
+            ``PointPrediction`` (logits (B, K, P), coords (B, P, D), gate (B, S, P) or None).
+        """
+        self.check_inputs(features, coarse)
+        cfg = self.config
+        coords = sample_training_points(
+            coarse, self.train_points, cfg.oversample_ratio, cfg.importance_ratio, generator
+        )
+        logits, gate = self.point_logits(features, coarse, coords)
+        return PointPrediction(logits, coords, gate)
+
+    def point_logits(
+        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's logits at given points.
+
+        Args:
+            features: S maps (B, c_s, *S_s).
+            coarse: (B, K, *S).
+            coords: (B, P, D) in [0, 1]; kept fp32 (sampling casts the maps up instead).
+
+        Returns:
+            logits (B, K, P) and gate weights (B, S, P) or None when experts are off.
+        """
+        fused, gate = self.fusion([point_sample(maps, coords) for maps in features])
+        coarse_at_points = point_sample(coarse, coords)
+        fine = fused if self.encoding is None else torch.cat([self.encoding(coords), fused], 1)
+        return self.head(fine, coarse_at_points), gate
+
+    def render(
+        self,
+        features: Sequence[torch.Tensor],
+        coarse: torch.Tensor,
+        output_size: Sequence[int] | None = None,
+    ) -> Rendering:
+        """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
+
+        Args:
+            features: S maps (B, c_s, *S_s), coarsest first.
+            coarse: (B, K, *S) the backbone's logits.
+            output_size: the grid to render on; default the coarse grid (2^steps times it
+                with ``render_upsample``).
+
+        Returns:
+            ``Rendering`` (logits (B, K, *S_out), rendered (B, 1, *S_out) bool, gate
+            (B, S, *S_out) or None).
+        """
+        self.check_inputs(features, coarse)
+        cfg = self.config
+        point_fn = functools.partial(self._chunked_point_logits, features, coarse)
+        return Rendering(*subdivision_render(
+            coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
+            output_size,
+        ))
+
+    def _chunked_point_logits(
+        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``point_logits`` on at most ``render_chunk`` points at a time (bounds memory)."""
+        chunk = self.config.render_chunk or coords.shape[1]
+        parts = [self.point_logits(features, coarse, part) for part in coords.split(chunk, 1)]
+        logits = torch.cat([part[0] for part in parts], dim=2)
+        gate = None if parts[0][1] is None else torch.cat([part[1] for part in parts], dim=2)
+        return logits, gate
+
+    def check_inputs(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> None:
+        """Raise with the fix when the maps do not match what the renderer was built for."""
+        if len(features) != len(self.feature_channels):
+            raise ValueError(
+                f"the backbone returned {len(features)} feature maps but MORSE was built for "
+                f"{len(self.feature_channels)} (channels {list(self.feature_channels)}); pass "
+                "feature_channels matching the backbone's features"
+            )
+        for index, (maps, channels) in enumerate(zip(features, self.feature_channels)):
+            if maps.dim() != self.spatial_dims + 2:
+                raise ValueError(
+                    f"feature map {index} has shape {tuple(maps.shape)}: expected "
+                    f"{self.spatial_dims + 2} dims (B, C, *spatial) for spatial_dims="
+                    f"{self.spatial_dims}"
+                )
+            if maps.shape[1] != channels:
+                raise ValueError(
+                    f"feature map {index} has {maps.shape[1]} channels but MORSE was built for "
+                    f"{channels}; feature_channels must list the maps' channels coarsest first"
+                )
+        if coarse.shape[1] != self.num_classes:
+            raise ValueError(
+                f"the backbone's logits have {coarse.shape[1]} channels but num_classes is "
+                f"{self.num_classes}"
+            )
+
+
+def check_task(num_classes: int, spatial_dims: int) -> None:
+    """Raise unless K >= 2 and D is 2 or 3."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")

@@ -1,0 +1,121 @@
+"""MorseRenderer on its own: one's own training loop, inference outputs, bf16, options."""
+
+import dataclasses
+
+import pytest
+import torch
+from monai.networks.nets import BasicUNet
+
+from morse import MorseLoss, MorseOutput, MorseRenderer, RendererConfig, point_loss
+from morse.backbone import FeatureTap
+from morse.config import ModelConfig
+
+SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, train_points=64, render_points=32)
+
+
+def _disks(batch: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy images of one disk each and their labels (B, 1, size, size)."""
+    generator = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"))
+    centres = torch.randint(10, size - 10, (batch, 2, 1, 1), generator=generator)
+    label = ((grid - centres).square().sum(1, keepdim=True) < 36).long()
+    return label + 0.3 * torch.randn(label.shape, generator=generator), label
+
+
+def test_renderer_trains_on_a_monai_basicunet_in_a_plain_loop_and_renders():
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(8, 8, 8, 8, 8, 8))
+    tap = FeatureTap(net, ["upcat_3", "upcat_2", "upcat_1"], probe_input=torch.zeros(1, 1, 32, 32))
+    renderer = MorseRenderer(tap.feature_channels, num_classes=2, spatial_dims=2, **SIZES)
+    criterion = MorseLoss(2)
+    optimizer = torch.optim.Adam([*tap.parameters(), *renderer.parameters()], lr=3e-3)
+    image, label = _disks()
+    losses = []
+    for _ in range(10):
+        coarse, features = tap(image)
+        points = renderer(features, coarse)
+        loss, parts = criterion(MorseOutput(coarse, coarse, *points), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert parts["point_ce"] == pytest.approx(point_loss(points.logits, points.coords, label[:, 0])
+                                              .item())
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3]), losses
+    tap.eval(), renderer.eval()
+    with torch.no_grad():
+        coarse, features = tap(image)
+        logits, rendered, gate = renderer.render(features, coarse, output_size=(48, 40))
+    assert logits.shape == (4, 2, 48, 40) and rendered.shape == (4, 1, 48, 40)
+    assert gate.shape == (4, 3, 48, 40) and rendered.dtype == torch.bool
+
+
+def _renderer(**options) -> MorseRenderer:
+    torch.manual_seed(0)
+    return MorseRenderer([8, 4], 3, 2, **{**SIZES, **options}).eval()
+
+
+def _inputs(size=(16, 16), dtype=torch.float32):
+    generator = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, 8, *(s // 2 for s in size), generator=generator),
+                torch.randn(2, 4, *size, generator=generator)]
+    coarse = torch.randn(2, 3, *size, generator=generator)
+    return [maps.to(dtype) for maps in features], coarse.to(dtype)
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+def test_rendered_gate_sums_to_one_on_rendered_cells_and_is_zero_elsewhere(upsample):
+    out = _renderer(render_upsample=upsample).render(*_inputs())
+    size = (64, 64) if upsample else (16, 16)
+    assert out.gate.shape == (2, 2, *size) and out.rendered.shape == (2, 1, *size)
+    rendered = out.rendered.expand_as(out.gate)
+    assert out.rendered.any() and out.gate[~rendered].eq(0).all()
+    sums = out.gate.sum(1, keepdim=True)[out.rendered]
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    assert _renderer(experts=False).render(*_inputs()).gate is None
+
+
+def test_two_steps_of_n_points_render_the_cells_of_one_step_of_2n():
+    two = _renderer(render_points=40, render_steps=2).render(*_inputs())
+    one = _renderer(render_points=80, render_steps=1).render(*_inputs())
+    assert torch.equal(two.rendered, one.rendered)
+    torch.testing.assert_close(two.logits, one.logits)
+    torch.testing.assert_close(two.gate, one.gate)
+
+
+def test_bf16_autocast_renders_the_cells_and_values_of_fp32_on_a_512_grid():
+    """A head that returns the coarse logits at the point (exact in bf16 for these logits):
+    any difference between the two runs comes from coordinates that lost precision."""
+    renderer = _renderer(render_points=600, render_upsample=True)
+    predictor = renderer.head.predictor
+    with torch.no_grad():
+        predictor.weight.zero_()
+        predictor.bias.zero_()
+        width = predictor.weight.shape[1] - 3
+        predictor.weight[:, width:, 0] = torch.eye(3)
+    features, coarse = _inputs((128, 2))
+    coarse = (coarse * 2).round().clamp(-2, 2)  # small integers: their interpolations are exact
+    reference = renderer.render(features, coarse)  # steps on (256, 4) then (512, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = renderer.render([maps.bfloat16() for maps in features], coarse.bfloat16())
+    assert out.rendered.shape == (2, 1, 512, 8) and out.rendered.any()
+    assert torch.equal(out.rendered, reference.rendered)
+    assert torch.equal(out.logits, reference.logits)
+
+
+def test_unknown_or_invalid_options_name_the_fix():
+    with pytest.raises(TypeError, match="did you mean 'train_points'"):
+        MorseRenderer([8], 2, 2, train_point=10)
+    with pytest.raises(ValueError, match="render_steps must be >= 0"):
+        MorseRenderer([8], 2, 2, config=RendererConfig(render_steps=-1))
+    with pytest.raises(ValueError, match="feature_channels"):
+        MorseRenderer([], 2, 2)
+
+
+def test_model_config_declares_no_renderer_option_of_its_own():
+    renderer_fields = [field.name for field in dataclasses.fields(RendererConfig)]
+    model_fields = [field.name for field in dataclasses.fields(ModelConfig)]
+    assert model_fields[: len(renderer_fields)] == renderer_fields
+    assert set(ModelConfig.__annotations__) == {"backbone", "backbone_options", "renderer"}
+    config = ModelConfig(render_points=5, backbone="basicunet")
+    assert MorseRenderer([8], 2, 2, config=config).config == RendererConfig(render_points=5)

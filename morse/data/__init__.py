@@ -26,6 +26,7 @@ from .atlas_demo import (
     read_aal_table,
 )
 from .check import Problem, check_dataset, format_problems
+from .dataset_json import DatasetSpec, parse_dataset_json, read_dataset_json
 from .datasets import (
     INTENSITY_SCHEMES,
     PatchDataset,
@@ -35,16 +36,7 @@ from .datasets import (
     normalize_volume,
 )
 from .nifti import load_reference, read_nifti, try_read_nifti, write_array_like, write_label_like
-from .nnunet import (
-    CaseFiles,
-    DatasetSpec,
-    grid_problems,
-    inspect_case,
-    list_cases,
-    load_case,
-    parse_dataset_json,
-    read_dataset_json,
-)
+from .nnunet import CaseFiles, grid_problems, inspect_case, list_cases, load_case
 from .split import Split, load_split, save_split, split_cases, subset_counts
 from .synapse import (
     BTCV_TO_SYNAPSE,

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .synapse import read_h5_arrays, read_list_file, volume_from_dhw, volume_from_slice
-from .volume import DataError, Volume
+from .validate import checked_label
+from .volume import Volume
 
 __all__ = [
     "ACDC_CLASSES",
@@ -70,18 +71,9 @@ def read_acdc_list(root: str | Path, split: str = "train_slices") -> list[str]:
 
 
 def _label(label: np.ndarray, path: Path) -> np.ndarray:
-    if label.dtype.kind == "f" and (
-        not np.all(np.isfinite(label)) or np.any(label != np.round(label))
-    ):
-        raise DataError(f"{path}: label has non-integer values; labels must be class indices")
-    label = label.astype(np.int64)
-    bad = sorted(int(v) for v in np.unique(label) if v < 0 or v >= len(ACDC_CLASSES))
-    if bad:
-        raise DataError(
-            f"{path}: label values {bad} are outside 0..{len(ACDC_CLASSES) - 1} "
-            f"({', '.join(ACDC_CLASSES)}); use SSL4MIS's ACDC files"
-        )
-    return label
+    where = f"outside 0..{len(ACDC_CLASSES) - 1} ({', '.join(ACDC_CLASSES)})"
+    return checked_label(label, path, range(len(ACDC_CLASSES)), where,
+                         "use SSL4MIS's ACDC files")
 
 
 def load_acdc_slice(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Volume:

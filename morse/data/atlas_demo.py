@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .nifti import read_nifti
+from .validate import checked_label
 from .volume import DataError, Volume
 
 __all__ = [
@@ -189,10 +190,8 @@ def group_aal_labels(
     aal: np.ndarray, lut: np.ndarray, path: str | Path = "aal.nii.gz"
 ) -> np.ndarray:
     """Map an AAL label array (*spatial) to class indices with ``lut`` (int64, same shape)."""
-    aal = np.asarray(aal).astype(np.int64)
-    unknown = sorted(int(v) for v in np.unique(aal) if v < 0 or v >= len(lut))
-    if unknown:
-        raise DataError(f"{path}: values {unknown} are not in aal.nii.txt; use the matching table")
+    aal = checked_label(aal, path, range(len(lut)), "not in aal.nii.txt",
+                        "use the matching table")
     return lut[aal]
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .validate import checked_label
 from .volume import DataError, Volume
 
 __all__ = [
@@ -84,10 +85,8 @@ def remap_btcv_labels(label: np.ndarray) -> np.ndarray:
     lut = np.zeros(14, dtype=np.int64)
     for btcv, synapse in BTCV_TO_SYNAPSE.items():
         lut[btcv] = synapse
-    label = np.asarray(label).astype(np.int64)
-    if label.size and (label.min() < 0 or label.max() > 13):
-        raise DataError(f"label values outside 0..13 cannot be BTCV labels: {np.unique(label)}")
-    return lut[label]
+    return lut[checked_label(label, "label", range(14), "outside 0..13",
+                             "BTCV labels are 0..13; pass files holding them")]
 
 
 def read_list_file(path: str | Path) -> list[str]:
@@ -176,21 +175,12 @@ def volume_from_dhw(
                   diagonal_affine(spacing), case_id, str(path))
 
 
-def _integer_label(label: np.ndarray, path: Path, max_value: int, remap_btcv: bool) -> np.ndarray:
-    if label.dtype.kind == "f" and (
-        not np.all(np.isfinite(label)) or np.any(label != np.round(label))
-    ):
-        raise DataError(f"{path}: label has non-integer values; labels must be class indices")
-    label = label.astype(np.int64)
+def _integer_label(label: np.ndarray, path: Path, remap_btcv: bool) -> np.ndarray:
     if remap_btcv:
-        return remap_btcv_labels(label)
-    bad = sorted(int(v) for v in np.unique(label) if v < 0 or v > max_value)
-    if bad:
-        raise DataError(
-            f"{path}: label values {bad} are outside 0..{max_value}; "
-            "for the 13 BTCV labels pass remap_btcv=True"
-        )
-    return label
+        return remap_btcv_labels(checked_label(label, path))
+    top = len(SYNAPSE_CLASSES) - 1
+    return checked_label(label, path, range(top + 1), f"outside 0..{top}",
+                         "for the 13 BTCV labels pass remap_btcv=True")
 
 
 def synapse_case_of(name: str) -> str:
@@ -210,7 +200,7 @@ def load_synapse_slice(
     """One training slice as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
     data = _read_npz(path, ("image", "label"))
-    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    label = _integer_label(data["label"], path, remap_btcv)
     return volume_from_slice(data["image"], label, path, spacing, path.name.removesuffix(".npz"),
                              "use TransUNet's train_npz slices")
 
@@ -236,7 +226,7 @@ def load_synapse_volume(
     """
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
-    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    label = _integer_label(data["label"], path, remap_btcv)
     return volume_from_dhw(data["image"], label, path, spacing, path.name.split(".")[0],
                            "use TransUNet's test_vol_h5 volumes")
 

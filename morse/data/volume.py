@@ -9,7 +9,6 @@ Conventions shared by the whole project:
 
 Example:
     >>> import numpy as np
-from nibabel.affines import voxel_sizes
     >>> vol = Volume(np.zeros((1, 4, 5, 6)), np.zeros((4, 5, 6)), np.diag([0.5, 0.5, 3.0, 1.0]))
     >>> vol.spatial_dims, vol.num_channels, vol.spacing
     (3, 1, (0.5, 0.5, 3.0))

@@ -7,7 +7,8 @@ import pytest
 
 from morse.config import load_config
 from morse.data import DEFAULT_TEMPLATE_DIR, DataError, Volume, load_atlas_demo
-from morse.data.prepare import atlas_demo_split, prepare_data
+from morse.data.formats import atlas_demo_split
+from morse.data.prepare import prepare_data
 
 
 def _world_x(volume: Volume) -> np.ndarray:

@@ -21,10 +21,12 @@ Example (synthetic label, no files needed):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from .intensity import normalize_intensity
 from .nifti import read_nifti
 from .validate import checked_label
 from .volume import DataError, Volume
@@ -195,14 +197,6 @@ def group_aal_labels(
     return lut[aal]
 
 
-def _zscore_nonzero(image: np.ndarray) -> np.ndarray:
-    mask = image != 0
-    values = image[mask]
-    out = np.zeros_like(image, dtype=np.float32)
-    out[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
-    return out
-
-
 def downsample_volume(volume: Volume, factor: int) -> Volume:
     """Downsample by an integer factor: voxel j covers old voxels ``j*f .. j*f + f - 1``.
 
@@ -239,7 +233,7 @@ def downsample_volume(volume: Volume, factor: int) -> Volume:
     k = min(volume.spatial_dims, 3)
     affine[:3, 3] = affine[:3, 3] + affine[:3, :k] @ np.full(k, centre)
     affine[:3, :k] = affine[:3, :k] * factor
-    return Volume(image, label, affine, volume.case_id, volume.source)
+    return replace(volume, image=image, label=label, affine=affine)
 
 
 def load_atlas_demo(
@@ -277,7 +271,7 @@ def load_atlas_demo(
         )
     image = image.astype(np.float32)
     if normalize:
-        image = _zscore_nonzero(image)
+        image = normalize_intensity(image[None], "zscore")[0]
     label = group_aal_labels(aal, lut, paths["aal.nii.gz"])
     volume = Volume(image[None], label, affine, "colin27", str(paths["ch2.nii.gz"]))
     return downsample_volume(volume, downsample)

@@ -14,9 +14,13 @@ order (:data:`SYNAPSE_CLASSES`): 1 aorta, 2 gallbladder, 3 left kidney, 4 right 
 5 liver, 6 pancreas, 7 spleen, 8 stomach. Files holding the 13 original BTCV labels can be
 mapped with ``remap_btcv=True`` (:data:`BTCV_TO_SYNAPSE`).
 
-The files carry no spacing: the loaders use ``spacing`` (1 mm by default) on a diagonal
-affine. Test volumes are transposed from (D, H, W) to (H, W, D) so that slice k is
-``image[..., k]`` as everywhere in the project.
+The files carry no spacing: the loaders put ``spacing`` (one voxel size, or a case id ->
+voxel size function, see :mod:`morse.data.spacing`) on a diagonal affine; without it the
+affine is the identity and ``Volume.spacing_known`` is False (distances in voxels). Test
+volumes are transposed from (D, H, W) to (H, W, D) so that slice k is ``image[..., k]`` as
+everywhere in the project. TransUNet's arrays are in SimpleITK's (z, y, x) order (its test
+script writes predictions back with ``sitk.GetImageFromArray``), so rows and columns are
+nibabel's second and first axes: a raw NIfTI is transposed to (y, x, z) before prediction.
 
 Example:
     >>> import tempfile, numpy as np
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .spacing import SpacingOf, spacing_of
 from .validate import checked_label
 from .volume import DataError, Volume
 
@@ -138,7 +143,7 @@ def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def diagonal_affine(spacing: Sequence[float]) -> np.ndarray:
-    """(4, 4) affine with ``spacing`` (1 to 3 values, missing ones 1 mm) on the diagonal.
+    """(4, 4) affine with ``spacing`` (0 to 3 values, missing ones 1 mm) on the diagonal.
 
     >>> diagonal_affine((0.8, 0.8)).diagonal().tolist()
     [0.8, 0.8, 1.0, 1.0]
@@ -150,21 +155,21 @@ def diagonal_affine(spacing: Sequence[float]) -> np.ndarray:
 
 
 def volume_from_slice(
-    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
-    fix: str,
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float] | None,
+    case_id: str, fix: str,
 ) -> Volume:
     """A 2D (H, W) image/label pair as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     if image.ndim != 2 or label.shape != image.shape:
         raise DataError(
             f"{path}: image {image.shape} and label {label.shape} must both be (H, W); {fix}"
         )
-    return Volume(image[None, :, :, None], label[:, :, None], diagonal_affine(spacing), case_id,
-                  str(path))
+    return Volume(image[None, :, :, None], label[:, :, None], diagonal_affine(spacing or ()),
+                  case_id, str(path), spacing_known=spacing is not None)
 
 
 def volume_from_dhw(
-    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
-    fix: str,
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float] | None,
+    case_id: str, fix: str,
 ) -> Volume:
     """A (D, H, W) image/label pair as a Volume: image (1, H, W, D), label (H, W, D)."""
     if image.ndim != 3 or label.shape != image.shape:
@@ -172,7 +177,8 @@ def volume_from_dhw(
             f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); {fix}"
         )
     return Volume(np.transpose(image, (1, 2, 0))[None], np.transpose(label, (1, 2, 0)),
-                  diagonal_affine(spacing), case_id, str(path))
+                  diagonal_affine(spacing or ()), case_id, str(path),
+                  spacing_known=spacing is not None)
 
 
 def _integer_label(label: np.ndarray, path: Path, remap_btcv: bool) -> np.ndarray:
@@ -195,7 +201,7 @@ def read_synapse_list(root: str | Path, split: str = "train") -> list[str]:
 
 
 def load_synapse_slice(
-    path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), remap_btcv: bool = False
+    path: str | Path, spacing: Sequence[float] | None = None, remap_btcv: bool = False
 ) -> Volume:
     """One training slice as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
@@ -208,17 +214,20 @@ def load_synapse_slice(
 def load_synapse_slices(
     root: str | Path,
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
     remap_btcv: bool = False,
 ) -> list[Volume]:
     """Slices ``train_npz/{name}.npz`` (default: every name in ``train.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "train") if names is None else list(names)
-    return [load_synapse_slice(root / "train_npz" / f"{n}.npz", spacing, remap_btcv) for n in names]
+    return [
+        load_synapse_slice(root / "train_npz" / f"{n}.npz", spacing_of(spacing, n), remap_btcv)
+        for n in names
+    ]
 
 
 def load_synapse_volume(
-    path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), remap_btcv: bool = False
+    path: str | Path, spacing: Sequence[float] | None = None, remap_btcv: bool = False
 ) -> Volume:
     """A test volume ``caseXXXX.npy.h5`` as a Volume: image (1, H, W, D), label (H, W, D).
 
@@ -234,13 +243,14 @@ def load_synapse_volume(
 def load_synapse_volumes(
     root: str | Path,
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
     remap_btcv: bool = False,
 ) -> list[Volume]:
     """Volumes ``test_vol_h5/{name}.npy.h5`` (default: every name in ``test_vol.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "test_vol") if names is None else list(names)
     return [
-        load_synapse_volume(root / "test_vol_h5" / f"{n}.npy.h5", spacing, remap_btcv)
+        load_synapse_volume(root / "test_vol_h5" / f"{n}.npy.h5", spacing_of(spacing, n),
+                            remap_btcv)
         for n in names
     ]

@@ -150,6 +150,7 @@ def _train(
             model=model.state_dict(), optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), step=step, rng=capture_rng_state(),
             config=config_to_dict(cfg), best_metric=float(best), class_names=data.class_names,
+            in_channels=data.in_channels, preprocessing=data.preprocessing,
         )
 
     step = start_step

@@ -17,6 +17,7 @@ from morse.data import (
     Volume,
     acdc_patient_of,
     downsample_volume,
+    formats,
     load_acdc_slices,
     load_acdc_volume,
     load_acdc_volumes,
@@ -226,15 +227,16 @@ def test_spacing_known_survives_every_volume_transformation():
 # ----------------------------------------------------------------------------- registry
 
 
-def test_a_new_format_is_one_registration(tmp_path):
+def test_a_new_format_is_one_registration(monkeypatch):
+    monkeypatch.setattr(formats, "_REGISTRY", dict(formats._REGISTRY))  # undone after the test
+
     def load(cfg, wanted, check):
         vols = {"train": [Volume(np.ones((1, 32, 32, 2)), np.ones((32, 32, 2)), case_id="t")],
                 "val": [], "test": []}
         return Loaded({name: vols[name] for name in wanted}, Split(["t"], [], []))
 
     register_format("toy", DataFormat(load, lambda cfg: ["background", "thing"],
-                                      lambda cfg, train: make_record([{"scheme": "none"}])),
-                    overwrite=True)
+                                      lambda cfg, train: make_record([{"scheme": "none"}])))
     assert "toy" in available_formats()
     data = prepare_data(load_config("demo", ["data.format=toy", "data.slice_size=null"]).data)
     assert data.class_names == ["background", "thing"] and data.in_channels == 1

@@ -121,6 +121,20 @@ def data_format(cfg: DataConfig) -> DataFormat:
     return spec
 
 
+def _files_record(file_scheme: str, channel: str) -> Callable[[DataConfig, TrainVolumes], dict]:
+    """The record builder of a format whose files were made from raw scans as (z, y, x)
+    SimpleITK arrays, normalised by ``file_scheme``; ``normalize: auto`` leaves such files as
+    they are."""
+
+    def record(cfg: DataConfig, train: TrainVolumes) -> dict:
+        scheme = "none" if cfg.normalize == "auto" else cfg.normalize
+        return make_record(resolve_intensity(scheme, [channel], train),
+                           file_intensity=resolve_intensity(file_scheme, [channel], train)[0],
+                           axis_order=(1, 0, 2))
+
+    return record
+
+
 def _root(cfg: DataConfig) -> Path:
     root = Path(cfg.root)
     if not root.is_dir():
@@ -192,15 +206,6 @@ def stack_slices(slices: list[Volume], case_id: str) -> Volume:
     return replace(slices[0], image=image, label=label, case_id=case_id)
 
 
-def _synapse_record(cfg: DataConfig, train: TrainVolumes) -> dict:
-    """TransUNet made the files from raw CT: (z, y, x) arrays, HU clipped to [-125, 275] and
-    scaled to [0, 1]; ``auto`` then leaves the files as they are."""
-    scheme = "none" if cfg.normalize == "auto" else cfg.normalize
-    return make_record(resolve_intensity(scheme, ["CT"], train),
-                       file_intensity=resolve_intensity("ct", ["CT"], train)[0],
-                       axis_order=(1, 0, 2))
-
-
 # ----------------------------------------------------------------------------- ACDC
 def _acdc_load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
     root = _root(cfg)
@@ -214,15 +219,6 @@ def _acdc_load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
     for name in set(wanted) & {"val", "test"}:
         volumes[name] = load_acdc_volumes(root, name, spacing=spacing)
     return Loaded(volumes, split)
-
-
-def _acdc_record(cfg: DataConfig, train: TrainVolumes) -> dict:
-    """SSL4MIS made the files from raw MR: (z, y, x) arrays, each volume min-max scaled to
-    [0, 1]; ``auto`` then leaves the files as they are."""
-    scheme = "none" if cfg.normalize == "auto" else cfg.normalize
-    return make_record(resolve_intensity(scheme, ["MRI"], train),
-                       file_intensity=resolve_intensity("minmax", ["MRI"], train)[0],
-                       axis_order=(1, 0, 2))
 
 
 # ----------------------------------------------------------------------------- atlas demo
@@ -290,8 +286,10 @@ def _names(names: Sequence[str]) -> Callable[[DataConfig], list[str]]:
 register_format("nnunet", DataFormat(
     _nnunet_load, lambda cfg: read_dataset_json(_root(cfg)).class_names, _nnunet_record))
 register_format("msd", _REGISTRY["nnunet"])
+# TransUNet: HU clipped to [-125, 275] and scaled to [0, 1] (the Synapse files)
 register_format("synapse", DataFormat(
-    _synapse_load, _names(SYNAPSE_CLASSES), _synapse_record, takes_spacing=True))
+    _synapse_load, _names(SYNAPSE_CLASSES), _files_record("ct", "CT"), takes_spacing=True))
+# SSL4MIS (acdc_data_processing.py): each MR volume min-max scaled to [0, 1]
 register_format("acdc", DataFormat(
-    _acdc_load, _names(ACDC_CLASSES), _acdc_record, takes_spacing=True))
+    _acdc_load, _names(ACDC_CLASSES), _files_record("minmax", "MRI"), takes_spacing=True))
 register_format("atlas-demo", DataFormat(_atlas_load, _names(ATLAS_CLASSES), _atlas_record))

@@ -39,7 +39,7 @@ class DataConfig:
     """Where the data is and how it is cut into training samples."""
 
     format: str = "nnunet"
-    """nnunet | msd | synapse | acdc | atlas-demo."""
+    """nnunet | msd | synapse | acdc | atlas-demo (``morse.data.formats.available_formats``)."""
     root: str = ""
     """Dataset folder (for atlas-demo: the mricron templates folder)."""
     spatial_dims: int = 2
@@ -48,8 +48,15 @@ class DataConfig:
     """JSON {"train": [...], "val": [...], "test": [...]}; default: a seeded split by case."""
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     seed: int = 1337
-    normalize: str = "zscore"
-    """zscore (MRI) | ct (clip [-125, 275], TransUNet) | none."""
+    normalize: str = "auto"
+    """auto (per channel: CT -> ct-percentile, others -> zscore) | zscore (per volume, nonzero
+    voxels) | ct-percentile (nnU-Net's CT: dataset foreground percentiles and mean/std) | ct
+    (clip [-125, 275] HU, scale to [0, 1]) | minmax | none. Saved with the model for predict."""
+    spacing: list[float] | None = None
+    """synapse / acdc (files without spacing): voxel size in mm of every case, per axis of the
+    loaded arrays (rows, columns, slices). Unset: distances are in voxels."""
+    spacing_file: str | None = None
+    """synapse / acdc: JSON {"case0001": [0.76, 0.76, 3.0], ...}, one voxel size per case."""
     slice_size: list[int] | None = None
     """2D: resize slices to this (H, W) for training; inference renders back at full size."""
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])

@@ -235,3 +235,27 @@ def test_two_process_ddp_training_through_torchrun(tmp_path, dataset):
     assert state["step"] == 3
     assert not any(key.startswith("module.") for key in state["model"])
     assert "val_dice" in (run / "curves.csv").read_text().splitlines()[0]
+
+
+def test_training_prints_the_split_saves_it_and_warns_about_tiny_subsets(tmp_path, capsys):
+    data = make_dataset(tmp_path / "Dataset004", cases=3)
+    config = write_config(tmp_path / "tiny.yaml", data, iterations=1)
+    run = tmp_path / "run"
+    assert main(["train", str(config), *TINY, "-o", str(run)]) == 0
+    out, err = capsys.readouterr()
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"] + split["val"] + split["test"]) == ["case0", "case1", "case2"]
+    for name in ("training", "validation", "test"):
+        assert f"{name:<10} 1 case: " in out
+    assert "warning: the training subset holds 1 case" in err
+
+
+def test_training_without_validation_cases_says_to_evaluate_last_pt(tmp_path, capsys):
+    data = make_dataset(tmp_path / "Dataset005", cases=3)
+    config = write_config(tmp_path / "tiny.yaml", data, iterations=1)
+    run = tmp_path / "run"
+    assert main(["train", str(config), *TINY, "data.split_fractions=[0.67,0,0.33]",
+                 "-o", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "-inf" not in out and "no validation cases: evaluate last.pt" in out
+    assert "warning: the validation subset is empty" in err

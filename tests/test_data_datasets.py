@@ -47,7 +47,7 @@ def test_ct_window_and_none():
     np.testing.assert_array_equal(same, hu)
     assert same.dtype == np.float32
     with pytest.raises(ValueError, match="unknown intensity scheme"):
-        normalize_intensity(hu, "minmax")
+        normalize_intensity(hu, "histogram")
 
 
 # ----------------------------------------------------------------------------- slices

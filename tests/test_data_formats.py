@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from morse.config import load_config
 from morse.data import (
     ACDC_CLASSES,
     SYNAPSE_CLASSES,
     DataError,
+    Volume,
     acdc_patient_of,
+    downsample_volume,
+    formats,
     load_acdc_slices,
     load_acdc_volume,
     load_acdc_volumes,
     load_synapse_slices,
     load_synapse_volume,
     load_synapse_volumes,
+    normalize_volume,
     read_acdc_list,
     remap_btcv_labels,
     synapse_case_of,
 )
+from morse.data.formats import DataFormat, Loaded, available_formats, register_format, stack_slices
+from morse.data.intensity import make_record
+from morse.data.prepare import load_eval_volumes, prepare_data
+from morse.data.split import Split
 
 
 def write_h5(path: Path, **arrays: np.ndarray) -> Path:
@@ -167,3 +177,67 @@ def test_acdc_bad_label_and_list(acdc_root, tmp_path):
         load_acdc_volumes(acdc_root, "val")
     with pytest.raises(ValueError, match="split must be one of"):
         read_acdc_list(acdc_root, "holdout")
+
+
+# ----------------------------------------------------------------------------- spacing
+
+
+def synapse_config(root: Path, *overrides: str):
+    return load_config("synapse_unet2d", [f"data.root={root}", "data.split_fractions=[0.5,0.5,0]",
+                                          *overrides]).data
+
+
+def test_synapse_without_spacing_says_distances_are_in_voxels(synapse_root):
+    (vol,) = load_eval_volumes(synapse_config(synapse_root), "test")
+    assert not vol.spacing_known and vol.spacing == (1.0, 1.0, 1.0)
+
+
+def test_user_spacing_builds_the_affine_for_every_subset(synapse_root):
+    cfg = synapse_config(synapse_root, "data.spacing=[0.7,0.7,3.0]", "data.slice_size=[32,32]")
+    data = prepare_data(cfg)
+    for vol in [*data.train.volumes, *data.val]:
+        assert vol.spacing_known and vol.spacing == (0.7, 0.7, 3.0)
+    (test,) = load_eval_volumes(cfg, "test")
+    assert test.spacing_known and test.spacing == (0.7, 0.7, 3.0)
+
+
+def test_spacing_file_gives_each_case_its_own_and_names_a_missing_case(synapse_root, tmp_path):
+    table = tmp_path / "spacing.json"
+    table.write_text(json.dumps({"case0001": [0.8, 0.8, 2.5]}))
+    cfg = synapse_config(synapse_root, f"data.spacing_file={table}")
+    (test,) = load_eval_volumes(cfg, "test")
+    assert test.spacing_known and test.spacing == (0.8, 0.8, 2.5)
+    with pytest.raises(DataError, match=r'spacing.json: no entry for case (case000\d); add "\1"'):
+        load_eval_volumes(cfg, "val")
+
+
+def test_spacing_settings_are_refused_for_formats_with_their_own(tmp_path):
+    cfg = load_config("unet3d", [f"data.root={tmp_path}", "data.spacing=[1,1,1]"])
+    with pytest.raises(DataError, match="nnunet files carry their own spacing"):
+        prepare_data(cfg.data)
+
+
+def test_spacing_known_survives_every_volume_transformation():
+    vol = Volume(np.random.rand(1, 4, 4, 4), np.zeros((4, 4, 4)), spacing_known=False)
+    derived = [vol.slab(0, 2), downsample_volume(vol, 2), normalize_volume(vol, "zscore"),
+               stack_slices([vol.slab(0, 1), vol.slab(1, 2)], "c")]
+    assert [v.spacing_known for v in derived] == [False] * 4
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_a_new_format_is_one_registration(monkeypatch):
+    monkeypatch.setattr(formats, "_REGISTRY", dict(formats._REGISTRY))  # undone after the test
+
+    def load(cfg, wanted, check):
+        vols = {"train": [Volume(np.ones((1, 32, 32, 2)), np.ones((32, 32, 2)), case_id="t")],
+                "val": [], "test": []}
+        return Loaded({name: vols[name] for name in wanted}, Split(["t"], [], []))
+
+    register_format("toy", DataFormat(load, lambda cfg: ["background", "thing"],
+                                      lambda cfg, train: make_record([{"scheme": "none"}])))
+    assert "toy" in available_formats()
+    data = prepare_data(load_config("demo", ["data.format=toy", "data.slice_size=null"]).data)
+    assert data.class_names == ["background", "thing"] and data.in_channels == 1
+    assert data.preprocessing["intensity"] == [{"scheme": "none"}]

@@ -7,7 +7,8 @@ import pytest
 
 from morse.config import load_config
 from morse.data import DEFAULT_TEMPLATE_DIR, DataError, Volume, load_atlas_demo
-from morse.data.prepare import atlas_demo_split, prepare_data
+from morse.data.formats import atlas_demo_split
+from morse.data.prepare import load_eval_volumes, prepare_data
 
 
 def _world_x(volume: Volume) -> np.ndarray:
@@ -47,3 +48,19 @@ def test_2d_slices_that_backbones_cannot_take_are_named_with_the_fix(tmp_path):
     cfg = load_config("demo", ["data.format=nnunet", f"data.root={root}", "data.slice_size=null"])
     with pytest.raises(DataError, match=r"data.slice_size=\[32,32\]"):
         prepare_data(cfg.data)
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_TEMPLATE_DIR) / "aal.nii.gz").exists(),
+                    reason="Debian's mricron-data is not installed")
+def test_demo_normalises_every_subset_with_the_training_statistics():
+    cfg = load_config("demo", ["data.downsample=4", "data.slice_size=[32,64]"]).data
+    data = prepare_data(cfg)
+    (step,) = data.preprocessing["intensity"]
+    raw = atlas_demo_split(load_atlas_demo(downsample=4, normalize=False))
+    head = np.concatenate([v.image[v.image != 0] for v in raw["train"]])
+    assert step == {"scheme": "zscore", "mean": pytest.approx(head.mean(), rel=1e-5),
+                    "std": pytest.approx(head.std(), rel=1e-5)}
+    (test,) = load_eval_volumes(cfg, "test", data.preprocessing)
+    image = raw["test"][0].image
+    expected = np.where(image != 0, (image - step["mean"]) / step["std"], 0)
+    np.testing.assert_allclose(test.image, expected, rtol=1e-5, atol=1e-5)

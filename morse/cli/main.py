@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,10 @@ class Train:
                 raise SystemExit("morse train: give a CONFIG (file or preset) or --resume RUN_DIR")
             cfg = load_config(self.config, self.overrides)
             result = train(cfg, self.output or Path("runs") / cfg.name)
-        print(f"trained {result.step} steps in {result.seconds:.0f} s; best validation Dice "
-              f"{result.best_dice:.4f}; run folder {result.run_dir}")
+        best = (f"best validation Dice {result.best_dice:.4f}" if math.isfinite(result.best_dice)
+                else "no validation cases: evaluate last.pt")
+        print(f"trained {result.step} steps in {result.seconds:.0f} s; {best}; "
+              f"run folder {result.run_dir}")
         return 0
 
 

@@ -26,25 +26,18 @@ from .atlas_demo import (
     read_aal_table,
 )
 from .check import Problem, check_dataset, format_problems
-from .datasets import (
+from .dataset_json import DatasetSpec, parse_dataset_json, read_dataset_json
+from .datasets import PatchDataset, SliceDataset, item_seed
+from .intensity import (
     INTENSITY_SCHEMES,
-    PatchDataset,
-    SliceDataset,
-    item_seed,
+    apply_intensity,
+    make_record,
     normalize_intensity,
     normalize_volume,
+    raw_to_network,
 )
 from .nifti import load_reference, read_nifti, try_read_nifti, write_array_like, write_label_like
-from .nnunet import (
-    CaseFiles,
-    DatasetSpec,
-    grid_problems,
-    inspect_case,
-    list_cases,
-    load_case,
-    parse_dataset_json,
-    read_dataset_json,
-)
+from .nnunet import CaseFiles, grid_problems, inspect_case, list_cases, load_case
 from .split import Split, load_split, save_split, split_cases, subset_counts
 from .synapse import (
     BTCV_TO_SYNAPSE,
@@ -123,10 +116,14 @@ __all__ = [
     "load_atlas_demo",
     "downsample_volume",
     "foreground_slice_range",
-    # datasets
+    # intensity
     "INTENSITY_SCHEMES",
+    "apply_intensity",
     "normalize_intensity",
     "normalize_volume",
+    "make_record",
+    "raw_to_network",
+    # datasets
     "item_seed",
     "SliceDataset",
     "PatchDataset",

@@ -9,9 +9,11 @@ Layout::
 
 Classes (:data:`ACDC_CLASSES`): 0 background, 1 RV (right ventricle cavity),
 2 Myo (left ventricular myocardium), 3 LV (left ventricle cavity). SSL4MIS's images are
-already normalised per volume; use the ``"none"`` or ``"zscore"`` intensity scheme. The h5
-files carry no spacing: the loaders use ``spacing`` (1 mm by default). Volumes are
-transposed from (D, H, W) to (H, W, D) so slice k is ``image[..., k]``.
+already normalised: SSL4MIS's ``acdc_data_processing.py`` reads each NIfTI with SimpleITK
+((D, H, W) arrays) and min-max scales each volume to [0, 1]; use the ``"none"`` intensity
+scheme on them (``"minmax"`` is for raw scans). The h5 files carry no spacing: the loaders
+use ``spacing`` (see :mod:`morse.data.synapse`; without it ``Volume.spacing_known`` is
+False). Volumes are transposed from (D, H, W) to (H, W, D) so slice k is ``image[..., k]``.
 
 Example:
     >>> import tempfile, h5py, numpy as np
@@ -33,8 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .spacing import SpacingOf, spacing_of
 from .synapse import read_h5_arrays, read_list_file, volume_from_dhw, volume_from_slice
-from .volume import DataError, Volume
+from .validate import checked_label
+from .volume import Volume
 
 __all__ = [
     "ACDC_CLASSES",
@@ -51,6 +55,7 @@ ACDC_CLASSES: tuple[str, ...] = ("background", "RV", "Myo", "LV")
 
 _LISTS = ("train_slices", "train", "val", "test")
 _PATIENT = re.compile(r"^(?P<patient>patient\d+)")
+_SLICE = re.compile(r"^(?P<case>.+)_slice_\d+$")
 
 
 def acdc_patient_of(name: str) -> str:
@@ -62,6 +67,12 @@ def acdc_patient_of(name: str) -> str:
     return match["patient"] if match else name
 
 
+def acdc_case_of(name: str) -> str:
+    """Volume of a slice name (``"patient001_frame01_slice_3"`` -> ``"patient001_frame01"``)."""
+    match = _SLICE.match(name)
+    return match["case"] if match else name
+
+
 def read_acdc_list(root: str | Path, split: str = "train_slices") -> list[str]:
     """Names in ``{root}/{split}.list`` (``train_slices``, ``train``, ``val`` or ``test``)."""
     if split not in _LISTS:
@@ -70,21 +81,12 @@ def read_acdc_list(root: str | Path, split: str = "train_slices") -> list[str]:
 
 
 def _label(label: np.ndarray, path: Path) -> np.ndarray:
-    if label.dtype.kind == "f" and (
-        not np.all(np.isfinite(label)) or np.any(label != np.round(label))
-    ):
-        raise DataError(f"{path}: label has non-integer values; labels must be class indices")
-    label = label.astype(np.int64)
-    bad = sorted(int(v) for v in np.unique(label) if v < 0 or v >= len(ACDC_CLASSES))
-    if bad:
-        raise DataError(
-            f"{path}: label values {bad} are outside 0..{len(ACDC_CLASSES) - 1} "
-            f"({', '.join(ACDC_CLASSES)}); use SSL4MIS's ACDC files"
-        )
-    return label
+    where = f"outside 0..{len(ACDC_CLASSES) - 1} ({', '.join(ACDC_CLASSES)})"
+    return checked_label(label, path, range(len(ACDC_CLASSES)), where,
+                         "use SSL4MIS's ACDC files")
 
 
-def load_acdc_slice(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Volume:
+def load_acdc_slice(path: str | Path, spacing: Sequence[float] | None = None) -> Volume:
     """A slice file as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
@@ -95,15 +97,16 @@ def load_acdc_slice(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)
 def load_acdc_slices(
     root: str | Path,
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
 ) -> list[Volume]:
     """Slices ``data/slices/{name}.h5`` (default: every name in ``train_slices.list``)."""
     root = Path(root)
     names = read_acdc_list(root, "train_slices") if names is None else list(names)
-    return [load_acdc_slice(root / "data" / "slices" / f"{n}.h5", spacing) for n in names]
+    return [load_acdc_slice(root / "data" / "slices" / f"{n}.h5", spacing_of(spacing, n))
+            for n in names]
 
 
-def load_acdc_volume(path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Volume:
+def load_acdc_volume(path: str | Path, spacing: Sequence[float] | None = None) -> Volume:
     """A volume file as a Volume: image (1, H, W, D), label (H, W, D); spacing per (H, W, D)."""
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
@@ -115,9 +118,9 @@ def load_acdc_volumes(
     root: str | Path,
     split: str = "val",
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
 ) -> list[Volume]:
     """Volumes ``data/{name}.h5`` of a list (``train``, ``val`` or ``test``) or given names."""
     root = Path(root)
     names = read_acdc_list(root, split) if names is None else list(names)
-    return [load_acdc_volume(root / "data" / f"{n}.h5", spacing) for n in names]
+    return [load_acdc_volume(root / "data" / f"{n}.h5", spacing_of(spacing, n)) for n in names]

@@ -21,11 +21,14 @@ Example (synthetic label, no files needed):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from .intensity import normalize_intensity
 from .nifti import read_nifti
+from .validate import checked_label
 from .volume import DataError, Volume
 
 __all__ = [
@@ -189,19 +192,9 @@ def group_aal_labels(
     aal: np.ndarray, lut: np.ndarray, path: str | Path = "aal.nii.gz"
 ) -> np.ndarray:
     """Map an AAL label array (*spatial) to class indices with ``lut`` (int64, same shape)."""
-    aal = np.asarray(aal).astype(np.int64)
-    unknown = sorted(int(v) for v in np.unique(aal) if v < 0 or v >= len(lut))
-    if unknown:
-        raise DataError(f"{path}: values {unknown} are not in aal.nii.txt; use the matching table")
+    aal = checked_label(aal, path, range(len(lut)), "not in aal.nii.txt",
+                        "use the matching table")
     return lut[aal]
-
-
-def _zscore_nonzero(image: np.ndarray) -> np.ndarray:
-    mask = image != 0
-    values = image[mask]
-    out = np.zeros_like(image, dtype=np.float32)
-    out[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
-    return out
 
 
 def downsample_volume(volume: Volume, factor: int) -> Volume:
@@ -240,7 +233,7 @@ def downsample_volume(volume: Volume, factor: int) -> Volume:
     k = min(volume.spatial_dims, 3)
     affine[:3, 3] = affine[:3, 3] + affine[:3, :k] @ np.full(k, centre)
     affine[:3, :k] = affine[:3, :k] * factor
-    return Volume(image, label, affine, volume.case_id, volume.source)
+    return replace(volume, image=image, label=label, affine=affine)
 
 
 def load_atlas_demo(
@@ -278,7 +271,7 @@ def load_atlas_demo(
         )
     image = image.astype(np.float32)
     if normalize:
-        image = _zscore_nonzero(image)
+        image = normalize_intensity(image[None], "zscore")[0]
     label = group_aal_labels(aal, lut, paths["aal.nii.gz"])
     volume = Volume(image[None], label, affine, "colin27", str(paths["ch2.nii.gz"]))
     return downsample_volume(volume, downsample)

@@ -18,13 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nnunet import (
-    DatasetSpec,
-    inspect_case,
-    list_cases,
-    parse_dataset_json,
-    split_channel_file,
-)
+from .dataset_json import DatasetSpec, parse_dataset_json
+from .nnunet import inspect_case, list_cases, split_channel_file
 from .volume import DataError, display_path
 
 __all__ = ["Problem", "check_dataset", "format_problems"]

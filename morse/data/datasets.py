@@ -22,8 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,58 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .intensity import no_meta, normalize_volume
 from .volume import DataError, Volume
 
-__all__ = [
-    "INTENSITY_SCHEMES",
-    "normalize_intensity",
-    "normalize_volume",
-    "item_seed",
-    "SliceDataset",
-    "PatchDataset",
-]
-
-INTENSITY_SCHEMES = ("zscore", "ct", "none")
-CT_WINDOW = (-125.0, 275.0)
-
-
-def normalize_intensity(image: np.ndarray, scheme: str) -> np.ndarray:
-    """Normalise an image (C, *spatial); returns a new float32 array.
-
-    Schemes:
-        ``"zscore"``: per channel, mean 0 and std 1 over the nonzero voxels, which are the only
-        ones changed (zero background stays 0; a channel with no nonzero voxel is left as is).
-        ``"ct"``: clip to [-125, 275] HU and scale to [0, 1] (TransUNet).
-        ``"none"``: float32 copy.
-
-    >>> normalize_intensity(np.array([[-1000.0, -125.0, 75.0, 3000.0]]), "ct").tolist()
-    [[0.0, 0.0, 0.5, 1.0]]
-    >>> z = normalize_intensity(np.array([[0.0, 1.0, 3.0]]), "zscore"); z.tolist()
-    [[0.0, -1.0, 1.0]]
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if scheme == "none":
-        return image.copy()
-    if scheme == "ct":
-        low, high = CT_WINDOW
-        return ((np.clip(image, low, high) - low) / (high - low)).astype(np.float32)
-    if scheme == "zscore":
-        out = image.copy()
-        for channel in out:
-            mask = channel != 0
-            if mask.any():
-                values = channel[mask]
-                channel[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
-        return out
-    raise ValueError(f"unknown intensity scheme {scheme!r}; use one of {INTENSITY_SCHEMES}")
-
-
-def normalize_volume(volume: Volume, scheme: str) -> Volume:
-    """A Volume with its image normalised by :func:`normalize_intensity` (others shared)."""
-    if scheme == "none":
-        return volume
-    image = normalize_intensity(volume.image, scheme)
-    return Volume(image, volume.label, volume.affine, volume.case_id, volume.source)
+__all__ = ["item_seed", "SliceDataset", "PatchDataset"]
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -92,19 +43,6 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     True
     """
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0] >> 1)
-
-
-@contextmanager
-def _no_meta() -> Iterator[None]:
-    """Run MONAI transforms on plain tensors (no MetaTensor bookkeeping: 2-3x faster)."""
-    from monai.data import get_track_meta, set_track_meta
-
-    previous = get_track_meta()
-    set_track_meta(False)
-    try:
-        yield
-    finally:
-        set_track_meta(previous)
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -133,7 +71,8 @@ class SliceDataset(Dataset):
         seed: base seed for augmentation and empty-slice selection.
         foreground_only: keep only slices with foreground, plus ``empty_fraction`` of the others.
         empty_fraction: fraction of empty slices kept when ``foreground_only``.
-        normalize: intensity scheme applied once per volume (see :func:`normalize_intensity`).
+        normalize: per-volume intensity scheme applied once per volume
+            (see :func:`morse.data.intensity.normalize_intensity`).
 
     Items:
         ``{"image": float32 (C, H, W), "label": int64 (1, H, W), "case_id": str,
@@ -236,7 +175,7 @@ class SliceDataset(Dataset):
         rot90.set_random_state(seed=int(state.randint(2**31 - 1)))
         lab = label if label is not None else torch.zeros((1, *image.shape[1:]))
         data = {"image": image, "label": lab.float()}
-        with _no_meta():
+        with no_meta():
             if image.shape[-1] == image.shape[-2]:
                 data = rot90(data)
             data = flips_rotation(data)
@@ -341,7 +280,7 @@ class PatchDataset(Dataset):
         vol = self.volumes[index // self.samples_per_volume]
         self.transform.set_random_state(seed=item_seed(self.seed, self.epoch, index))
         data = {"image": torch.from_numpy(vol.image), "label": torch.from_numpy(vol.label[None])}
-        with _no_meta():
+        with no_meta():
             out = self.transform(data)
         out = out[0] if isinstance(out, list) else out
         return {

@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .validate import checked_label
 from .volume import DataError
 
 __all__ = ["read_nifti", "try_read_nifti", "load_reference", "write_label_like", "write_array_like"]
@@ -135,12 +136,7 @@ def write_label_like(
         ``out_path`` as a Path. Stored as uint8 when values fit 0..255, else int16 (int32 when
         needed); qform and sform (with their codes) are copied from the reference.
     """
-    label = np.asarray(label)
-    if label.dtype.kind == "f":
-        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
-            raise DataError(
-                f"{out_path}: label map has non-integer values; pass argmax class indices"
-            )
+    label = checked_label(label, out_path)
     return _write_like(out_path, label, reference, _label_dtype(label))
 
 

@@ -40,22 +40,20 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
+from .dataset_json import SUPPORTED_ENDINGS, DatasetSpec, read_dataset_json
 from .nifti import try_read_nifti
+from .validate import image_problem, label_problem
 from .volume import DataError, Volume, display_path
 
 __all__ = [
-    "DatasetSpec",
     "CaseFiles",
-    "read_dataset_json",
-    "parse_dataset_json",
     "list_cases",
     "load_case",
     "inspect_case",
@@ -66,49 +64,6 @@ __all__ = [
 
 AFFINE_TOLERANCE_MM = 1e-3
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_SUPPORTED_ENDINGS = (".nii.gz", ".nii")
-
-
-@dataclass
-class DatasetSpec:
-    """What ``dataset.json`` says.
-
-    Attributes:
-        root: dataset folder.
-        channel_names: channel index as string -> name, e.g. ``{"0": "T2", "1": "ADC"}``.
-        labels: class name -> integer value (background 0).
-        file_ending: e.g. ``".nii.gz"``.
-        num_training: ``numTraining`` or None when absent.
-        layout: ``"nnunet"`` (v2, one file per channel) or ``"msd"`` (Decathlon, one file).
-        training: Decathlon ``training`` entries ``{"image": ..., "label": ...}`` (may be empty).
-        test: Decathlon ``test`` image paths (may be empty).
-        name: ``name`` field or the folder name.
-    """
-
-    root: Path
-    channel_names: dict[str, str]
-    labels: dict[str, int]
-    file_ending: str = ".nii.gz"
-    num_training: int | None = None
-    layout: str = "nnunet"
-    training: list[dict[str, str]] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
-    name: str = ""
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names ordered by label value (index i names value ``sorted(values)[i]``)."""
-        return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
-
-    @property
-    def num_channels(self) -> int:
-        """Number of input channels."""
-        return len(self.channel_names)
-
-    @property
-    def label_values(self) -> set[int]:
-        """The allowed label values."""
-        return set(self.labels.values())
 
 
 @dataclass
@@ -131,148 +86,6 @@ class CaseFiles:
     def show(self, path: Path) -> str:
         """Path relative to the dataset root, for messages."""
         return display_path(path, self.root)
-
-
-# --------------------------------------------------------------------------- dataset.json
-
-
-def _int_like(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_labels_nnunet(labels: dict, problems: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for name, value in labels.items():
-        if isinstance(value, list | tuple):
-            problems.append(
-                f'labels["{name}"] is a region {value}; region-based labels are not supported, '
-                "list one integer per class"
-            )
-        elif _int_like(value) or (isinstance(value, str) and value.isdigit()):
-            out[str(name)] = int(value)
-        else:
-            problems.append(f'labels["{name}"] = {value!r} is not an integer; give class values')
-    return out
-
-
-def _parse_labels_msd(labels: dict, problems: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value, name in labels.items():
-        if not str(value).isdigit():
-            problems.append(f'labels key "{value}" is not an integer value; use {{"1": "name"}}')
-            continue
-        out[str(name)] = int(value)
-    return out
-
-
-def _check_labels(labels: dict[str, int], problems: list[str]) -> None:
-    values = list(labels.values())
-    if len(set(values)) != len(values):
-        problems.append(f"labels {labels} give the same value to two classes; make them unique")
-    if labels and 0 not in values:
-        problems.append("labels has no background class with value 0; add it")
-
-
-def parse_dataset_json(data: Any, root: str | Path) -> tuple[DatasetSpec | None, list[str]]:
-    """Parse the content of ``dataset.json``; return the spec (or None) and ALL problems found.
-
-    Problems are strings without the file name (``"missing field file_ending; ..."``).
-    """
-    root = Path(root)
-    problems: list[str] = []
-    if not isinstance(data, dict):
-        return None, ['is not a JSON object; write {"channel_names": ..., "labels": ...}']
-    if "channel_names" in data:
-        layout, channels = "nnunet", data["channel_names"]
-    elif "modality" in data:
-        layout, channels = "msd", data["modality"]
-    else:
-        layout, channels = "nnunet", None
-        problems.append(
-            "missing field channel_names (nnU-Net v2) or modality (Decathlon); "
-            'add e.g. "channel_names": {"0": "CT"}'
-        )
-    if channels is not None:
-        keys = sorted(str(k) for k in channels) if isinstance(channels, dict) else None
-        if not keys or keys != [str(i) for i in range(len(keys))]:
-            problems.append(
-                f"channel names {channels!r} must map 0, 1, ... to names; "
-                'write e.g. {"0": "T2", "1": "ADC"}'
-            )
-            channels = None
-    raw_labels = data.get("labels")
-    labels: dict[str, int] = {}
-    if not isinstance(raw_labels, dict) or not raw_labels:
-        problems.append('missing or empty field labels; add e.g. {"background": 0, "organ": 1}')
-    else:
-        msd_style = all(str(k).isdigit() for k in raw_labels)
-        labels = (
-            _parse_labels_msd(raw_labels, problems)
-            if msd_style
-            else _parse_labels_nnunet(raw_labels, problems)
-        )
-        _check_labels(labels, problems)
-    file_ending = data.get("file_ending", ".nii.gz" if layout == "msd" else None)
-    if file_ending is None:
-        problems.append('missing field file_ending; add "file_ending": ".nii.gz"')
-    elif file_ending not in _SUPPORTED_ENDINGS:
-        problems.append(
-            f"file_ending {file_ending!r} is not supported; convert the images to .nii.gz"
-        )
-    num_training = data.get("numTraining")
-    if num_training is None and layout == "nnunet":
-        problems.append("missing field numTraining; add the number of training cases")
-    elif num_training is not None and not _int_like(num_training):
-        problems.append(f"numTraining {num_training!r} is not an integer; fix it")
-        num_training = None
-    training = data.get("training", []) if layout == "msd" else []
-    test = data.get("test", []) if layout == "msd" else []
-    if not isinstance(training, list) or not all(
-        isinstance(t, dict) and "image" in t for t in training
-    ):
-        problems.append('training must be a list of {"image": ..., "label": ...}; fix it')
-        training = []
-    if not isinstance(test, list):
-        problems.append("test must be a list of image paths; fix it")
-        test = []
-    test = [t["image"] if isinstance(t, dict) else t for t in test]
-    if channels is None or not labels or file_ending not in _SUPPORTED_ENDINGS:
-        return None, problems
-    spec = DatasetSpec(
-        root=root,
-        channel_names={str(k): str(v) for k, v in channels.items()},
-        labels=labels,
-        file_ending=file_ending,
-        num_training=num_training,
-        layout=layout,
-        training=list(training),
-        test=[str(t) for t in test],
-        name=str(data.get("name", root.name)),
-    )
-    return spec, problems
-
-
-def read_dataset_json(root: str | Path) -> DatasetSpec:
-    """Read and validate ``root/dataset.json`` (nnU-Net v2 or Decathlon flavour).
-
-    Raises:
-        DataError: the file is missing, not JSON, or lacks a needed field (all listed).
-    """
-    root = Path(root)
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise DataError(
-            f"{path}: not found; a dataset folder needs dataset.json with channel_names, "
-            "labels, file_ending and numTraining"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc
-    spec, problems = parse_dataset_json(data, root)
-    if problems or spec is None:
-        raise DataError(f"{path}: " + "; ".join(problems))
-    return spec
 
 
 # --------------------------------------------------------------------------- case listing
@@ -337,7 +150,7 @@ def _list_nnunet(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
 
 
 def _strip_ending(name: str) -> str:
-    for ending in _SUPPORTED_ENDINGS:
+    for ending in SUPPORTED_ENDINGS:
         if name.endswith(ending):
             return name[: -len(ending)]
     return name
@@ -407,8 +220,7 @@ def grid_problems(
     """  # noqa: E501
     if tuple(shape) != tuple(other_shape):
         return [f"shape {tuple(shape)} differs from {other} {tuple(other_shape)}; {fix}"]
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    other_spacing = np.linalg.norm(other_affine[:3, :3], axis=0)
+    spacing, other_spacing = voxel_sizes(affine), voxel_sizes(other_affine)
     if np.max(np.abs(spacing - other_spacing)) > tolerance:
         a = tuple(round(float(v), 4) for v in spacing)
         b = tuple(round(float(v), 4) for v in other_spacing)
@@ -459,11 +271,9 @@ def _read_channels(
             if grid:
                 problems.extend((path, g) for g in grid)
                 continue
-        bad = sum(int(np.count_nonzero(~np.isfinite(c))) for c in channels if c.dtype.kind == "f")
+        bad = image_problem(np.stack(channels))
         if bad:
-            problems.append(
-                (path, f"has {bad} NaN or infinite voxels; fix the conversion or replace them")
-            )
+            problems.append((path, bad))
         arrays.extend(channels)
     if first is None or len(arrays) != spec.num_channels:
         return None, None
@@ -471,23 +281,11 @@ def _read_channels(
 
 
 def _label_value_problem(label: np.ndarray, spec: DatasetSpec) -> str | None:
-    if label.dtype.kind == "f":
-        if not np.all(np.isfinite(label)):
-            return "has NaN or infinite voxels; labels must be integer class values"
-        if np.any(label != np.round(label)):
-            return (
-                "has non-integer values; labels must be integer classes "
-                "(resample labels with nearest-neighbour interpolation)"
-            )
-    values = {int(v) for v in np.unique(label)}
-    unknown = sorted(values - spec.label_values)
-    if unknown:
-        listed = ", ".join(f"{n}={v}" for n, v in sorted(spec.labels.items(), key=lambda x: x[1]))
-        return (
-            f"label values {unknown} are not listed in dataset.json labels ({listed}); "
-            "fix the label map or add the classes to dataset.json"
-        )
-    return None
+    listed = ", ".join(f"{n}={v}" for n, v in sorted(spec.labels.items(), key=lambda x: x[1]))
+    return label_problem(
+        label, spec.label_values, f"not listed in dataset.json labels ({listed})",
+        "fix the label map or add the classes to dataset.json",
+    )
 
 
 def _read_label(

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,10 @@ import numpy as np
 
 from .volume import DataError
 
-__all__ = ["Split", "split_cases", "save_split", "load_split", "subset_counts"]
+__all__ = [
+    "Split", "split_cases", "save_split", "load_split", "subset_counts", "describe_split",
+    "split_warnings", "announce_split",
+]
 
 SUBSETS = ("train", "val", "test")
 
@@ -150,3 +154,51 @@ def load_split(path: str | Path, known_cases: Iterable[str] | None = None) -> Sp
                 "or check the dataset folder"
             )
     return split
+
+
+_TITLES = {"train": "training", "val": "validation", "test": "test"}
+_CONSEQUENCE = {
+    "train": "the model learns from too little",
+    "val": "best.pt is chosen on too few cases (none: evaluate last.pt)",
+    "test": "the test score rests on too few cases",
+}
+
+
+def describe_split(split: Split, shown: int = 6) -> list[str]:
+    """One line per subset: its size and its case ids (at most ``shown``, then a count).
+
+    >>> describe_split(Split([f"c{i}" for i in range(9)], ["v"], []), shown=3)
+    ['training   9 cases: c0, c1, c2 ... and 6 more', 'validation 1 case: v', 'test       0 cases']
+    """
+    lines = []
+    for name, cases in split.as_dict().items():
+        head = f"{_TITLES[name]:<10} {len(cases)} case{'' if len(cases) == 1 else 's'}"
+        listed = ", ".join(cases[:shown]) + (f" ... and {len(cases) - shown} more"
+                                            if len(cases) > shown else "")
+        lines.append(f"{head}: {listed}" if cases else head)
+    return lines
+
+
+def split_warnings(split: Split, tiny: int = 2) -> list[str]:
+    """A warning for each subset that is empty or holds fewer than ``tiny`` cases.
+
+    >>> split_warnings(Split(["a"], [], ["b", "c"]))[0]
+    'the training subset holds 1 case: the model learns from too little'
+    """
+    warnings = []
+    for name, cases in split.as_dict().items():
+        if len(cases) < tiny:
+            size = "is empty" if not cases else f"holds {len(cases)} case"
+            warnings.append(f"the {_TITLES[name]} subset {size}: {_CONSEQUENCE[name]}")
+    return warnings
+
+
+def announce_split(split: Split, run_dir: str | Path) -> Path:
+    """Print the split (stdout), warn about tiny subsets (stderr), save ``run_dir/split.json``."""
+    print("data split (saved in split.json):")
+    for line in describe_split(split):
+        print(f"  {line}")
+    for warning in split_warnings(split):
+        print(f"warning: {warning}; add cases or change data.split_fractions / data.split_file",
+              file=sys.stderr)
+    return save_split(Path(run_dir) / "split.json", split)

@@ -14,9 +14,13 @@ order (:data:`SYNAPSE_CLASSES`): 1 aorta, 2 gallbladder, 3 left kidney, 4 right 
 5 liver, 6 pancreas, 7 spleen, 8 stomach. Files holding the 13 original BTCV labels can be
 mapped with ``remap_btcv=True`` (:data:`BTCV_TO_SYNAPSE`).
 
-The files carry no spacing: the loaders use ``spacing`` (1 mm by default) on a diagonal
-affine. Test volumes are transposed from (D, H, W) to (H, W, D) so that slice k is
-``image[..., k]`` as everywhere in the project.
+The files carry no spacing: the loaders put ``spacing`` (one voxel size, or a case id ->
+voxel size function, see :mod:`morse.data.spacing`) on a diagonal affine; without it the
+affine is the identity and ``Volume.spacing_known`` is False (distances in voxels). Test
+volumes are transposed from (D, H, W) to (H, W, D) so that slice k is ``image[..., k]`` as
+everywhere in the project. TransUNet's arrays are in SimpleITK's (z, y, x) order (its test
+script writes predictions back with ``sitk.GetImageFromArray``), so rows and columns are
+nibabel's second and first axes: a raw NIfTI is transposed to (y, x, z) before prediction.
 
 Example:
     >>> import tempfile, numpy as np
@@ -37,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .spacing import SpacingOf, spacing_of
+from .validate import checked_label
 from .volume import DataError, Volume
 
 __all__ = [
@@ -84,10 +90,8 @@ def remap_btcv_labels(label: np.ndarray) -> np.ndarray:
     lut = np.zeros(14, dtype=np.int64)
     for btcv, synapse in BTCV_TO_SYNAPSE.items():
         lut[btcv] = synapse
-    label = np.asarray(label).astype(np.int64)
-    if label.size and (label.min() < 0 or label.max() > 13):
-        raise DataError(f"label values outside 0..13 cannot be BTCV labels: {np.unique(label)}")
-    return lut[label]
+    return lut[checked_label(label, "label", range(14), "outside 0..13",
+                             "BTCV labels are 0..13; pass files holding them")]
 
 
 def read_list_file(path: str | Path) -> list[str]:
@@ -139,7 +143,7 @@ def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def diagonal_affine(spacing: Sequence[float]) -> np.ndarray:
-    """(4, 4) affine with ``spacing`` (1 to 3 values, missing ones 1 mm) on the diagonal.
+    """(4, 4) affine with ``spacing`` (0 to 3 values, missing ones 1 mm) on the diagonal.
 
     >>> diagonal_affine((0.8, 0.8)).diagonal().tolist()
     [0.8, 0.8, 1.0, 1.0]
@@ -151,21 +155,21 @@ def diagonal_affine(spacing: Sequence[float]) -> np.ndarray:
 
 
 def volume_from_slice(
-    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
-    fix: str,
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float] | None,
+    case_id: str, fix: str,
 ) -> Volume:
     """A 2D (H, W) image/label pair as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     if image.ndim != 2 or label.shape != image.shape:
         raise DataError(
             f"{path}: image {image.shape} and label {label.shape} must both be (H, W); {fix}"
         )
-    return Volume(image[None, :, :, None], label[:, :, None], diagonal_affine(spacing), case_id,
-                  str(path))
+    return Volume(image[None, :, :, None], label[:, :, None], diagonal_affine(spacing or ()),
+                  case_id, str(path), spacing_known=spacing is not None)
 
 
 def volume_from_dhw(
-    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float], case_id: str,
-    fix: str,
+    image: np.ndarray, label: np.ndarray, path: Path, spacing: Sequence[float] | None,
+    case_id: str, fix: str,
 ) -> Volume:
     """A (D, H, W) image/label pair as a Volume: image (1, H, W, D), label (H, W, D)."""
     if image.ndim != 3 or label.shape != image.shape:
@@ -173,24 +177,16 @@ def volume_from_dhw(
             f"{path}: image {image.shape} and label {label.shape} must both be (D, H, W); {fix}"
         )
     return Volume(np.transpose(image, (1, 2, 0))[None], np.transpose(label, (1, 2, 0)),
-                  diagonal_affine(spacing), case_id, str(path))
+                  diagonal_affine(spacing or ()), case_id, str(path),
+                  spacing_known=spacing is not None)
 
 
-def _integer_label(label: np.ndarray, path: Path, max_value: int, remap_btcv: bool) -> np.ndarray:
-    if label.dtype.kind == "f" and (
-        not np.all(np.isfinite(label)) or np.any(label != np.round(label))
-    ):
-        raise DataError(f"{path}: label has non-integer values; labels must be class indices")
-    label = label.astype(np.int64)
+def _integer_label(label: np.ndarray, path: Path, remap_btcv: bool) -> np.ndarray:
     if remap_btcv:
-        return remap_btcv_labels(label)
-    bad = sorted(int(v) for v in np.unique(label) if v < 0 or v > max_value)
-    if bad:
-        raise DataError(
-            f"{path}: label values {bad} are outside 0..{max_value}; "
-            "for the 13 BTCV labels pass remap_btcv=True"
-        )
-    return label
+        return remap_btcv_labels(checked_label(label, path))
+    top = len(SYNAPSE_CLASSES) - 1
+    return checked_label(label, path, range(top + 1), f"outside 0..{top}",
+                         "for the 13 BTCV labels pass remap_btcv=True")
 
 
 def synapse_case_of(name: str) -> str:
@@ -205,12 +201,12 @@ def read_synapse_list(root: str | Path, split: str = "train") -> list[str]:
 
 
 def load_synapse_slice(
-    path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), remap_btcv: bool = False
+    path: str | Path, spacing: Sequence[float] | None = None, remap_btcv: bool = False
 ) -> Volume:
     """One training slice as a Volume: image (1, H, W, 1), label (H, W, 1)."""
     path = Path(path)
     data = _read_npz(path, ("image", "label"))
-    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    label = _integer_label(data["label"], path, remap_btcv)
     return volume_from_slice(data["image"], label, path, spacing, path.name.removesuffix(".npz"),
                              "use TransUNet's train_npz slices")
 
@@ -218,17 +214,20 @@ def load_synapse_slice(
 def load_synapse_slices(
     root: str | Path,
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
     remap_btcv: bool = False,
 ) -> list[Volume]:
     """Slices ``train_npz/{name}.npz`` (default: every name in ``train.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "train") if names is None else list(names)
-    return [load_synapse_slice(root / "train_npz" / f"{n}.npz", spacing, remap_btcv) for n in names]
+    return [
+        load_synapse_slice(root / "train_npz" / f"{n}.npz", spacing_of(spacing, n), remap_btcv)
+        for n in names
+    ]
 
 
 def load_synapse_volume(
-    path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), remap_btcv: bool = False
+    path: str | Path, spacing: Sequence[float] | None = None, remap_btcv: bool = False
 ) -> Volume:
     """A test volume ``caseXXXX.npy.h5`` as a Volume: image (1, H, W, D), label (H, W, D).
 
@@ -236,7 +235,7 @@ def load_synapse_volume(
     """
     path = Path(path)
     data = read_h5_arrays(path, ("image", "label"))
-    label = _integer_label(data["label"], path, len(SYNAPSE_CLASSES) - 1, remap_btcv)
+    label = _integer_label(data["label"], path, remap_btcv)
     return volume_from_dhw(data["image"], label, path, spacing, path.name.split(".")[0],
                            "use TransUNet's test_vol_h5 volumes")
 
@@ -244,13 +243,14 @@ def load_synapse_volume(
 def load_synapse_volumes(
     root: str | Path,
     names: Sequence[str] | None = None,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | SpacingOf | None = None,
     remap_btcv: bool = False,
 ) -> list[Volume]:
     """Volumes ``test_vol_h5/{name}.npy.h5`` (default: every name in ``test_vol.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "test_vol") if names is None else list(names)
     return [
-        load_synapse_volume(root / "test_vol_h5" / f"{n}.npy.h5", spacing, remap_btcv)
+        load_synapse_volume(root / "test_vol_h5" / f"{n}.npy.h5", spacing_of(spacing, n),
+                            remap_btcv)
         for n in names
     ]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 __all__ = ["DataError", "Volume", "display_path"]
 
@@ -110,10 +111,10 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        """Voxel size in mm per spatial axis: the column norms of the affine."""
+        """Voxel size in mm per spatial axis (nibabel's ``voxel_sizes`` of the affine)."""
         n = min(self.spatial_dims, 3)
-        norms = np.linalg.norm(self.affine[:3, :n], axis=0)
-        return tuple(float(v) for v in norms) + (1.0,) * (self.spatial_dims - n)
+        sizes = voxel_sizes(self.affine)[:n]
+        return tuple(float(v) for v in sizes) + (1.0,) * (self.spatial_dims - n)
 
     def slab(self, start: int, stop: int, axis: int = -1) -> Volume:
         """The sub-volume of slices ``start:stop`` along a spatial axis (default the last),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,9 +12,15 @@ from morse.config import Config, config_from_dict
 from morse.data.volume import DataError, Volume
 from morse.inference.volumes import VolumePrediction, predict_volume
 from morse.model import Morse
-from morse.training.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, validate_checkpoint
+from morse.training.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    CheckpointError,
+    load_checkpoint,
+    validate_checkpoint,
+)
 
-__all__ = ["load_trained", "resolve_checkpoint", "predict_case"]
+__all__ = ["TrainedRun", "load_run", "load_trained", "resolve_checkpoint", "predict_case"]
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
@@ -29,27 +36,50 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return source
 
 
-def load_trained(
-    source: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Morse, Config, list[str]]:
-    """Rebuild the model of a checkpoint (safe loading) with its config and class names."""
+@dataclass
+class TrainedRun:
+    """A trained model with what it needs to be used.
+
+    Attributes:
+        model: the Morse model, in eval mode.
+        config: the run's config.
+        class_names: K names, background first.
+        preprocessing: how a raw scan becomes the network's input
+            (:func:`morse.data.intensity.raw_to_network`); None for checkpoints written
+            before MORSE recorded it.
+        path: the checkpoint file.
+    """
+
+    model: Morse
+    config: Config
+    class_names: list[str]
+    preprocessing: dict | None
+    path: Path
+
+
+def load_run(source: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+    """Rebuild the model of a checkpoint (safe loading) from its config, classes and channels."""
     path = resolve_checkpoint(source)
     state = load_checkpoint(path)
     validate_checkpoint(state, path, ["model", "config", "class_names"])
+    if "in_channels" not in state:
+        raise CheckpointError(
+            f"checkpoint {path} does not say how many image channels the model takes (written "
+            "before MORSE saved in_channels); retrain it with this version"
+        )
     cfg = config_from_dict(state["config"], origin=str(path))
     class_names = list(state["class_names"])
-    in_channels = _in_channels(state["model"])
-    model = build_model(cfg, in_channels, len(class_names))
+    model = build_model(cfg, int(state["in_channels"]), len(class_names))
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, class_names
+    return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"), path)
 
 
-def _in_channels(state_dict: dict) -> int:
-    """Input channels from the first convolution weight of the backbone."""
-    for key, value in state_dict.items():
-        if key.startswith("backbone.") and key.endswith("weight") and value.dim() >= 4:
-            return int(value.shape[1])
-    raise DataError("cannot find the backbone's first convolution in the checkpoint")
+def load_trained(
+    source: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Morse, Config, list[str]]:
+    """The model, config and class names of a checkpoint (see :func:`load_run`)."""
+    run = load_run(source, device)
+    return run.model, run.config, run.class_names
 
 
 def predict_case(model: Morse, cfg: Config, volume: Volume, device, **options) -> VolumePrediction:

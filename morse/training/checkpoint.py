@@ -15,7 +15,12 @@ Layout (``version`` 1), as built by :func:`make_checkpoint`::
         "config": plain dict,           # the resolved run config
         "best_metric": float,           # best validation metric so far
         "class_names": list[str],       # label order of the output channels
+        "in_channels": int,             # image channels the model takes
+        "preprocessing": plain dict,    # raw scan -> network input (morse.data.intensity)
     }
+
+``config``, ``class_names`` and ``in_channels`` rebuild the model; ``preprocessing`` tells
+``morse predict`` how to normalise a raw scan as the training data were.
 
 Only ``model`` is required; every other part is optional. All of it must be
 tensors or plain data (dict, list, tuple, str, int, float, bool, None), because
@@ -63,7 +68,7 @@ BEST_NAME = "best.pt"
 
 LAYOUT_KEYS = (
     "model", "optimizer", "scheduler", "step", "epoch", "rng", "sampler",
-    "config", "best_metric", "class_names",
+    "config", "best_metric", "class_names", "in_channels", "preprocessing",
 )
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 # What torch's weights-only unpickler says when a pickle asks for a Python object
@@ -182,7 +187,7 @@ def validate_checkpoint(
 def make_checkpoint(**parts: Any) -> dict[str, Any]:
     """Build a checkpoint dict in the documented layout, with format and version filled in.
 
-    Accepts only the layout keys (``model`` required). ``config`` and
+    Accepts only the layout keys (``model`` required). ``config``, ``preprocessing`` and
     ``sampler`` must be plain data (``sampler`` may also hold tensors, e.g. a
     generator state) so the checkpoint loads with ``weights_only=True``.
     """
@@ -192,15 +197,16 @@ def make_checkpoint(**parts: Any) -> dict[str, Any]:
     if "model" not in parts:
         raise ValueError("make_checkpoint needs model=<state_dict>")
     _check_part_types(parts)
-    if "config" in parts:
-        _check_plain(parts["config"], "config", allow_tensors=False)
+    for key in ("config", "preprocessing"):
+        if key in parts:
+            _check_plain(parts[key], key, allow_tensors=False)
     if "sampler" in parts:
         _check_plain(parts["sampler"], "sampler", allow_tensors=True)
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **parts}
 
 
 def _check_part_types(parts: Mapping[str, Any]) -> None:
-    for key in ("step", "epoch"):
+    for key in ("step", "epoch", "in_channels"):
         if key in parts and (isinstance(parts[key], bool) or not isinstance(parts[key], int)):
             raise TypeError(f"checkpoint {key} must be an int, got {type(parts[key]).__name__}")
     if "best_metric" in parts:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from morse.build import build_loss, build_model
 from morse.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from morse.data.prepare import PreparedData, prepare_data
+from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
 from morse.inference.volumes import predict_volume
@@ -127,6 +128,8 @@ def _train(
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        if data.split is not None:
+            announce_split(data.split, run_dir)
     curves = CurveLog(run_dir / "curves.csv") if ctx.is_main else None
     if curves is not None and state is not None:
         curves.truncate_after(start_step)
@@ -150,6 +153,7 @@ def _train(
             model=model.state_dict(), optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), step=step, rng=capture_rng_state(),
             config=config_to_dict(cfg), best_metric=float(best), class_names=data.class_names,
+            in_channels=data.in_channels, preprocessing=data.preprocessing,
         )
 
     step = start_step

@@ -4,9 +4,10 @@
 whatever is missing or unreadable; it never fails because of one file:
 
 * ``config.yaml``: the resolved config, shown verbatim (collapsed in HTML).
-* ``metrics.json``: as written by :func:`morse.evaluation.metrics.write_metrics`; a table of the
-  per-class mean Dice, IoU, HD95 and ASD of each output (coarse, rendered) side by side, the
-  per-case Dice, the empty-mask policy text and how often it fired.
+* ``metrics.json``: as written by :func:`morse.evaluation.tables.write_metrics`; a table of the
+  per-class means of every metric it holds (Dice, IoU, HD95, ASD, NSD, bIoU) for each output
+  (coarse, rendered) side by side, distances labelled with the file's ``distance_unit`` (mm or
+  voxels), the per-case Dice, the empty-mask policy text and how often it fired.
 * ``curves.csv``: as written by :class:`morse.report.curves.CurveLog`; its plot.
 * ``examples.npz``: arrays ``image`` (N, H, W) float, ``truth``, ``coarse``, ``rendered``
   (N, H, W) int, ``points`` (N, H, W) bool (the cells the renderer re-predicted), optional
@@ -29,7 +30,8 @@ from typing import cast
 
 import numpy as np
 
-from morse.evaluation.metrics import METRIC_NAMES
+from morse.evaluation.metrics import DISTANCE_METRICS
+from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.io import atomic_write_text
 from morse.report.curves import curves_figure, figure_png_bytes
 from morse.report.figures import make_overlay_figure
@@ -37,16 +39,14 @@ from morse.report.markup import HtmlPage, MarkdownPage, Page
 
 __all__ = ["write_report"]
 
-_DIGITS = {"dice": 4, "iou": 4, "hd95": 2, "asd": 2}
-_HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "asd": "ASD (mm)"}
-
 
 def _fmt(value: object, metric: str) -> str:
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "-"
-    return f"{v:.{_DIGITS[metric]}f}" if np.isfinite(v) else "nan"
+    digits = 2 if metric in DISTANCE_METRICS else 4
+    return f"{v:.{digits}f}" if np.isfinite(v) else "nan"
 
 
 def _outputs(doc: Mapping) -> list[str]:
@@ -64,18 +64,31 @@ def _section_config(page: Page, run_dir: Path) -> None:
 
 def _metrics_tables(page: Page, doc: Mapping, outputs: list[str]) -> None:
     first = doc[outputs[0]]["mean"]
-    names = [n for n in first if n != "foreground"]
-    columns = ["class"] + [_HEADERS[m] for _ in outputs for m in METRIC_NAMES]
+    names = [n for n in first if n != FOREGROUND]
+    metrics = list(first.get(FOREGROUND, {}))
+    unit = str(doc.get("distance_unit", "mm"))  # files from before the unit was recorded: mm
+    columns = ["class"] + [metric_header(m, unit) for _ in outputs for m in metrics]
     rows = []
-    for name in [*names, "foreground"]:
-        row = [name if name != "foreground" else "mean (foreground)"]
+    for name in [*names, FOREGROUND]:
+        row = [name if name != FOREGROUND else "mean (foreground)"]
         for out in outputs:
             m = doc[out]["mean"].get(name, {})
-            row += [_fmt(m.get(k), k) for k in METRIC_NAMES]
+            row += [_fmt(m.get(k), k) for k in metrics]
         rows.append(row)
     n_cases = ", ".join(f"{o}: {doc[o].get('n_cases', '?')} cases" for o in outputs)
-    page.para(f"Mean over cases ({n_cases}); HD95 and ASD in mm.")
-    page.table(columns, rows, groups=[(o, len(METRIC_NAMES)) for o in outputs], mean_rows=1)
+    page.para(f"Mean over cases ({n_cases}); distances in {unit}. " + _settings_text(doc, unit))
+    page.table(columns, rows, groups=[(o, len(metrics)) for o in outputs], mean_rows=1)
+
+
+def _settings_text(doc: Mapping, unit: str) -> str:
+    """What NSD@t and bIoU measure, with the tolerances recorded in metrics.json."""
+    settings = doc.get("settings", {})
+    if not isinstance(settings, Mapping) or "biou_width" not in settings:
+        return ""
+    return (
+        f"NSD@t: share of both surfaces within t {unit} of the other; bIoU: IoU of the "
+        f"boundary bands of width {settings['biou_width']} {unit}."
+    )
 
 
 def _per_case_table(page: Page, doc: Mapping, outputs: list[str]) -> None:
@@ -83,7 +96,7 @@ def _per_case_table(page: Page, doc: Mapping, outputs: list[str]) -> None:
     cases = list(dict.fromkeys(c for o in outputs for c in per_case[o]))
     if not cases:
         return
-    names = [n for n in doc[outputs[0]]["mean"] if n != "foreground"]
+    names = [n for n in doc[outputs[0]]["mean"] if n != FOREGROUND]
     rows = []
     for case in cases:
         row = [str(case)]
@@ -129,7 +142,7 @@ def _section_metrics(page: Page, run_dir: Path) -> list[str] | None:
     names = doc.get("class_names")
     if isinstance(names, list):
         return [str(n) for n in names]
-    return [n for n in doc[outputs[0]]["mean"] if n != "foreground"]
+    return [n for n in doc[outputs[0]]["mean"] if n != FOREGROUND]
 
 
 def _section_curves(page: Page, run_dir: Path) -> None:

@@ -141,6 +141,10 @@ class EvalConfig:
     """2D: slices per forward pass."""
     num_examples: int = 6
     """Example slices saved for the report's overlay figures."""
+    nsd_tolerances_mm: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    """Normalised surface Dice at each tolerance (in voxels for data without a voxel size)."""
+    biou_width_mm: float = 2.0
+    """Boundary IoU band width (in voxels for data without a voxel size)."""
 
 
 @dataclass
@@ -313,7 +317,7 @@ _MINIMUM = {
     "train.iterations": 1, "train.batch_size": 1, "train.lr": 0, "train.weight_decay": 0,
     "train.val_every": 1, "train.checkpoint_every": 1, "train.log_every": 1,
     "eval.sw_batch_size": 1, "eval.overlap": 0, "eval.slice_batch_size": 1,
-    "eval.num_examples": 0,
+    "eval.num_examples": 0, "eval.biou_width_mm": 0,
 }
 _MAXIMUM = {"eval.overlap": 0.99}
 

@@ -87,7 +87,9 @@ def test_train_evaluate_report_predict_through_the_command_line(tmp_path, datase
     for output in ("coarse", "rendered"):
         assert set(metrics[output]) >= {"per_case", "mean", "empty_policy"}
         assert "disc" in metrics[output]["mean"]
-    assert "coarse Dice" in capsys.readouterr().out
+    assert metrics["distance_unit"] == "mm" and "nsd_1mm" in metrics["coarse"]["mean"]["disc"]
+    printed = capsys.readouterr().out
+    assert "coarse" in printed and "rendered" in printed and "HD95 (mm)" in printed
 
     assert main(["report", str(run)]) == 0
     assert "data:image/png;base64" in (run / "report.html").read_text()

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from morse.evaluation.metrics import ClassMetrics, write_metrics
+from morse.evaluation.metrics import ClassMetrics
+from morse.evaluation.tables import write_metrics
 from morse.report.curves import CurveLog
 from morse.report.figures import class_colors, label_rgba, make_overlay_figure
 from morse.report.page import write_report
@@ -16,19 +17,27 @@ from morse.report.page import write_report
 CLASSES = ["background", "aorta", "gallbladder"]
 
 
-def _write_metrics(run_dir) -> None:
+def _cm(dice, iou, hd95, asd, policy="") -> ClassMetrics:
+    """Metrics with NSDs and bIoU derived from Dice, so that each value is recognisable."""
+    values = {"dice": dice, "iou": iou, "hd95": hd95, "asd": asd, "nsd_1mm": dice / 2,
+              "nsd_2mm": dice / 3, "biou": dice / 4}
+    return ClassMetrics(values, policy)
+
+
+def _write_metrics(run_dir, distance_unit: str = "mm") -> None:
     coarse = {
         "case0001": {
-            1: ClassMetrics(0.8123, 0.7, 4.25, 1.5),
-            2: ClassMetrics(0.0, 0.0, 123.45, 123.45, "one_empty"),
+            1: _cm(0.8123, 0.7, 4.25, 1.5),
+            2: _cm(0.0, 0.0, 123.45, 123.45, "one_empty"),
         },
         "case0002": {
-            1: ClassMetrics(0.9, 0.8, 2.0, 0.5),
-            2: ClassMetrics(1.0, 1.0, 0.0, 0.0, "both_empty"),
+            1: _cm(0.9, 0.8, 2.0, 0.5),
+            2: _cm(1.0, 1.0, 0.0, 0.0, "both_empty"),
         },
     }
-    rendered = {case: {c: ClassMetrics(0.95, 0.9, 1.25, 0.25) for c in (1, 2)} for case in coarse}
-    write_metrics(run_dir, {"coarse": coarse, "rendered": rendered}, CLASSES)
+    rendered = {case: {c: _cm(0.95, 0.9, 1.25, 0.25) for c in (1, 2)} for case in coarse}
+    results = {"coarse": coarse, "rendered": rendered}
+    write_metrics(run_dir, results, CLASSES, distance_unit=distance_unit)
 
 
 def _write_examples(run_dir, n: int = 2) -> None:
@@ -88,6 +97,9 @@ def test_html_report_is_complete_and_self_contained(tmp_path):
         assert text in page, text
     # coarse foreground Dice: mean over classes of (0.8123 + 0.9) / 2 and (0 + 1) / 2
     assert f"{((0.8123 + 0.9) / 2 + 0.5) / 2:.4f}" in page
+    for header in ("HD95 (mm)", "ASD (mm)", "NSD@1 mm", "NSD@2 mm", "bIoU", "width 2.0 mm"):
+        assert header in page, header
+    assert f"{0.95 / 4:.4f}" in page  # rendered bIoU
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 1 + 2  # curves + two examples
     assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
@@ -107,6 +119,14 @@ def test_report_with_only_metrics_notes_the_rest(tmp_path):
     for name in ("config.yaml", "curves.csv", "examples.npz"):
         assert f"{name} not found" in page
     assert "data:image/png;base64" not in page
+
+
+def test_report_of_metrics_in_voxels_labels_distances_in_voxels(tmp_path):
+    _write_metrics(tmp_path, distance_unit="voxels")
+    page = write_report(tmp_path, fmt="md").read_text()
+    for text in ("HD95 (voxels)", "ASD (voxels)", "NSD@1 voxels", "image diagonal in voxels"):
+        assert text in page, text
+    assert "(mm)" not in page and "NSD@1 mm" not in page
 
 
 def test_empty_and_broken_run_dirs_do_not_crash(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import numpy as np
 from morse.data.prepare import load_eval_volumes
 from morse.data.volume import DataError, Volume
 from morse.device import resolve_device
-from morse.evaluation.metrics import case_metrics, format_table, summarise, write_metrics
+from morse.evaluation.metrics import MetricSettings, case_metrics
+from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.trained import load_trained, predict_case, resolve_checkpoint
 from morse.inference.volumes import VolumePrediction
 
-__all__ = ["evaluate"]
+__all__ = ["distance_unit", "evaluate", "metric_spacing"]
 
 
 def evaluate(
@@ -36,15 +38,20 @@ def evaluate(
         subset: "test" or "val".
 
     Returns:
-        ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.metrics.summarise``).
+        ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.tables.summarise``).
+
+    Raises:
+        DataError: no case in the subset, or cases with and without a known voxel size mixed.
     """
     torch_device = resolve_device(device)
     model, cfg, class_names = load_trained(source, torch_device)
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    settings = MetricSettings(tuple(cfg.eval.nsd_tolerances_mm), cfg.eval.biou_width_mm)
     volumes = load_eval_volumes(cfg.data, subset)
     if not volumes:
         raise DataError(f"{cfg.data.root}: the {subset} subset holds no case to evaluate")
+    unit = distance_unit(volumes)
     checkpoint = resolve_checkpoint(source)
     default_dir = checkpoint.parent if subset == "test" else checkpoint.parent / f"eval_{subset}"
     out_dir = Path(out_dir) if out_dir else default_dir
@@ -55,17 +62,46 @@ def evaluate(
         prediction = predict_case(model, cfg, volume, torch_device)
         for output in ("coarse", "rendered"):
             results[output][volume.case_id] = case_metrics(
-                getattr(prediction, output), volume.label, len(class_names), volume.spacing
+                getattr(prediction, output), volume.label, len(class_names),
+                metric_spacing(volume), settings,
             )
         examples += [_example_slice(volume, prediction, k)
                      for k in _example_slices(volume.label, per_volume)]
-    write_metrics(out_dir, results, class_names)
+    write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings)
     _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
-        print(format_table(summaries, class_names))
-        print(f"wrote {out_dir / 'metrics.json'}")
+        print(format_table(summaries, class_names, unit))
+        print(f"NSD tolerances {list(settings.nsd_tolerances)} {unit}, boundary IoU band "
+              f"{settings.biou_width} {unit}; wrote {out_dir / 'metrics.json'}")
     return summaries
+
+
+def distance_unit(volumes: Sequence[Volume]) -> str:
+    """``"mm"`` when every volume knows its voxel size, ``"voxels"`` when none does.
+
+    >>> distance_unit([Volume(np.zeros((1, 2, 2)), None, spacing_known=False)])
+    'voxels'
+
+    Raises:
+        DataError: some volumes know their spacing and some do not (the message names both).
+    """
+    known = {volume.spacing_known for volume in volumes}
+    if len(known) > 1:
+        with_mm = [v.case_id for v in volumes if v.spacing_known]
+        without = [v.case_id for v in volumes if not v.spacing_known]
+        raise DataError(
+            f"cases {with_mm[:3]} have a voxel size in mm and cases {without[:3]} have none: "
+            "distances would mix mm and voxels; give every case its spacing (or none)"
+        )
+    return "voxels" if known == {False} else "mm"
+
+
+def metric_spacing(volume: Volume) -> tuple[float, ...]:
+    """The spacing distances are measured with: the volume's in mm, or ones (voxels)."""
+    if volume.spacing_known:
+        return volume.spacing
+    return (1.0,) * volume.spatial_dims
 
 
 def _example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int]:

@@ -24,6 +24,7 @@ from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
+from morse.evaluation.metrics import case_dice
 from morse.inference.volumes import predict_volume
 from morse.model import Morse
 from morse.report.curves import CurveLog, plot_curves
@@ -46,7 +47,7 @@ from morse.training.distributed import (
 from morse.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from morse.training.sampling import SeededItems, StepBatchSampler
 
-__all__ = ["train", "TrainResult", "validate", "foreground_dice"]
+__all__ = ["train", "TrainResult", "validate"]
 
 
 @dataclass
@@ -232,19 +233,9 @@ def _progress_bar(start: int, total: int, enabled: bool):
     return tqdm(total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True)
 
 
-def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over foreground classes present in either map (1.0 when none is).
-
-    >>> round(foreground_dice(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3), 4)
-    0.6667
-    """
-    scores = []
-    for cls in range(1, num_classes):
-        a, b = pred == cls, truth == cls
-        total = a.sum() + b.sum()
-        if total:
-            scores.append(2.0 * np.logical_and(a, b).sum() / total)
-    return float(np.mean(scores)) if scores else 1.0
+def _mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+    """Mean over foreground classes of :func:`case_dice` for (*spatial) label maps."""
+    return float(np.mean(list(case_dice(pred, truth, num_classes).values())))
 
 
 @torch.no_grad()
@@ -257,7 +248,10 @@ def validate(
 ) -> dict[str, float]:
     """Mean foreground Dice of the coarse and rendered outputs over validation volumes.
 
-    Under DDP each rank scores its share of the volumes and the means are combined.
+    Dice is evaluation's (:func:`morse.evaluation.metrics.case_dice`), with its empty-mask
+    policy: a class absent from both maps scores 1, from one of them 0; the mean is over all
+    foreground classes of every volume. Under DDP each rank scores its share of the volumes
+    and the means are combined.
     """
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     sums = torch.zeros(3, dtype=torch.float64)
@@ -269,8 +263,8 @@ def validate(
             precision=cfg.train.precision,
         )
         sums += torch.tensor([
-            foreground_dice(prediction.coarse, volume.label, model.num_classes),
-            foreground_dice(prediction.rendered, volume.label, model.num_classes),
+            _mean_dice(prediction.coarse, volume.label, model.num_classes),
+            _mean_dice(prediction.rendered, volume.label, model.num_classes),
             1.0,
         ], dtype=torch.float64)
     if ctx is not None and ctx.is_distributed:

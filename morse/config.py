@@ -291,13 +291,13 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 def _choices() -> dict[str, tuple]:
     """Allowed values of the enumerated keys, read from the registries that define them."""
     from morse.backbone import available_backbones
-    from morse.data.datasets import INTENSITY_SCHEMES
-    from morse.data.prepare import FORMATS
+    from morse.data.formats import available_formats
+    from morse.data.intensity import INTENSITY_SCHEMES
     from morse.device import PRECISIONS
     from morse.losses import DICE_POOLING, POINT_WEIGHT_SCHEDULES
 
     return {
-        "data.format": tuple(FORMATS),
+        "data.format": tuple(available_formats()),
         "data.spatial_dims": (2, 3),
         "data.normalize": tuple(INTENSITY_SCHEMES),
         "model.backbone": tuple(available_backbones()),

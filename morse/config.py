@@ -145,6 +145,9 @@ class EvalConfig:
     """Normalised surface Dice at each tolerance (in voxels for data without a voxel size)."""
     biou_width_mm: float = 2.0
     """Boundary IoU band width (in voxels for data without a voxel size)."""
+    checkpoint: str = "best"
+    """Which checkpoint of a run to score: best (best validation Dice) or last (the final
+    model, TransUNet's Synapse protocol). A run without validation cases records last."""
 
 
 @dataclass
@@ -306,6 +309,7 @@ def _choices() -> dict[str, tuple]:
         "train.optimizer": ("sgd", "adamw"),
         "train.precision": tuple(PRECISIONS),
         "eval.sw_device": (None, "cpu", "cuda"),
+        "eval.checkpoint": ("best", "last"),
     }
 
 

@@ -76,12 +76,15 @@ class Evaluate:
                                  "RUN/eval_val for val)", "-o", "--output",
                                  default=None)
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
+    checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
+                                     "run's eval.checkpoint)", "--checkpoint", default=None,
+                                     choices=["best", "last"])
 
     def run(self) -> int:
         from morse.evaluation.evaluate import evaluate
 
         evaluate(self.source, self.output, data_root=self.data, subset=self.subset,
-                 device=self.device)
+                 device=self.device, checkpoint=self.checkpoint)
         return 0
 
 

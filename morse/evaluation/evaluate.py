@@ -13,7 +13,7 @@ from morse.data.volume import DataError, Volume
 from morse.device import resolve_device
 from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.tables import format_table, summarise, write_metrics
-from morse.inference.trained import load_trained, predict_case, resolve_checkpoint
+from morse.inference.trained import load_run, predict_case
 from morse.inference.volumes import VolumePrediction
 
 __all__ = ["distance_unit", "evaluate", "metric_spacing"]
@@ -26,6 +26,7 @@ def evaluate(
     data_root: str | None = None,
     subset: str = "test",
     device: str = "auto",
+    checkpoint: str | None = None,
     verbose: bool = True,
 ) -> dict:
     """Score a checkpoint on a data subset; write metrics.json, metrics.csv and examples.npz.
@@ -36,6 +37,8 @@ def evaluate(
             reads them; ``eval_val`` inside it for "val").
         data_root: use this dataset folder instead of the one in the run's config.
         subset: "test" or "val".
+        checkpoint: for a run folder, "best" or "last"; default the run's
+            ``eval.checkpoint``. The file scored and its step are recorded in metrics.json.
 
     Returns:
         ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.tables.summarise``).
@@ -44,16 +47,16 @@ def evaluate(
         DataError: no case in the subset, or cases with and without a known voxel size mixed.
     """
     torch_device = resolve_device(device)
-    model, cfg, class_names = load_trained(source, torch_device)
+    run = load_run(source, torch_device, checkpoint)
+    model, cfg, class_names = run.model, run.config, run.class_names
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     settings = MetricSettings(tuple(cfg.eval.nsd_tolerances_mm), cfg.eval.biou_width_mm)
-    volumes = load_eval_volumes(cfg.data, subset)
+    volumes = load_eval_volumes(cfg.data, subset, run.preprocessing)
     if not volumes:
         raise DataError(f"{cfg.data.root}: the {subset} subset holds no case to evaluate")
     unit = distance_unit(volumes)
-    checkpoint = resolve_checkpoint(source)
-    default_dir = checkpoint.parent if subset == "test" else checkpoint.parent / f"eval_{subset}"
+    default_dir = run.path.parent if subset == "test" else run.path.parent / f"eval_{subset}"
     out_dir = Path(out_dir) if out_dir else default_dir
     results: dict[str, dict] = {"coarse": {}, "rendered": {}}
     examples = []
@@ -67,13 +70,16 @@ def evaluate(
             )
         examples += [_example_slice(volume, prediction, k)
                      for k in _example_slices(volume.label, per_volume)]
-    write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings)
+    scored = {"file": run.path.name, "step": run.step}
+    write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
+                  checkpoint=scored)
     _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
         print(format_table(summaries, class_names, unit))
-        print(f"NSD tolerances {list(settings.nsd_tolerances)} {unit}, boundary IoU band "
-              f"{settings.biou_width} {unit}; wrote {out_dir / 'metrics.json'}")
+        print(f"scored {run.path} (step {run.step}); NSD tolerances "
+              f"{list(settings.nsd_tolerances)} {unit}, boundary IoU band {settings.biou_width} "
+              f"{unit}; wrote {out_dir / 'metrics.json'}")
     return summaries
 
 

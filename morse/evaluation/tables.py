@@ -41,7 +41,7 @@ FOREGROUND = "foreground"
 DISTANCE_UNITS = ("mm", "voxels")
 
 _POLICIES = ("both_empty", "one_empty")
-_RESERVED = ("class_names", "distance_unit", "settings", "policy")
+_RESERVED = ("class_names", "distance_unit", "settings", "policy", "checkpoint")
 _TABLE_METRICS = ("dice", "hd95", "nsd", "biou")  # the printed table's columns ("nsd": all)
 
 
@@ -200,6 +200,7 @@ def write_metrics(
     *,
     distance_unit: str = "mm",
     settings: MetricSettings | None = None,
+    checkpoint: Mapping[str, object] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``metrics.csv`` into ``out_dir`` (atomically).
 
@@ -210,6 +211,7 @@ def write_metrics(
         class_names: see :func:`class_label_names`.
         distance_unit: ``"mm"`` or ``"voxels"``, the unit of the spacing the results used.
         settings: the NSD tolerances and bIoU width used (recorded; default the defaults).
+        checkpoint: what was scored, e.g. ``{"file": "last.pt", "step": 30000}`` (recorded).
 
     ``metrics.json``::
 
@@ -223,6 +225,7 @@ def write_metrics(
          "class_names": [foreground names in label order],
          "distance_unit": "mm",
          "settings": {"nsd_tolerances": [1.0, 2.0], "biou_width": 2.0},
+         "checkpoint": {"file": "best.pt", "step": 500},   # when given
          "policy": empty_mask_policy(distance_unit)}
 
     ``metrics.csv``: header ``output,case,class,dice,iou,hd95_mm,asd_mm,nsd_1mm,nsd_2mm,biou,
@@ -244,6 +247,8 @@ def write_metrics(
     doc["class_names"] = list(class_label_names(class_names, labels).values())
     doc["distance_unit"] = distance_unit
     doc["settings"] = (settings or MetricSettings()).to_dict()
+    if checkpoint is not None:
+        doc["checkpoint"] = dict(checkpoint)
     doc["policy"] = empty_mask_policy(distance_unit)
     out = Path(out_dir)
     json_path = atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2, allow_nan=False))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from morse.build import build_model
-from morse.config import Config, config_from_dict
+from morse.config import Config, config_from_dict, load_config
 from morse.data.volume import DataError, Volume
 from morse.inference.volumes import VolumePrediction, predict_volume
 from morse.model import Morse
@@ -23,17 +23,34 @@ from morse.training.checkpoint import (
 __all__ = ["TrainedRun", "load_run", "load_trained", "resolve_checkpoint", "predict_case"]
 
 
-def resolve_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
+def resolve_checkpoint(source: str | Path, which: str | None = None) -> Path:
+    """A checkpoint file as given, or the one of a run folder to score.
+
+    Args:
+        source: a checkpoint file or a run folder.
+        which: "best" or "last" for a run folder; default the run's ``eval.checkpoint``
+            (read from its ``config.yaml``; "best" when that file is missing).
+    """
     source = Path(source)
-    if source.is_dir():
-        for name in (BEST_NAME, LAST_NAME):
-            if (source / name).is_file():
-                return source / name
-        raise DataError(f"{source}: no best.pt or last.pt in this run folder; train it first")
-    if not source.is_file():
+    if source.is_file():
+        return source
+    if not source.is_dir():
         raise DataError(f"{source}: no such checkpoint or run folder")
-    return source
+    which = which or _recorded_choice(source)
+    name = {"best": BEST_NAME, "last": LAST_NAME}.get(which)
+    if name is None:
+        raise DataError(f"checkpoint choice {which!r} is unknown; use best or last")
+    if not (source / name).is_file():
+        fix = "train it first" if which == "last" else "score the final model with --checkpoint last"
+        raise DataError(f"{source}: no {name} in this run folder; {fix}")
+    return source / name
+
+
+def _recorded_choice(run_dir: Path) -> str:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return "best"
+    return load_config(config).eval.checkpoint
 
 
 @dataclass
@@ -48,6 +65,7 @@ class TrainedRun:
             (:func:`morse.data.intensity.raw_to_network`); None for checkpoints written
             before MORSE recorded it.
         path: the checkpoint file.
+        step: the training step it was saved at.
     """
 
     model: Morse
@@ -55,11 +73,17 @@ class TrainedRun:
     class_names: list[str]
     preprocessing: dict | None
     path: Path
+    step: int = 0
 
 
-def load_run(source: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
-    """Rebuild the model of a checkpoint (safe loading) from its config, classes and channels."""
-    path = resolve_checkpoint(source)
+def load_run(
+    source: str | Path, device: str | torch.device = "cpu", which: str | None = None
+) -> TrainedRun:
+    """Rebuild the model of a checkpoint (safe loading) from its config, classes and channels.
+
+    ``which`` picks a run folder's checkpoint (see :func:`resolve_checkpoint`).
+    """
+    path = resolve_checkpoint(source, which)
     state = load_checkpoint(path)
     validate_checkpoint(state, path, ["model", "config", "class_names"])
     if "in_channels" not in state:
@@ -71,7 +95,8 @@ def load_run(source: str | Path, device: str | torch.device = "cpu") -> TrainedR
     class_names = list(state["class_names"])
     model = build_model(cfg, int(state["in_channels"]), len(class_names))
     model.load_state_dict(state["model"])
-    return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"), path)
+    return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"),
+                      path, int(state.get("step", 0)))
 
 
 def load_trained(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,7 @@ def _train(
     started = time.perf_counter()
     seed_everything(cfg.train.seed, ctx.rank)
     data = data or prepare_data(cfg.data, check=cfg.train.check_data and state is None)
+    cfg = _checkpoint_to_score(cfg, bool(data.val), ctx.is_main and state is None)
     device = ctx.device
     model = build_model(cfg, data.in_channels, data.num_classes).to(device)
     loss_fn = build_loss(cfg, data.num_classes)
@@ -205,10 +206,19 @@ def _train(
     finally:
         bar.close()
     if ctx.is_main:
-        if not data.val:
-            bar.write("no validation cases: best.pt is not written; evaluate last.pt")
         plot_curves(run_dir / "curves.csv", run_dir / "progress.png")
     return TrainResult(run_dir, step, float(best), time.perf_counter() - started)
+
+
+def _checkpoint_to_score(cfg: Config, has_val: bool, announce: bool) -> Config:
+    """The run's config with ``eval.checkpoint`` it can honour: without validation cases
+    there is no best checkpoint, so the run records (and says) that last.pt is scored."""
+    if has_val or cfg.eval.checkpoint == "last":
+        return cfg
+    if announce:
+        print("no validation cases: best.pt is not written; eval.checkpoint is set to last "
+              "(the final model is scored)")
+    return replace(cfg, eval=replace(cfg.eval, checkpoint="last"))
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:

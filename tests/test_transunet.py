@@ -168,14 +168,30 @@ def test_bad_weight_files_are_one_line_naming_the_file(tmp_path, case, message):
     assert str(path) in text and message in text and "\n" not in text
 
 
+def train_small_transunet(root, weights, run) -> int:
+    """``morse train synapse_transunet`` for one step, small variant, encoder from ``weights``."""
+    options = json.dumps({**TRANSUNET_SMALL, "pretrained": str(weights)})
+    return main(["train", "synapse_transunet", f"data.root={root}", "data.slice_size=[32,32]",
+                 f"model.backbone_options={options}", "train.iterations=1",
+                 "model.train_points=32", "model.render_points=32", "-o", str(run)])
+
+
 def test_pretrained_errors_through_morse_train_exit_2(tmp_path, synapse_root, capsys):  # noqa: F811
     wrong = tmp_path / "wrong.npz"
     to_google(small(hidden_size=32), wrong)
     for weights, problem in ((tmp_path / "absent.npz", "not found"), (wrong, "has shape")):
-        options = json.dumps({**TRANSUNET_SMALL, "pretrained": str(weights)})
-        code = main(["train", "synapse_transunet", f"data.root={synapse_root}",
-                     "data.slice_size=[32,32]", f"model.backbone_options={options}",
-                     "train.iterations=1", "-o", str(tmp_path / weights.stem)])
+        code = train_small_transunet(synapse_root, weights, tmp_path / weights.stem)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert f"{weights}: " in err[0] and problem in err[0]
+
+
+@pytest.mark.xfail(strict=True, reason="morse.inference.trained.load_trained rebuilds the model "
+                   "from the run's config, pretrained path included; it should drop it (the "
+                   "weights come from the checkpoint). Remove this mark once it does.")
+def test_a_trained_run_evaluates_without_its_pretrained_file(tmp_path, synapse_root):  # noqa: F811
+    weights, run = tmp_path / "R50+ViT-B_16.npz", tmp_path / "run"
+    to_google(small(), weights)
+    assert train_small_transunet(synapse_root, weights, run) == 0
+    weights.unlink()  # e.g. evaluating on another machine
+    assert main(["evaluate", str(run)]) == 0

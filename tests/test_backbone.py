@@ -35,7 +35,10 @@ IN_CHANNELS = 2
 NUM_CLASSES = 3
 BATCH = 2
 
-CASES = [(name, dims) for name in available_backbones() for dims in (2, 3)]
+# every spatial_dims a backbone has small options for (transunet is 2D only)
+CASES = [
+    (name, dims) for name in available_backbones() for dims in backbone_spec(name).small_options
+]
 
 
 def _build(name: str, dims: int, seed: int = 0, **extra) -> nn.Module:

@@ -7,9 +7,11 @@ to FINEST - and which has ``feature_channels`` (``c_s``), ``feature_strides``
 (``stride_s``, 1 = full resolution), ``spatial_dims``, ``in_channels`` and ``num_classes``.
 
 * :class:`UNet` - the paper's UNet (2D and 3D), native ``(logits, features)``;
+* :class:`TransUNet` - R50+ViT-B/16 hybrid with the CUP decoder (2D), native, with
+  pretrained encoder weights from a local file (:mod:`morse.backbone.pretrained`);
 * :class:`FeatureTap` - turns any logits-only network into a backbone with forward hooks;
 * :func:`build_backbone` / :func:`available_backbones` - by name: ``unet``, ``basicunet``,
-  ``unetr``, ``swinunetr``, ``dynunet``.
+  ``unetr``, ``swinunetr``, ``dynunet``, ``transunet``.
 """
 
 from morse.backbone.checks import check_image, first_logits, padded_size
@@ -22,11 +24,13 @@ from morse.backbone.factory import (
     register_backbone,
 )
 from morse.backbone.hooks import FeatureTap
+from morse.backbone.transunet import TransUNet
 from morse.backbone.unet import UNet, scale_channels
 
 __all__ = [
     "BackboneSpec",
     "FeatureTap",
+    "TransUNet",
     "UNet",
     "available_backbones",
     "backbone_spec",

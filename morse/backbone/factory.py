@@ -17,6 +17,7 @@ unetr       decoder5, decoder4, decoder3, decoder2         8F, 4F, 2F, F
 swinunetr   decoder5, decoder4, decoder3, decoder2,        8F, 4F, 2F, F, F
             decoder1
 dynunet     bottleneck, upsamples.0 .. upsamples.{d-1}     filters[::-1]
+transunet   CUP decoder maps (native, 2D only)             512, 256, 128, 64, 16
 =========== ============================================== ==============================
 
 A new backbone is added with :func:`register_backbone`; the shared tests in
@@ -36,6 +37,7 @@ import torch.nn as nn
 from monai.networks.nets import UNETR, BasicUNet, DynUNet, SwinUNETR
 
 from morse.backbone.hooks import FeatureTap
+from morse.backbone.transunet import TRANSUNET_SMALL, build_transunet
 from morse.backbone.unet import UNet
 
 __all__ = [
@@ -84,7 +86,7 @@ def available_backbones() -> list[str]:
     """Registered backbone names, sorted.
 
     >>> available_backbones()
-    ['basicunet', 'dynunet', 'swinunetr', 'unet', 'unetr']
+    ['basicunet', 'dynunet', 'swinunetr', 'transunet', 'unet', 'unetr']
     """
     return sorted(_REGISTRY)
 
@@ -383,5 +385,13 @@ register_backbone(
         _build_dynunet,
         small_options={d: {"filters": (4, 8, 8, 16, 16)} for d in (2, 3)},
         description="MONAI DynUNet (nnU-Net), taps bottleneck + upsamples",
+    ),
+)
+register_backbone(
+    "transunet",
+    BackboneSpec(
+        build_transunet,
+        small_options={2: TRANSUNET_SMALL},
+        description="TransUNet (R50+ViT-B/16 hybrid, CUP decoder), 2D only, needs img_size",
     ),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ def resolve_checkpoint(source: str | Path, which: str | None = None) -> Path:
     if name is None:
         raise DataError(f"checkpoint choice {which!r} is unknown; use best or last")
     if not (source / name).is_file():
-        fix = "train it first" if which == "last" else "score the final model with --checkpoint last"
+        fix = "train it first" if which == "last" else "score last.pt with --checkpoint last"
         raise DataError(f"{source}: no {name} in this run folder; {fix}")
     return source / name
 
@@ -93,10 +93,17 @@ def load_run(
         )
     cfg = config_from_dict(state["config"], origin=str(path))
     class_names = list(state["class_names"])
-    model = build_model(cfg, int(state["in_channels"]), len(class_names))
+    model = build_model(_without_pretrained(cfg), int(state["in_channels"]), len(class_names))
     model.load_state_dict(state["model"])
     return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"),
                       path, int(state.get("step", 0)))
+
+
+def _without_pretrained(cfg: Config) -> Config:
+    """The config without a pretrained-weights file: the checkpoint holds every weight, and
+    the file may be gone (another machine, a moved folder)."""
+    options = {k: v for k, v in cfg.model.backbone_options.items() if k != "pretrained"}
+    return replace(cfg, model=replace(cfg.model, backbone_options=options))
 
 
 def load_trained(

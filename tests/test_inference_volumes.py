@@ -28,9 +28,9 @@ class _Bands(torch.nn.Module):
         return 0.01 * logits + bands, features
 
 
-def _band_model(spatial_dims: int, upsample: bool):
+def _band_model(spatial_dims: int, upsample: bool, points: int = 64):
     torch.manual_seed(0)
-    model = small_morse(spatial_dims, render_points=64, render_upsample=upsample)
+    model = small_morse(spatial_dims, render_points=points, render_upsample=upsample)
     model.backbone = _Bands(model.backbone)
     return model.eval()
 
@@ -46,3 +46,19 @@ def test_render_upsample_keeps_predictions_on_the_volumes_own_voxels(spatial_dim
     assert np.all((upsampled.rendered == upsampled.coarse) | upsampled.rendered_points)
     np.testing.assert_array_equal(upsampled.rendered, plain.rendered)
     np.testing.assert_array_equal(upsampled.coarse, plain.coarse)
+
+
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (40, 36, 3)), (3, (20, 24, 16))])
+def test_gate_map_names_the_dominant_expert_exactly_where_the_renderer_worked(
+    spatial_dims, shape
+):
+    image = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
+    patch = (16, 16, 16) if spatial_dims == 3 else None
+    model = _band_model(spatial_dims, False, points=1000)  # about half of each slice or window
+    prediction = predict_volume(model, image, patch_size=patch, gate=True)
+    scales = len(model.renderer.feature_channels)
+    assert prediction.gate.shape == shape and prediction.gate.dtype == np.uint8
+    np.testing.assert_array_equal(prediction.gate > 0, prediction.rendered_points)
+    assert prediction.gate.max() <= scales
+    assert 0 < prediction.rendered_points.mean() < 1
+    assert predict_volume(model, image, patch_size=patch).gate is None

@@ -11,7 +11,7 @@ import pytest
 from morse.evaluation.metrics import ClassMetrics
 from morse.evaluation.tables import write_metrics
 from morse.report.curves import CurveLog
-from morse.report.figures import class_colors, label_rgba, make_overlay_figure
+from morse.report.figures import class_colors, gate_rgba, label_rgba, make_overlay_figure
 from morse.report.page import write_report
 
 CLASSES = ["background", "aorta", "gallbladder"]
@@ -189,3 +189,14 @@ def test_overlay_colours_and_figure():
     assert len(fig.axes) == 3 and "n=8" in fig.axes[2].get_title()
     with pytest.raises(ValueError, match="shape"):
         make_overlay_figure(image, coarse=np.zeros((4, 4), dtype=int))
+
+
+def test_gate_map_gets_its_own_panel_coloured_by_scale():
+    image = np.linspace(0, 1, 64).reshape(8, 8)
+    gate = np.zeros((8, 8), np.uint8)
+    gate[2, :4], gate[5, :4] = 1, 3
+    fig = make_overlay_figure(image, points=gate > 0, gate=gate)
+    assert len(fig.axes) == 3 and "expert" in fig.axes[2].get_title()
+    rgba = gate_rgba(gate)
+    assert rgba[0, 0, 3] == 0 and rgba[2, 0, 3] > 0
+    assert not np.allclose(rgba[2, 0, :3], rgba[5, 0, :3])

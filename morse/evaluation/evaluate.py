@@ -62,7 +62,7 @@ def evaluate(
     examples = []
     per_volume = -(-cfg.eval.num_examples // len(volumes))
     for volume in volumes:
-        prediction = predict_case(model, cfg, volume, torch_device)
+        prediction = predict_case(model, cfg, volume, torch_device, gate=True)
         for output in ("coarse", "rendered"):
             results[output][volume.case_id] = case_metrics(
                 getattr(prediction, output), volume.label, len(class_names),
@@ -137,6 +137,7 @@ def _example_slice(volume: Volume, prediction: VolumePrediction, index: int) -> 
         "coarse": prediction.coarse[..., index], "rendered": prediction.rendered[..., index],
         "points": prediction.rendered_points[..., index], "case_id": volume.case_id,
         "slice": index,
+        **({} if prediction.gate is None else {"gate": prediction.gate[..., index]}),
     }
 
 
@@ -144,8 +145,9 @@ def _save_examples(path: Path, examples: list[dict]) -> None:
     if not examples:
         return
     shape = np.max([e["image"].shape for e in examples], axis=0)
-    arrays = {key: np.stack([_pad(e[key], shape) for e in examples])
-              for key in ("image", "truth", "coarse", "rendered", "points")}
+    keys = ["image", "truth", "coarse", "rendered", "points"] + (["gate"] if "gate" in examples[0]
+                                                                   else [])
+    arrays = {key: np.stack([_pad(e[key], shape) for e in examples]) for key in keys}
     arrays["case_id"] = np.array([e["case_id"] for e in examples])
     arrays["slice"] = np.array([e["slice"] for e in examples])
     tmp = path.with_suffix(".tmp.npz")

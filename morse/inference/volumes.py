@@ -38,12 +38,21 @@ class VolumePrediction:
         rendered: (*S) int labels after MORSE's rendering.
         rendered_points: (*S) bool, the voxels the renderer re-predicted.
         probabilities: (K, *S) float32 softmax of the rendered logits, when asked for.
+        gate: (*S) uint8, which scale's expert weighed most where the renderer re-predicted:
+            0 elsewhere, ``s + 1`` for scale ``s`` (0 coarsest), when asked for and the model
+            has experts.
     """
 
     coarse: np.ndarray
     rendered: np.ndarray
     rendered_points: np.ndarray
     probabilities: np.ndarray | None = None
+    gate: np.ndarray | None = None
+
+
+Maps = dict[str, torch.Tensor]
+"""Named maps of one forward pass: coarse (B, K, *S), rendered (B, K, *S), points (B, 1, *S)
+and, when asked for and available, gate (B, S_experts, *S)."""
 
 
 @torch.no_grad()
@@ -60,6 +69,7 @@ def predict_volume(
     sw_device: str | None = None,
     precision: str = "fp32",
     probabilities: bool = False,
+    gate: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
@@ -75,24 +85,40 @@ def predict_volume(
         sw_device: 3D: device of the stitching buffers (e.g. "cpu" for very large volumes).
         precision: "fp32", "bf16" or "fp16" autocast on the device.
         probabilities: also return the rendered softmax (K, *S).
+        gate: also return the dominant expert of each re-predicted voxel (costs S float maps
+            of the volume's size while stitching).
     """
     model.eval().to(device)
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
     with autocast_context(device, precision):
         if model.spatial_dims == 2:
-            coarse, rendered, points = _predict_slices(
-                model, tensor, device, slice_size, slice_batch_size
-            )
+            maps = _predict_slices(model, tensor, device, slice_size, slice_batch_size, gate)
         else:
-            coarse, rendered, points = _predict_sliding(
-                model, tensor, device, patch_size, sw_batch_size, overlap, sw_device
-            )
+            maps = _predict_sliding(model, tensor, device, patch_size, sw_batch_size, overlap,
+                                    sw_device, gate)
+    points = maps["points"][0] > 0
     return VolumePrediction(
-        coarse=coarse.argmax(0).numpy().astype(np.int64),
-        rendered=rendered.argmax(0).numpy().astype(np.int64),
+        coarse=maps["coarse"].argmax(0).numpy().astype(np.int64),
+        rendered=maps["rendered"].argmax(0).numpy().astype(np.int64),
         rendered_points=points.numpy(),
-        probabilities=rendered.float().softmax(0).numpy() if probabilities else None,
+        probabilities=maps["rendered"].softmax(0).numpy() if probabilities else None,
+        gate=_dominant_expert(maps["gate"], points) if "gate" in maps else None,
     )
+
+
+def _dominant_expert(gate: torch.Tensor, points: torch.Tensor) -> np.ndarray:
+    """(S, *S) gate weights and (*S) rendered voxels -> (*S) uint8, 0 or 1 + the top expert."""
+    return torch.where(points, gate.argmax(0) + 1, 0).numpy().astype(np.uint8)
+
+
+def _named_maps(out, want_gate: bool) -> Maps:
+    """The maps of a ``MorseOutput`` as float tensors (points 0/1; gate when asked for)."""
+    points = out.rendered if out.rendered is not None else torch.zeros_like(out.coarse[:, :1])
+    maps = {"coarse": out.coarse.float(), "rendered": out.logits.float(),
+            "points": points.float()}
+    if want_gate and out.gate is not None:
+        maps["gate"] = out.gate.float()
+    return maps
 
 
 def _predict_slices(
@@ -101,41 +127,34 @@ def _predict_slices(
     device: torch.device | str,
     slice_size: Sequence[int] | None,
     batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(C, H, W, Z) -> coarse and rendered logits (K, H, W, Z) and points (H, W, Z), on CPU."""
+    want_gate: bool,
+) -> Maps:
+    """(C, H, W, Z) -> maps (C_map, H, W, Z) on the CPU, slice batch by slice batch."""
     height, width = volume.shape[1:3]
-    coarse_parts, rendered_parts, point_parts = [], [], []
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, volume.shape[-1], batch_size):
         slices = volume[..., start : start + batch_size].permute(3, 0, 1, 2).to(device)
-        coarse, rendered, points = _predict_slice_batch(model, slices, slice_size)
-        coarse_parts.append(coarse[..., :height, :width].float().cpu())
-        rendered_parts.append(rendered[..., :height, :width].float().cpu())
-        point_parts.append(points[:, 0, :height, :width].cpu())
-    return (
-        torch.cat(coarse_parts).permute(1, 2, 3, 0),
-        torch.cat(rendered_parts).permute(1, 2, 3, 0),
-        torch.cat(point_parts).permute(1, 2, 0),
-    )
+        for name, maps in _predict_slice_batch(model, slices, slice_size, want_gate).items():
+            parts.setdefault(name, []).append(maps[..., :height, :width].cpu())
+    return {name: torch.cat(maps).permute(1, 2, 3, 0) for name, maps in parts.items()}
 
 
 def _predict_slice_batch(
-    model: Morse, slices: torch.Tensor, slice_size: Sequence[int] | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, C, H, W) -> coarse, rendered (B, K, H', W') and points (B, 1, H', W'), H' >= H."""
+    model: Morse, slices: torch.Tensor, slice_size: Sequence[int] | None, want_gate: bool
+) -> Maps:
+    """(B, C, H, W) -> maps (B, C_map, H', W') with H' >= H (padded) or H' = H (resized)."""
     size = tuple(slices.shape[2:])
     if slice_size is not None and tuple(slice_size) != size:
         resized = F.interpolate(slices, size=tuple(slice_size), mode="bilinear",
                                 align_corners=False)
-        out = model(resized, output_size=size)
-        coarse = F.interpolate(out.coarse, size=size, mode="bilinear", align_corners=False)
-    else:
-        padded = padded_size(size, PAD_MULTIPLE)
-        pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
-        out = model(F.pad(slices, pad, mode="replicate") if any(pad) else slices,
-                    output_size=padded)
-        coarse = out.coarse
-    points = out.rendered if out.rendered is not None else torch.zeros_like(coarse[:, :1]).bool()
-    return coarse, out.logits, points
+        maps = _named_maps(model(resized, output_size=size), want_gate)
+        maps["coarse"] = F.interpolate(maps["coarse"], size=size, mode="bilinear",
+                                       align_corners=False)
+        return maps
+    padded = padded_size(size, PAD_MULTIPLE)
+    pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
+    out = model(F.pad(slices, pad, mode="replicate") if any(pad) else slices, output_size=padded)
+    return _named_maps(out, want_gate)
 
 
 def _predict_sliding(
@@ -146,18 +165,20 @@ def _predict_sliding(
     sw_batch_size: int,
     overlap: float,
     sw_device: str | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(C, *S) -> coarse and rendered logits (K, *S) and points (*S), stitched by MONAI."""
+    want_gate: bool,
+) -> Maps:
+    """(C, *S) -> maps (C_map, *S), windows stitched by MONAI with Gaussian weights."""
+    names: list[str] = []
 
     def predictor(window: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = model(window, output_size=window.shape[2:])
-        rendered = out.rendered if out.rendered is not None else torch.zeros_like(out.coarse[:, :1])
-        return out.coarse.float(), out.logits.float(), rendered.float()
+        maps = _named_maps(model(window, output_size=window.shape[2:]), want_gate)
+        names[:] = list(maps)
+        return tuple(maps.values())
 
     whole = padded_size(volume.shape[1:], PAD_MULTIPLE)
     roi = tuple(patch_size) if patch_size is not None else whole
-    coarse, rendered, points = sliding_window_inference(
+    stitched = sliding_window_inference(
         volume[None], roi, sw_batch_size, predictor, overlap=overlap, mode="gaussian",
         sw_device=sw_device or device, device="cpu",
     )
-    return coarse[0].float(), rendered[0].float(), points[0, 0] > 0
+    return {name: maps[0].float() for name, maps in zip(names, stitched)}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["class_colors", "label_rgba", "make_overlay_figure"]
+__all__ = ["class_colors", "gate_rgba", "label_rgba", "make_overlay_figure"]
 
 _POINTS_RGBA = (1.0, 1.0, 0.0, 0.9)  # re-predicted cells: opaque yellow
 
@@ -59,6 +59,7 @@ def make_overlay_figure(
     coarse: np.ndarray | None = None,
     rendered: np.ndarray | None = None,
     points: np.ndarray | None = None,
+    gate: np.ndarray | None = None,
     *,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
@@ -73,6 +74,8 @@ def make_overlay_figure(
         image: (H, W) float slice, shown in grey with a robust 0.5-99.5 percentile window.
         truth, coarse, rendered: (H, W) integer label maps or ``None`` (panel left out).
         points: (H, W) bool mask or ``None`` (panel left out).
+        gate: (H, W) uint8, the dominant expert of each re-predicted cell (0 none, s + 1
+            scale s, coarsest first) or ``None`` (panel left out).
         num_classes: K labels for the colours; default: 1 + the largest label shown.
         class_names: names of labels 1..K-1 (or of all K, background first) for the legend.
         title: figure title, e.g. ``"case0001 slice 42"``.
@@ -95,12 +98,12 @@ def make_overlay_figure(
         for n, a in (("truth", truth), ("coarse", coarse), ("rendered", rendered))
         if a is not None
     ]
-    for name, arr in [*overlays, ("points", points)]:
+    for name, arr in [*overlays, ("points", points), ("gate", gate)]:
         if arr is not None and np.shape(arr) != image.shape:
             raise ValueError(f"{name} has shape {np.shape(arr)}, image has {image.shape}")
     if num_classes is None:
         num_classes = 1 + max([int(np.max(a)) for _, a in overlays if np.size(a)] + [1])
-    n_panels = 1 + len(overlays) + (points is not None)
+    n_panels = 1 + len(overlays) + (points is not None) + (gate is not None)
     fig = Figure(figsize=(2.6 * n_panels, 3.0), layout="constrained")
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
     lo, hi = _display_range(image)
@@ -115,6 +118,8 @@ def make_overlay_figure(
         rgba = label_rgba(under, num_classes, alpha * 0.4)
         rgba[mask] = _POINTS_RGBA
         panels.append((f"+ rendered points (n={int(mask.sum())})", rgba))
+    if gate is not None:
+        panels.append(("dominant expert (blue: coarsest)", gate_rgba(gate)))
     for ax, (name, rgba) in zip(axes, panels, strict=True):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         if rgba is not None:
@@ -135,6 +140,24 @@ def make_overlay_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def gate_rgba(gate: np.ndarray) -> np.ndarray:
+    """(H, W) dominant-expert map (0 none, s + 1 scale s) -> (H, W, 4): one fixed colour per
+    scale (matplotlib's tab10, scale 1 = coarsest blue), cells not re-predicted transparent.
+
+    >>> rgba = gate_rgba(np.array([[0, 1, 2]]))
+    >>> rgba[0, 0, 3], rgba[0, 1, 3], bool((rgba[0, 1] != rgba[0, 2]).any())
+    (np.float64(0.0), np.float64(0.9), True)
+    """
+    import matplotlib
+
+    gate = np.asarray(gate, dtype=np.int64)
+    out = np.zeros((*gate.shape, 4))
+    shown = gate > 0
+    out[shown] = matplotlib.colormaps["tab10"]((gate[shown] - 1) % 10)
+    out[shown, 3] = 0.9
+    return out
 
 
 def _label_names(class_names: Sequence[str] | None, num_classes: int) -> dict[int, str]:

@@ -178,7 +178,7 @@ def _section_examples(
         page.note(f"examples.npz has no 'image' array (found {sorted(data)}); skipped.")
         return
     images = data["image"] if data["image"].ndim == 3 else data["image"][None]
-    keys = [k for k in ("truth", "coarse", "rendered", "points") if k in data]
+    keys = [k for k in ("truth", "coarse", "rendered", "points", "gate") if k in data]
     missing = sorted({"truth", "coarse", "rendered", "points"} - set(keys))
     if missing:
         page.note("examples.npz lacks " + ", ".join(missing) + "; those panels are left out.")

@@ -58,17 +58,18 @@ def evaluate(
     unit = distance_unit(volumes)
     default_dir = run.path.parent if subset == "test" else run.path.parent / f"eval_{subset}"
     out_dir = Path(out_dir) if out_dir else default_dir
-    results: dict[str, dict] = {"coarse": {}, "rendered": {}}
+    outputs = ("coarse", "rendered") if model.renderer is not None else ("coarse",)
+    results: dict[str, dict] = {output: {} for output in outputs}
     examples = []
     per_volume = -(-cfg.eval.num_examples // len(volumes))
     for volume in volumes:
         prediction = predict_case(model, cfg, volume, torch_device, gate=True)
-        for output in ("coarse", "rendered"):
+        for output in outputs:
             results[output][volume.case_id] = case_metrics(
                 getattr(prediction, output), volume.label, len(class_names),
                 metric_spacing(volume), settings,
             )
-        examples += [_example_slice(volume, prediction, k)
+        examples += [_example_slice(volume, prediction, k, outputs)
                      for k in _example_slices(volume.label, per_volume)]
     scored = {"file": run.path.name, "step": run.step}
     write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
@@ -76,6 +77,8 @@ def evaluate(
     _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
+        if model.renderer is None:
+            print("renderer off (model.renderer=false): only the backbone's output is scored")
         print(format_table(summaries, class_names, unit))
         print(f"scored {run.path} (step {run.step}); NSD tolerances "
               f"{list(settings.nsd_tolerances)} {unit}, boundary IoU band {settings.biou_width} "
@@ -130,23 +133,25 @@ def _example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int
     return chosen
 
 
-def _example_slice(volume: Volume, prediction: VolumePrediction, index: int) -> dict:
+def _example_slice(
+    volume: Volume, prediction: VolumePrediction, index: int, outputs: Sequence[str]
+) -> dict:
     """One axial slice of a case and its predictions (a 2D view of a 2D or 3D case)."""
-    return {
-        "image": volume.image[0][..., index], "truth": volume.label[..., index],
-        "coarse": prediction.coarse[..., index], "rendered": prediction.rendered[..., index],
-        "points": prediction.rendered_points[..., index], "case_id": volume.case_id,
-        "slice": index,
-        **({} if prediction.gate is None else {"gate": prediction.gate[..., index]}),
-    }
+    example = {"image": volume.image[0][..., index], "truth": volume.label[..., index],
+               "case_id": volume.case_id, "slice": index}
+    example.update({output: getattr(prediction, output)[..., index] for output in outputs})
+    if "rendered" in outputs:
+        example["points"] = prediction.rendered_points[..., index]
+    if prediction.gate is not None:
+        example["gate"] = prediction.gate[..., index]
+    return example
 
 
 def _save_examples(path: Path, examples: list[dict]) -> None:
     if not examples:
         return
     shape = np.max([e["image"].shape for e in examples], axis=0)
-    keys = ["image", "truth", "coarse", "rendered", "points"] + (["gate"] if "gate" in examples[0]
-                                                                   else [])
+    keys = [key for key in examples[0] if key not in ("case_id", "slice")]
     arrays = {key: np.stack([_pad(e[key], shape) for e in examples]) for key in keys}
     arrays["case_id"] = np.array([e["case_id"] for e in examples])
     arrays["slice"] = np.array([e["slice"] for e in examples])

@@ -129,6 +129,9 @@ def predict_files(
     """
     torch_device = resolve_device(device)
     run = load_run(checkpoint, torch_device)
+    if points and run.model.renderer is None:
+        raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
+                        "re-predicted; predict without --points")
     record = check_record(run.preprocessing, f"checkpoint {run.path}")
     groups = group_channel_files([Path(p) for p in inputs])
     out_dir = Path(out_dir)

@@ -146,6 +146,8 @@ def check_dataset(root: str | Path) -> list[Problem]:
         ``dataset.json`` that prevent reading the cases stop the check there.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder; give the folder holding dataset.json")
     spec, problems = _check_json(root)
     if spec is None:
         return problems

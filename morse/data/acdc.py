@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .spacing import SpacingOf, spacing_of
+from .spacing import SpacingOf, load_each
 from .synapse import read_h5_arrays, read_list_file, volume_from_dhw, volume_from_slice
 from .validate import checked_label
 from .volume import Volume
@@ -102,8 +102,7 @@ def load_acdc_slices(
     """Slices ``data/slices/{name}.h5`` (default: every name in ``train_slices.list``)."""
     root = Path(root)
     names = read_acdc_list(root, "train_slices") if names is None else list(names)
-    return [load_acdc_slice(root / "data" / "slices" / f"{n}.h5", spacing_of(spacing, n))
-            for n in names]
+    return load_each(load_acdc_slice, root / "data" / "slices", ".h5", names, spacing)
 
 
 def load_acdc_volume(path: str | Path, spacing: Sequence[float] | None = None) -> Volume:
@@ -123,4 +122,4 @@ def load_acdc_volumes(
     """Volumes ``data/{name}.h5`` of a list (``train``, ``val`` or ``test``) or given names."""
     root = Path(root)
     names = read_acdc_list(root, split) if names is None else list(names)
-    return [load_acdc_volume(root / "data" / f"{n}.h5", spacing_of(spacing, n)) for n in names]
+    return load_each(load_acdc_volume, root / "data", ".h5", names, spacing)

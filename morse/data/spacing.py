@@ -18,9 +18,9 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .volume import DataError
+from .volume import DataError, Volume
 
-__all__ = ["SpacingOf", "spacing_lookup", "spacing_of", "read_spacing_file"]
+__all__ = ["SpacingOf", "load_each", "spacing_lookup", "spacing_of", "read_spacing_file"]
 
 SpacingOf = Callable[[str], "tuple[float, ...] | None"]
 """Case id -> voxel size (mm per axis), or None when unknown."""
@@ -54,6 +54,17 @@ def read_spacing_file(path: str | Path) -> dict[str, tuple[float, ...]]:
 def spacing_of(spacing: Sequence[float] | SpacingOf | None, name: str) -> Sequence[float] | None:
     """The spacing of file ``name``: ``spacing`` itself, or what the lookup gives for it."""
     return spacing(name) if callable(spacing) else spacing
+
+
+def load_each(
+    load: Callable[[Path, Sequence[float] | None], Volume],
+    folder: Path,
+    suffix: str,
+    names: Sequence[str],
+    spacing: Sequence[float] | SpacingOf | None,
+) -> list[Volume]:
+    """``load(folder / (name + suffix), spacing of name)`` for every name, in order."""
+    return [load(folder / f"{name}{suffix}", spacing_of(spacing, name)) for name in names]
 
 
 def spacing_lookup(

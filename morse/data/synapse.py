@@ -35,13 +35,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .spacing import SpacingOf, spacing_of
+from .spacing import SpacingOf, load_each
 from .validate import checked_label
 from .volume import DataError, Volume
 
@@ -220,10 +221,8 @@ def load_synapse_slices(
     """Slices ``train_npz/{name}.npz`` (default: every name in ``train.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "train") if names is None else list(names)
-    return [
-        load_synapse_slice(root / "train_npz" / f"{n}.npz", spacing_of(spacing, n), remap_btcv)
-        for n in names
-    ]
+    load = functools.partial(load_synapse_slice, remap_btcv=remap_btcv)
+    return load_each(load, root / "train_npz", ".npz", names, spacing)
 
 
 def load_synapse_volume(
@@ -249,8 +248,5 @@ def load_synapse_volumes(
     """Volumes ``test_vol_h5/{name}.npy.h5`` (default: every name in ``test_vol.txt``)."""
     root = Path(root)
     names = read_synapse_list(root, "test_vol") if names is None else list(names)
-    return [
-        load_synapse_volume(root / "test_vol_h5" / f"{n}.npy.h5", spacing_of(spacing, n),
-                            remap_btcv)
-        for n in names
-    ]
+    load = functools.partial(load_synapse_volume, remap_btcv=remap_btcv)
+    return load_each(load, root / "test_vol_h5", ".npy.h5", names, spacing)

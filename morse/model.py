@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from morse.backbone.checks import check_image
 from morse.renderer.config import RendererConfig, renderer_config
 from morse.renderer.module import MorseRenderer, check_task
 from morse.renderer.render import subdivision_render
@@ -117,7 +118,7 @@ class Morse(nn.Module):
         Returns:
             ``MorseOutput``.
         """
-        _check_image(image, self.spatial_dims)
+        check_image(image, spatial_dims=self.spatial_dims, in_channels=None, name="MORSE")
         coarse, features = _split_backbone_output(self.backbone(image))
         if self.renderer is None:
             logits = coarse
@@ -143,16 +144,3 @@ def _split_backbone_output(output: object) -> tuple[torch.Tensor, list[torch.Ten
         f"{type(output).__name__}. Use feature_modules=[...] to tap a network that returns "
         "only logits"
     )
-
-
-def _check_image(image: torch.Tensor, spatial_dims: int) -> None:
-    if not torch.is_floating_point(image):
-        raise TypeError(
-            f"the image tensor has dtype {image.dtype}; MORSE expects floating point: convert "
-            "it with image.float() (and normalise intensities)"
-        )
-    if image.dim() != spatial_dims + 2:
-        raise ValueError(
-            f"the image has shape {tuple(image.shape)}; a {spatial_dims}D model expects "
-            f"(B, C, {', '.join('HWD'[:spatial_dims])})"
-        )

@@ -148,7 +148,7 @@ def test_wrong_feature_channels_are_named():
 
 def test_features_of_the_wrong_dimensionality_are_named():
     model = Morse(ToyBackbone(3), 3, 2, expert_width=8, head_width=8)
-    with pytest.raises(ValueError, match="2D model expects"):
+    with pytest.raises(ValueError, match="MORSE is 2D and expects"):
         model(torch.randn(1, 1, 8, 8, 8))
     model = Morse(ToyBackbone(3), 3, 2, expert_width=8, head_width=8)
     model.backbone.spatial_dims = 3

@@ -1,8 +1,9 @@
 """MORSE learns: on synthetic shapes with thin structures, a fixed small budget reaches a
-rendered boundary accuracy we assert.
+rendered boundary accuracy we assert, measured beside the plain backbone (renderer off, the
+same data, budget, loop and seed) trained in the same test.
 
-Measured on the CI machine kind (2 CPU cores), seed 0, 160 steps: MORSE 0.912, the plain
-backbone (renderer off, same budget and loop) 0.894; about 30 s in all.
+One seed on one machine: the comparison guards against a renderer that makes the boundary
+worse, it is not evidence that MORSE helps (that needs seeds: see docs/results.md).
 """
 
 import numpy as np
@@ -14,10 +15,10 @@ from morse.backbone import UNet
 
 SIZE, CLASSES, STEPS, BATCH = 64, 3, 160, 8
 
-#: Rendered boundary accuracy MORSE must reach (measured 0.912 on 2 CPU cores, seed 0).
+#: Rendered boundary accuracy MORSE must reach on the test shapes.
 MORSE_MIN_BOUNDARY_ACCURACY = 0.90
-#: What the plain backbone (renderer off) reached with the same budget, for reference.
-PLAIN_BOUNDARY_ACCURACY = 0.894
+#: How far below the plain backbone's boundary accuracy MORSE may fall on one seed.
+PLAIN_TOLERANCE = 0.01
 
 
 def make_shapes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,8 @@ def train_and_score(renderer: bool) -> float:
 
 
 @pytest.mark.slow
-def test_morse_reaches_the_asserted_boundary_accuracy():
-    accuracy = train_and_score(renderer=True)
-    print(f"MORSE boundary accuracy {accuracy:.3f} (plain backbone: {PLAIN_BOUNDARY_ACCURACY})")
-    assert accuracy >= MORSE_MIN_BOUNDARY_ACCURACY
+def test_morse_reaches_the_asserted_boundary_accuracy_and_is_not_worse_than_plain():
+    morse, plain = train_and_score(renderer=True), train_and_score(renderer=False)
+    print(f"boundary accuracy: MORSE {morse:.3f}, plain backbone {plain:.3f}")
+    assert morse >= MORSE_MIN_BOUNDARY_ACCURACY
+    assert morse >= plain - PLAIN_TOLERANCE

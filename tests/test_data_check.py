@@ -143,3 +143,45 @@ def test_decathlon_dataset_checked(tmp_path):
     problems = check_dataset(root)
     assert [p.path for p in problems] == ["labelsTr/la_2.nii.gz"], format_problems(problems)
     assert "label values [3]" in problems[0].message
+
+
+def test_test_set_needs_a_label_per_case_once_labelsts_exists(tmp_path):
+    root = make_dataset(tmp_path / "D", ["a"], channels=1)
+    for case in ("t1", "t2", "t3"):
+        save(root / "imagesTs" / f"{case}_0000.nii.gz", np.ones(SHAPE, np.float32))
+    save(root / "labelsTs" / "t1.nii.gz", np.zeros(SHAPE, np.uint8))
+    save(root / "labelsTs" / "t2.nii.gz", np.zeros((6, 5, 5), np.uint8))  # another grid
+    save(root / "labelsTs" / "stray.nii.gz", np.zeros(SHAPE, np.uint8))
+    problems = check_dataset(root)
+    expected = [
+        ("labelsTs/t3.nii.gz", "file not found; labelsTs exists"),
+        ("imagesTs/t2_0000.nii.gz", "differs from its label labelsTs/t2.nii.gz"),
+        ("labelsTs/stray.nii.gz", "label without an image in imagesTs"),
+    ]
+    for path, message in expected:
+        assert found(problems, path, message), format_problems(problems)
+    assert len(problems) == len(expected), format_problems(problems)
+
+
+def test_test_label_values_are_checked(tmp_path):
+    root = make_dataset(tmp_path / "D", ["a"], channels=1)
+    save(root / "imagesTs" / "t_0000.nii.gz", np.ones(SHAPE, np.float32))
+    save(root / "labelsTs" / "t.nii.gz", np.full(SHAPE, 7, np.uint8))
+    problems = check_dataset(root)
+    assert [p.path for p in problems] == ["labelsTs/t.nii.gz"], format_problems(problems)
+    assert "label values [7]" in problems[0].message
+
+
+def test_check_command_ends_with_a_one_line_summary(tmp_path, capsys):
+    from morse.cli.main import main
+
+    root = make_dataset(tmp_path / "Dataset009_X", ["a", "b"], channels=1)
+    save(root / "imagesTs" / "t_0000.nii.gz", np.ones(SHAPE, np.float32))
+    assert main(["check", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Dataset009_X: 2 training cases, 1 test cases (0 labelled), 0 problems")
+    (root / "labelsTr" / "b.nii.gz").unlink()
+    assert main(["check", str(root)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("labelsTr/b.nii.gz: file not found")
+    assert lines[-1] == "Dataset009_X: 2 training cases, 1 test cases (0 labelled), 1 problems"

@@ -138,13 +138,13 @@ class Check:
     data: str = _option("dataset folder")
 
     def run(self) -> int:
-        from morse.data import check_dataset
+        from morse.data.check import inspect_dataset
 
-        problems = check_dataset(self.data)
-        for problem in problems:
+        result = inspect_dataset(self.data)
+        for problem in result.problems:
             print(problem)
-        print(f"{len(problems)} problem(s) in {self.data}", file=sys.stderr)
-        return 1 if problems else 0
+        print(result.summary())
+        return 1 if result.problems else 0
 
 
 @dataclass

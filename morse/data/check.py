@@ -3,7 +3,9 @@
 :func:`check_dataset` reads the whole folder once and lists EVERY problem it finds:
 dataset.json fields, missing channel or label files, orphan labels, badly named files,
 unreadable files, channel/image/label grids (shape, spacing, affine), label values not in
-dataset.json, NaN or infinite voxels, and ``numTraining`` against the cases found.
+dataset.json, NaN or infinite voxels, and ``numTraining`` against the cases found. The test set
+(``imagesTs``) is checked the same way; once ``labelsTs`` exists, every test case needs its
+label map there.
 
 Example:
     >>> import tempfile
@@ -15,14 +17,14 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .dataset_json import DatasetSpec, parse_dataset_json
-from .nnunet import inspect_case, list_cases, split_channel_file
+from .nnunet import CaseFiles, inspect_case, list_cases, split_channel_file
 from .volume import DataError, display_path
 
-__all__ = ["Problem", "check_dataset", "format_problems"]
+__all__ = ["DatasetCheck", "Problem", "check_dataset", "format_problems", "inspect_dataset"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,11 @@ def _naming_problems(root: Path, spec: DatasetSpec, subset: str) -> list[Problem
     return problems
 
 
-def _orphan_labels(root: Path, spec: DatasetSpec, case_ids: set[str]) -> list[Problem]:
-    folder = root / "labelsTr"
+def _orphan_labels(root: Path, spec: DatasetSpec, case_ids: set[str], subset: str) -> list[Problem]:
+    folder = root / f"labels{subset}"
     if not folder.is_dir():
+        if subset == "Ts":
+            return []  # an unlabelled test set
         return [Problem("labelsTr", "folder not found; put one label map per training case")]
     problems = []
     for path in sorted(folder.iterdir()):
@@ -101,57 +105,111 @@ def _orphan_labels(root: Path, spec: DatasetSpec, case_ids: set[str]) -> list[Pr
             problems.append(
                 Problem(
                     display_path(path, root),
-                    "label without an image in imagesTr; add the image or remove the label",
+                    f"label without an image in images{subset}; add the image or remove the "
+                    "label",
                 )
             )
     return problems
 
 
-def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> tuple[list[Problem], int]:
+def _test_labels(root: Path, spec: DatasetSpec, cases: list[CaseFiles]) -> list[Problem]:
+    """Give each imagesTs case its labelsTs file when that folder exists; a missing one is a
+    problem (a test set is labelled as a whole or not at all)."""
+    folder = root / "labelsTs"
+    if not folder.is_dir():
+        return []
+    problems = []
+    for index, case in enumerate(cases):
+        expected = folder / f"{case.case_id}{spec.file_ending}"
+        if case.label is None and expected.is_file():
+            cases[index] = replace(case, label=expected)
+        elif case.label is None:
+            problems.append(Problem(
+                display_path(expected, root),
+                "file not found; labelsTs exists, so every imagesTs case needs its label map "
+                "(add it, or move labelsTs away for an unlabelled test set)",
+            ))
+    return problems
+
+
+@dataclass(frozen=True)
+class SubsetCheck:
+    """The problems of one subset (``"Tr"`` or ``"Ts"``), its cases and how many have a label."""
+
+    problems: list[Problem]
+    cases: int = 0
+    labelled: int = 0
+
+
+def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> SubsetCheck:
     """Problems of every case of one subset, and the number of cases found."""
     try:
         cases = list_cases(root, subset, spec)
     except DataError as exc:
         if subset == "Ts" and not (root / "imagesTs").exists():
-            return [], 0  # a test set is optional
+            return SubsetCheck([])  # a test set is optional
         text = str(exc)
         path, _, message = text.partition(": ")
-        return [Problem(display_path(path, root), message)], 0
+        return SubsetCheck([Problem(display_path(path, root), message)])
     problems = _naming_problems(root, spec, subset)
+    if subset == "Ts":
+        problems.extend(_test_labels(root, spec, cases))
     for case in cases:
         _, found = inspect_case(case, spec)
         problems.extend(Problem(case.show(path), text) for path, text in found)
-    if subset == "Tr":
-        problems.extend(_orphan_labels(root, spec, {c.case_id for c in cases}))
-        if spec.num_training is not None and spec.num_training != len(cases):
-            problems.append(
-                Problem(
-                    "dataset.json",
-                    f"numTraining is {spec.num_training} but imagesTr holds {len(cases)} "
-                    "case(s); fix numTraining",
-                )
+    problems.extend(_orphan_labels(root, spec, {c.case_id for c in cases}, subset))
+    if subset == "Tr" and spec.num_training is not None and spec.num_training != len(cases):
+        problems.append(
+            Problem(
+                "dataset.json",
+                f"numTraining is {spec.num_training} but imagesTr holds {len(cases)} "
+                "case(s); fix numTraining",
             )
-    return problems, len(cases)
+        )
+    labelled = sum(case.label is not None and case.label.is_file() for case in cases)
+    return SubsetCheck(problems, len(cases), labelled)
 
 
-def check_dataset(root: str | Path) -> list[Problem]:
-    """Check an nnU-Net v2 or Decathlon dataset folder; return every problem found.
+@dataclass(frozen=True)
+class DatasetCheck:
+    """Everything :func:`inspect_dataset` found.
+
+    >>> DatasetCheck(Path("Dataset001_X"), [], 5, 2, 2).summary()
+    'Dataset001_X: 5 training cases, 2 test cases (2 labelled), 0 problems'
+    """
+
+    root: Path
+    problems: list[Problem]
+    training: int = 0
+    test: int = 0
+    test_labelled: int = 0
+
+    def summary(self) -> str:
+        """One line: the folder, its cases and the number of problems."""
+        return (f"{self.root.name}: {self.training} training cases, {self.test} test cases "
+                f"({self.test_labelled} labelled), {len(self.problems)} problems")
+
+
+def inspect_dataset(root: str | Path) -> DatasetCheck:
+    """Check an nnU-Net v2 or Decathlon dataset folder: every problem and the cases found.
 
     Args:
         root: dataset folder holding ``dataset.json``, ``imagesTr``, ``labelsTr`` and
-            optionally ``imagesTs``.
+            optionally ``imagesTs`` (with ``labelsTs``: a label map for every test case).
 
-    Returns:
-        A list of :class:`Problem` (empty when the dataset is fine). Problems in
-        ``dataset.json`` that prevent reading the cases stop the check there.
+    Problems in ``dataset.json`` that prevent reading the cases stop the check there.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder; give the folder holding dataset.json")
     spec, problems = _check_json(root)
     if spec is None:
-        return problems
-    for subset in ("Tr", "Ts"):
-        found, _ = _check_subset(root, spec, subset)
-        problems.extend(found)
-    return problems
+        return DatasetCheck(root, problems)
+    train, test = (_check_subset(root, spec, subset) for subset in ("Tr", "Ts"))
+    return DatasetCheck(root, [*problems, *train.problems, *test.problems], train.cases,
+                        test.cases, test.labelled)
+
+
+def check_dataset(root: str | Path) -> list[Problem]:
+    """Every problem of a dataset folder (empty when it is fine); see :func:`inspect_dataset`."""
+    return inspect_dataset(root).problems

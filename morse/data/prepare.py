@@ -1,15 +1,21 @@
 """From a data config to training samples and evaluation volumes, for every registered format
-(:mod:`morse.data.formats`), normalised as the run's preprocessing record says."""
+(:mod:`morse.data.formats`), normalised as the run's preprocessing record says.
+
+2D training slices keep their size when ``data.slice_size`` is unset: they are padded to a
+common multiple of 32 (:func:`pad_slices`), so slices of any size train without a setting."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 from torch.utils.data import Dataset
 
+from morse.backbone import padded_size
 from morse.config import DataConfig
+from morse.inference.volumes import PAD_MULTIPLE
 
 from .datasets import PatchDataset, SliceDataset
 from .formats import data_format
@@ -17,7 +23,7 @@ from .intensity import check_record, normalize_volume
 from .split import Split
 from .volume import DataError, Volume
 
-__all__ = ["PreparedData", "prepare_data", "load_eval_volumes"]
+__all__ = ["PreparedData", "prepare_data", "load_eval_volumes", "pad_slices"]
 
 
 @dataclass
@@ -90,9 +96,9 @@ def load_eval_volumes(
 
 def _training_dataset(cfg: DataConfig, volumes: Sequence[Volume]) -> Dataset:
     if cfg.spatial_dims == 2:
-        _check_slice_sizes(cfg, volumes)
         return SliceDataset(
-            volumes, slice_size=cfg.slice_size, augment=True, seed=cfg.seed,
+            volumes if cfg.slice_size is not None else pad_slices(volumes),
+            slice_size=cfg.slice_size, augment=True, seed=cfg.seed,
             foreground_only=cfg.foreground_slices_only, empty_fraction=0.1,
         )
     return PatchDataset(
@@ -100,14 +106,33 @@ def _training_dataset(cfg: DataConfig, volumes: Sequence[Volume]) -> Dataset:
     )
 
 
-def _check_slice_sizes(cfg: DataConfig, volumes: Sequence[Volume]) -> None:
-    if cfg.slice_size is not None:
-        return
+def pad_slices(volumes: Sequence[Volume], multiple: int = PAD_MULTIPLE) -> list[Volume]:
+    """Volumes whose slices (the first two spatial axes) are padded at their far ends to one
+    common size, each side the smallest multiple of ``multiple`` that holds every case.
+
+    Used for 2D training without ``data.slice_size``: the backbones need multiples of 32 and
+    a batch needs one slice size. Image and label are both edge-replicated, as inference pads
+    a slice (replicate) before cropping the prediction back, so the network sees the same kind
+    of border in training and use; padding at the far ends keeps the affine valid.
+
+    Args:
+        volumes: images (C, H, W[, D]) with labels (H, W[, D]).
+
+    Returns:
+        New volumes, images (C, H', W'[, D]) and labels (H', W'[, D]) with H', W' the
+        common padded size.
+
+    >>> v = Volume(np.ones((1, 20, 40, 3)), np.ones((20, 40, 3)))
+    >>> [p.image.shape for p in pad_slices([v, v.slab(0, 1)])]
+    [(1, 32, 64, 3), (1, 32, 64, 1)]
+    """
+    sizes = np.array([padded_size(v.spatial_shape[:2], multiple) for v in volumes])
+    target = sizes.max(axis=0) if len(volumes) else ()
+    padded = []
     for volume in volumes:
-        size = volume.spatial_shape[:2]
-        if any(s % 32 for s in size):
-            raise DataError(
-                f"{volume.source}: slices are {size[0]} x {size[1]}, not multiples of 32 as the "
-                "backbones need; set data.slice_size, e.g. "
-                f"data.slice_size=[{-(-size[0] // 32) * 32},{-(-size[1] // 32) * 32}]"
-            )
+        pads = [(0, int(t) - n) for t, n in zip(target, volume.spatial_shape[:2], strict=True)]
+        rest = [(0, 0)] * (volume.spatial_dims - 2)
+        label = None if volume.label is None else np.pad(volume.label, pads + rest, mode="edge")
+        image = np.pad(volume.image, [(0, 0), *pads, *rest], mode="edge")
+        padded.append(replace(volume, image=image, label=label))
+    return padded

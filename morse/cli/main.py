@@ -131,6 +131,31 @@ class ConfigCommand:
 
 
 @dataclass
+class Score:
+    """Score a folder of label maps (any tool's NIfTI) against reference label maps, matched
+    by case name; writes metrics.json and metrics.csv."""
+
+    name: ClassVar[str] = "score"
+    predictions: str = _option("folder of predicted label maps (CASE.nii.gz)")
+    labels: str = _option("folder of reference label maps (CASE.nii.gz)")
+    output: str | None = _option("results folder (default: the predictions folder)", "-o",
+                                 "--output", default=None)
+    classes: int | None = _option("number of classes K with background (default: dataset.json "
+                                  "next to LABELS, else the largest label found)", "--classes",
+                                  type=int, default=None)
+    allow_missing: bool = _option("score the cases found in both folders and record the others "
+                                  "(default: refuse)", "--allow-missing", default=False,
+                                  action="store_true")
+
+    def run(self) -> int:
+        from morse.evaluation.score import score_folders
+
+        score_folders(self.predictions, self.labels, self.output or self.predictions,
+                      classes=self.classes, allow_missing=self.allow_missing)
+        return 0
+
+
+@dataclass
 class Check:
     """Check an nnU-Net / Decathlon dataset folder; lists every problem found."""
 
@@ -178,7 +203,7 @@ class Report:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Check, Demo, Report, ConfigCommand)
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

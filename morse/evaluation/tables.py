@@ -201,6 +201,7 @@ def write_metrics(
     distance_unit: str = "mm",
     settings: MetricSettings | None = None,
     checkpoint: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``metrics.csv`` into ``out_dir`` (atomically).
 
@@ -212,6 +213,8 @@ def write_metrics(
         distance_unit: ``"mm"`` or ``"voxels"``, the unit of the spacing the results used.
         settings: the NSD tolerances and bIoU width used (recorded; default the defaults).
         checkpoint: what was scored, e.g. ``{"file": "last.pt", "step": 30000}`` (recorded).
+        extra: more top-level entries to record (JSON values), e.g. ``{"missing": {...}}``
+            from ``morse score``; their names must not clash with the others.
 
     ``metrics.json``::
 
@@ -249,6 +252,10 @@ def write_metrics(
     doc["settings"] = (settings or MetricSettings()).to_dict()
     if checkpoint is not None:
         doc["checkpoint"] = dict(checkpoint)
+    clashes = set(extra or {}) & (set(doc) | {"policy"})
+    if clashes:
+        raise ValueError(f"extra entries {sorted(clashes)} clash with metrics.json's own")
+    doc.update(extra or {})
     doc["policy"] = empty_mask_policy(distance_unit)
     out = Path(out_dir)
     json_path = atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2, allow_nan=False))

@@ -1,0 +1,318 @@
+"""``morse score``: label maps in one folder against references in another, matched by case.
+
+The counterpart of nnU-Net's folder evaluation with MORSE's metrics and empty-mask policy
+(:mod:`morse.evaluation.metrics`). It needs no model and no ``dataset.json``: a case is a file
+name without its ending (``case7.nii.gz`` -> ``case7``), in either folder.
+
+Shapes: a label map is (H, W), (H, W, 1), (X, Y, Z) or (X, Y, Z, 1) in nibabel's order (a
+trailing axis of length 1 is dropped); its spacing comes from the reference's affine, in mm.
+
+Before any case is scored, every pair is checked: both files readable, integer labels in range,
+the same shape, spacing and affine (within ``AFFINE_TOLERANCE_MM``), and orientation in both
+headers or in neither. Maps that MORSE writes next to a label map (``CASE_coarse``,
+``CASE_probabilities``, ``CASE_points``) are not cases.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nibabel.affines import voxel_sizes
+
+from morse.data.dataset_json import SUPPORTED_ENDINGS, read_dataset_json
+from morse.data.nifti import load_reference, read_nifti
+from morse.data.nnunet import grid_problems
+from morse.data.validate import checked_label
+from morse.data.volume import DataError
+from morse.evaluation.metrics import ClassMetrics, MetricSettings, case_metrics
+from morse.evaluation.tables import format_table, summarise, write_metrics
+
+__all__ = [
+    "EXTRA_MAPS",
+    "Grid",
+    "LabelMap",
+    "ScoreResult",
+    "image_grid",
+    "label_files",
+    "pair_problem",
+    "pair_metrics",
+    "read_label_map",
+    "score_folders",
+]
+
+#: Suffixes of the maps ``morse predict`` writes beside ``CASE.nii.gz``; never cases here.
+EXTRA_MAPS = ("coarse", "probabilities", "points")
+
+#: Name of the one output in ``metrics.json`` written by :func:`score_folders`.
+OUTPUT = "prediction"
+
+
+PREDICTION_FIX = ("a prediction must lie on its reference's grid (resample it onto the "
+                  "reference image, nearest neighbour)")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a file's voxels lie: its spatial shape, (4, 4) affine in mm and whether its header
+    gives an orientation (qform_code or sform_code above 0)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    oriented: bool
+
+
+@dataclass
+class LabelMap:
+    """A label map read from a NIfTI file.
+
+    Attributes:
+        path: the file.
+        label: int64 (*spatial), a trailing axis of length 1 dropped.
+        affine: (4, 4) voxel-to-world matrix in mm (from pixdim when unoriented).
+        oriented: False when the header's qform_code and sform_code are both 0.
+    """
+
+    path: Path
+    label: np.ndarray
+    affine: np.ndarray
+    oriented: bool = True
+
+    @property
+    def grid(self) -> Grid:
+        """The map's :class:`Grid`."""
+        return Grid(self.path, tuple(self.label.shape), self.affine, self.oriented)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm per axis of ``label`` (ones beyond the third axis)."""
+        sizes = [float(v) for v in voxel_sizes(self.affine)[: self.label.ndim]]
+        return tuple(sizes + [1.0] * (self.label.ndim - len(sizes)))
+
+
+def _case_name(path: Path) -> str | None:
+    for ending in SUPPORTED_ENDINGS:
+        if path.name.endswith(ending):
+            return path.name[: -len(ending)]
+    return None
+
+
+def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]:
+    """``{case: file}`` of the NIfTI files in ``folder``, MORSE's extra maps left out.
+
+    Raises:
+        DataError: no such folder, no NIfTI file in it, or a case given twice (.nii and .nii.gz).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder; give the folder holding the {what}")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        case = _case_name(path)
+        if case is None or path.name.startswith(".") or not path.is_file():
+            continue
+        if case in found:
+            raise DataError(f"{path}: case {case} is also {found[case].name}; keep one of them")
+        found[case] = path
+    extras = {c for c in found if c.rpartition("_")[2] in EXTRA_MAPS and c.rpartition("_")[0]
+              in found}
+    if len(found) == len(extras):
+        raise DataError(f"{folder}: no NIfTI {what} (.nii or .nii.gz) in this folder; "
+                        f"give the folder the {what} are in")
+    return {case: path for case, path in found.items() if case not in extras}
+
+
+def read_label_map(
+    path: str | Path, num_classes: int | None = None,
+    fix: str = "check the label map or pass the right --classes",
+) -> LabelMap:
+    """Read a label map; DataError naming the file when it holds no usable class labels.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        num_classes: K; labels must lie in ``0..K-1`` (None: any non-negative integer).
+        fix: what the message tells to do about labels outside ``0..K-1``.
+    """
+    path = Path(path)
+    array, affine, header = read_nifti(path)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise DataError(f"{path}: shape {array.shape} is not a 2D or 3D label map; "
+                        "give one integer label map per case")
+    allowed = range(num_classes) if num_classes is not None else None
+    where = f"outside 0..{num_classes - 1} ({num_classes} classes)" if num_classes else ""
+    label = checked_label(array, path, allowed, where, fix)
+    if label.size and label.min() < 0:
+        raise DataError(f"{path}: negative label {label.min()}; labels are class indices >= 0")
+    return LabelMap(path, label, affine, oriented=_oriented(header))
+
+
+def image_grid(path: Path) -> Grid:
+    """The grid of an image file from its header alone (a 4D file's first three axes)."""
+    image = load_reference(path)
+    shape = tuple(image.shape[:3]) if len(image.shape) == 4 else tuple(image.shape)
+    return Grid(path, shape, np.asarray(image.affine, dtype=np.float64), _oriented(image.header))
+
+
+def _oriented(header) -> bool:
+    return any(int(header.get(key, 0)) for key in ("qform_code", "sform_code"))
+
+
+def pair_problem(pred: Grid, ref: Grid, fix: str = PREDICTION_FIX) -> str | None:
+    """Why ``pred`` (a prediction, or the image it is made from) cannot be scored against
+    ``ref`` (its reference label map): one line naming both files and what differs, or None."""
+    if pred.oriented != ref.oriented:
+        bare, other = (pred, ref) if ref.oriented else (ref, pred)
+        return (f"{bare.path}: no orientation in its header (qform_code and sform_code are 0) "
+                f"while {other.path} has one, so their grids cannot be compared; write the "
+                "prediction with the reference image's header and affine")
+    grid = grid_problems(pred.shape, pred.affine, ref.shape, ref.affine,
+                         f"its reference {ref.path}", fix=fix)
+    return f"{pred.path}: {grid[0]}" if grid else None
+
+
+def pair_metrics(
+    pred: np.ndarray, ref: LabelMap, num_classes: int, settings: MetricSettings
+) -> dict[int, ClassMetrics]:
+    """:func:`case_metrics` of a prediction (*spatial) against a reference, in mm.
+
+    The one place that turns a reference file into metrics, shared by ``morse score`` and the
+    held-out sets of ``morse evaluate`` so that both report the same numbers.
+    """
+    return case_metrics(pred, ref.label, num_classes, ref.spacing, settings)
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score_folders` scored and wrote.
+
+    Attributes:
+        per_case: ``{case: {class_label: ClassMetrics}}``.
+        class_names: K names, background first.
+        summary: :func:`morse.evaluation.tables.summarise` of ``per_case``.
+        missing: ``{"predictions": [...], "references": [...]}``, cases found on one side only.
+        paths: ``(metrics.json, metrics.csv)`` when written.
+    """
+
+    per_case: dict[str, dict[int, ClassMetrics]]
+    class_names: list[str]
+    summary: dict
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    paths: tuple[Path, ...] = ()
+
+
+def _missing(preds: dict[str, Path], refs: dict[str, Path]) -> dict[str, list[str]]:
+    return {"predictions": sorted(set(refs) - set(preds)),
+            "references": sorted(set(preds) - set(refs))}
+
+
+def _missing_message(missing: dict[str, list[str]], predictions: Path, labels: Path,
+                     matched: int) -> str:
+    def some(cases: list[str]) -> str:
+        return ", ".join(cases[:5]) + (f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+
+    parts = []
+    if missing["predictions"]:
+        parts.append(f"{predictions}: no prediction for {len(missing['predictions'])} "
+                     f"reference case(s) ({some(missing['predictions'])})")
+    if missing["references"]:
+        parts.append(f"{labels}: no reference for {len(missing['references'])} predicted "
+                     f"case(s) ({some(missing['references'])})")
+    fix = (f"predict every case, or pass --allow-missing to score the {matched} matched "
+           "case(s) and record the others" if matched else "no case is in both folders; "
+           "check the two folders and their file names")
+    return "; ".join(parts) + "; " + fix
+
+
+def _class_names(labels: Path, classes: int | None, largest: int) -> list[str]:
+    """K names, background first: ``--classes``, else ``dataset.json`` next to the labels, else
+    the largest label found (names ``label_1``, ...)."""
+    if classes is None:
+        for folder in (labels, labels.parent):
+            if (folder / "dataset.json").is_file():
+                return read_dataset_json(folder).class_names
+        classes = max(largest + 1, 2)
+    if classes < 2:
+        raise DataError(f"--classes {classes}: give K >= 2 (background and one class)")
+    return ["background", *(f"label_{c}" for c in range(1, classes))]
+
+
+def _check_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[int, bool]:
+    """Read and check every pair before any is scored: the largest label in them and whether
+    every reference is oriented. Raises DataError on the first pair that cannot be scored."""
+    largest, oriented = 0, True
+    for pred_path, ref_path in pairs:
+        pred, ref = read_label_map(pred_path), read_label_map(ref_path)
+        problem = pair_problem(pred.grid, ref.grid)
+        if problem:
+            raise DataError(problem)
+        largest = max([largest, *(int(m.label.max()) for m in (pred, ref) if m.label.size)])
+        oriented = oriented and ref.oriented
+    return largest, oriented
+
+
+def score_folders(
+    predictions: str | Path,
+    labels: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    classes: int | None = None,
+    allow_missing: bool = False,
+    settings: MetricSettings | None = None,
+    verbose: bool = True,
+) -> ScoreResult:
+    """Score every prediction against the reference of the same case; write metrics.
+
+    Args:
+        predictions: folder of predicted label maps (any tool's NIfTI).
+        labels: folder of reference label maps.
+        out_dir: where ``metrics.json`` and ``metrics.csv`` go (None: not written).
+        classes: K, labels 0..K-1 (default: from ``dataset.json`` in or above ``labels``,
+            else the largest label found in either folder).
+        allow_missing: score the matched cases when one folder lacks some (recorded in
+            ``metrics.json`` under ``"missing"``) instead of refusing.
+        settings: NSD tolerances and bIoU width in mm (default :class:`MetricSettings`).
+
+    Raises:
+        DataError: an empty folder, missing cases (without ``allow_missing``), a pair on
+            different grids, a file that is not a label map; the message names the file(s).
+    """
+    predictions, labels = Path(predictions), Path(labels)
+    preds = label_files(predictions, "predicted label maps")
+    refs = label_files(labels, "reference label maps")
+    missing = _missing(preds, refs)
+    cases = sorted(set(preds) & set(refs))
+    if not cases or (not allow_missing and any(missing.values())):
+        raise DataError(_missing_message(missing, predictions, labels, len(cases)))
+    pairs = [(preds[c], refs[c]) for c in cases]
+    largest, oriented = _check_pairs(pairs)
+    names = _class_names(labels, classes, largest)
+    settings = settings or MetricSettings()
+    per_case = {}
+    for case, (pred_path, ref_path) in zip(cases, pairs, strict=True):
+        pred, ref = (read_label_map(p, len(names)) for p in (pred_path, ref_path))
+        per_case[case] = pair_metrics(pred.label, ref, len(names), settings)
+    result = ScoreResult(per_case, names, summarise(per_case, names), missing)
+    if out_dir is not None:
+        extra = {"missing": missing, "predictions": str(predictions), "labels": str(labels)}
+        result.paths = write_metrics(out_dir, {OUTPUT: per_case}, names, settings=settings,
+                                     extra=extra)
+    if verbose:
+        _print_result(result, oriented, out_dir)
+    return result
+
+
+def _print_result(result: ScoreResult, oriented: bool, out_dir: str | Path | None) -> None:
+    print(format_table({OUTPUT: result.summary}, result.class_names))
+    if not oriented:
+        print("warning: some references have no orientation (qform_code and sform_code 0); "
+              "distances use their pixdim voxel sizes", file=sys.stderr)
+    skipped = sum(len(v) for v in result.missing.values())
+    note = f"; {skipped} unmatched case(s) recorded, not scored" if skipped else ""
+    where = f"; wrote {Path(out_dir) / 'metrics.json'}" if out_dir is not None else ""
+    print(f"scored {len(result.per_case)} case(s){note}{where}")

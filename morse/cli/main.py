@@ -100,6 +100,8 @@ class Predict:
                                   default=False, action="store_true")
     points: bool = _option("also write CASE_points.nii.gz (rendered voxels)", "--points",
                            default=False, action="store_true")
+    coarse: bool = _option("also write CASE_coarse.nii.gz (the backbone's label map)",
+                           "--coarse", default=False, action="store_true")
     overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
                               action="store_true")
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
@@ -109,7 +111,8 @@ class Predict:
 
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
-                                  overwrite=self.overwrite, device=self.device):
+                                  coarse=self.coarse, overwrite=self.overwrite,
+                                  device=self.device):
             print(path)
         return 0
 

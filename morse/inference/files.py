@@ -1,23 +1,33 @@
-"""Segment new NIfTI scans: label maps written on each input's own grid, header kept."""
+"""Segment new NIfTI scans: label maps written on each input's own grid, header kept.
+
+:func:`segment_files` is the one prediction path from raw NIfTI files to label maps; ``morse
+predict`` writes what it returns and ``morse evaluate`` scores it on held-out folders.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
+import time
 from collections import defaultdict
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from morse.data.intensity import check_record, raw_to_network
 from morse.data.nifti import read_nifti, write_array_like, write_label_like
 from morse.data.validate import image_problem
 from morse.data.volume import DataError, Volume
 from morse.device import resolve_device
-from morse.inference.trained import load_run, predict_case
+from morse.inference.trained import TrainedRun, load_run, predict_case
+from morse.inference.volumes import VolumePrediction
 
-__all__ = ["predict_files", "group_channel_files"]
+__all__ = ["ScanPrediction", "group_channel_files", "predict_files", "segment_files"]
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -103,6 +113,96 @@ def _to_file_axes(array: np.ndarray, axis_order: list[int], leading: int = 0) ->
     return np.transpose(array, [*range(leading), *(leading + int(a) for a in inverse)])
 
 
+@dataclass
+class ScanPrediction:
+    """One case segmented from its NIfTI files, every map on the first file's grid.
+
+    Attributes:
+        case: case name.
+        reference: the first channel file (its grid, affine and header are the outputs').
+        prediction: coarse, rendered (*S) int64 and rendered_points (*S) bool (probabilities
+            (K, *S) when asked for), all in the file's axis order.
+        seconds: time spent on the case (reading, network, back to the file's axes).
+    """
+
+    case: str
+    reference: Path
+    prediction: VolumePrediction
+    seconds: float
+
+
+def _warn_unoriented(path: Path) -> None:
+    header = nib.load(str(path)).header
+    if not any(int(header.get(key, 0)) for key in ("qform_code", "sform_code")):
+        tqdm.write(f"warning: {path}: no orientation in its header (qform_code and sform_code "
+                   "are 0); segmenting its voxel grid as stored (nnU-Net reads it as identity "
+                   "orientation); the label map gets the same header", file=sys.stderr)
+
+
+def segment_files(
+    run: TrainedRun,
+    groups: dict[str, list[Path]],
+    device: torch.device,
+    *,
+    probabilities: bool = False,
+    progress: bool = True,
+) -> Iterator[ScanPrediction]:
+    """Segment cases of raw NIfTI files as ``morse predict`` does, one after the other.
+
+    Each scan is brought to what the network was trained on by the run's preprocessing record
+    (axis order, the dataset files' own preprocessing, the run's normalisation), and every map
+    comes back in the scan's own axis order. A progress bar over cases goes to stderr.
+
+    Args:
+        run: the trained run (its ``preprocessing`` record is required).
+        groups: ``{case: channel files}`` as from :func:`group_channel_files`.
+        device: where the network runs.
+        probabilities: also return the rendered softmax (K, *S).
+        progress: show a bar over cases with the last case's time (tqdm, stderr) on a
+            terminal, or one line per case on stderr otherwise.
+    """
+    record = check_record(run.preprocessing, f"checkpoint {run.path}")
+    bar = tqdm(total=len(groups), unit="case", file=sys.stderr, dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()))
+    for number, (case, files) in enumerate(groups.items(), 1):
+        start = time.perf_counter()
+        prediction = _segment_case(run, record, case, files, device, probabilities)
+        seconds = time.perf_counter() - start
+        _report_case(bar, progress, f"{case}: {seconds:.2f} s", number)
+        yield ScanPrediction(case, files[0], prediction, seconds)
+    bar.close()
+
+
+def _segment_case(
+    run: TrainedRun, record: dict, case: str, files: list[Path], device: torch.device,
+    probabilities: bool,
+) -> VolumePrediction:
+    """One case's maps, from its raw channel files, in the files' axis order."""
+    _warn_unoriented(files[0])
+    volume = _read_case(case, files, record["in_channels"])
+    network_input = replace(volume, image=raw_to_network(volume.image, record))
+    with torch.no_grad():
+        raw = predict_case(run.model, run.config, network_input, device,
+                           probabilities=probabilities)
+    order = record["axis_order"]
+    return VolumePrediction(
+        coarse=_to_file_axes(raw.coarse, order),
+        rendered=_to_file_axes(raw.rendered, order),
+        rendered_points=_to_file_axes(raw.rendered_points, order),
+        probabilities=None if raw.probabilities is None
+        else _to_file_axes(raw.probabilities, order, leading=1),
+    )
+
+
+def _report_case(bar: tqdm, progress: bool, text: str, number: int) -> None:
+    """The bar's postfix on a terminal; one ``[i/n] case: t s`` line on stderr otherwise (logs)."""
+    if not bar.disable:
+        bar.set_postfix_str(text)
+        bar.update()
+    elif progress:
+        print(f"[{number}/{bar.total}] {text}", file=sys.stderr)
+
+
 def predict_files(
     checkpoint: str | Path,
     inputs: list[str | Path],
@@ -110,14 +210,15 @@ def predict_files(
     *,
     probabilities: bool = False,
     points: bool = False,
+    coarse: bool = False,
     overwrite: bool = False,
     device: str = "auto",
+    progress: bool = True,
 ) -> list[Path]:
     """Segment NIfTI files; writes ``CASE.nii.gz`` label maps (and optional maps) to out_dir.
 
-    Each scan is brought to what the network was trained on by the checkpoint's preprocessing
-    record (axis order, the dataset files' own preprocessing, the run's normalisation); a
-    checkpoint without one is refused.
+    Scans go through :func:`segment_files`; a checkpoint without a preprocessing record is
+    refused.
 
     Args:
         checkpoint: checkpoint file or run folder.
@@ -125,14 +226,16 @@ def predict_files(
         out_dir: output folder (created).
         probabilities: also write ``CASE_probabilities.nii.gz`` (X, Y, Z, K) float32.
         points: also write ``CASE_points.nii.gz``, 1 where the renderer re-predicted.
+        coarse: also write ``CASE_coarse.nii.gz``, the backbone's own label map.
         overwrite: replace existing outputs (default: refuse, naming the file).
+        progress: show a progress bar over cases on stderr.
     """
     torch_device = resolve_device(device)
     run = load_run(checkpoint, torch_device)
     if points and run.model.renderer is None:
         raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
                         "re-predicted; predict without --points")
-    record = check_record(run.preprocessing, f"checkpoint {run.path}")
+    check_record(run.preprocessing, f"checkpoint {run.path}")
     groups = group_channel_files([Path(p) for p in inputs])
     out_dir = Path(out_dir)
     planned = {case: out_dir / f"{case}.nii.gz" for case in groups}
@@ -141,23 +244,26 @@ def predict_files(
         if existing:
             raise DataError(f"{existing[0]}: already exists; pass --overwrite or another -o folder")
     written = []
-    for case, files in groups.items():
-        volume = _read_case(case, files, record["in_channels"])
-        network_input = replace(volume, image=raw_to_network(volume.image, record))
-        with torch.no_grad():
-            prediction = predict_case(run.model, run.config, network_input, torch_device,
-                                      probabilities=probabilities)
-        order, reference = record["axis_order"], files[0]
-        written.append(write_label_like(planned[case], _to_file_axes(prediction.rendered, order),
-                                        reference))
-        if probabilities:
-            written.append(write_array_like(
-                out_dir / f"{case}_probabilities.nii.gz",
-                _to_file_axes(prediction.probabilities, order, leading=1), reference,
-                channel_axis=0,
-            ))
-        if points:
-            points_map = prediction.rendered_points.astype(np.uint8)
-            written.append(write_label_like(out_dir / f"{case}_points.nii.gz",
-                                            _to_file_axes(points_map, order), reference))
+    for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
+                              progress=progress):
+        written += _write_maps(scan, out_dir, probabilities=probabilities, points=points,
+                               coarse=coarse)
+    return written
+
+
+def _write_maps(
+    scan: ScanPrediction, out_dir: Path, *, probabilities: bool, points: bool, coarse: bool
+) -> list[Path]:
+    """``CASE.nii.gz`` and the extra maps asked for, on the scan's grid with its header."""
+    prediction, reference = scan.prediction, scan.reference
+    written = [write_label_like(out_dir / f"{scan.case}.nii.gz", prediction.rendered, reference)]
+    if coarse:
+        written.append(write_label_like(out_dir / f"{scan.case}_coarse.nii.gz",
+                                        prediction.coarse, reference))
+    if probabilities:
+        written.append(write_array_like(out_dir / f"{scan.case}_probabilities.nii.gz",
+                                        prediction.probabilities, reference, channel_axis=0))
+    if points:
+        written.append(write_label_like(out_dir / f"{scan.case}_points.nii.gz",
+                                        prediction.rendered_points.astype(np.uint8), reference))
     return written

@@ -1,8 +1,10 @@
 """The ``morse`` command line: one dataclass per subcommand, each with a ``run()``.
 
     morse train CONFIG [section.key=value ...] [-o RUN_DIR] | morse train --resume RUN_DIR
-    morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset test|val] [-o OUT]
-    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points]
+    morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset all|test|val|heldout]
+                   [--images DIR --labels DIR] [-o OUT]
+    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse]
+    morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing]
     morse check DATA
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
@@ -65,26 +67,33 @@ class Train:
 
 @dataclass
 class Evaluate:
-    """Dice, IoU, HD95 and ASD of the coarse and rendered outputs on whole volumes."""
+    """Dice, IoU, HD95 and ASD of the coarse and rendered outputs on whole volumes: the
+    split's test subset and the held-out imagesTs + labelsTs (or --images/--labels)."""
 
     name: ClassVar[str] = "evaluate"
     source: str = _option("run folder or checkpoint")
     data: str | None = _option("dataset folder (default: the run's)", "--data", default=None)
-    subset: str = _option("subset to score", "--subset", default="test",
-                          choices=["test", "val"])
-    output: str | None = _option("results folder (default: the run folder for test, "
-                                 "RUN/eval_val for val)", "-o", "--output",
+    subset: str = _option("all: the split's test subset and the held-out set; test or val: "
+                          "that subset of the split; heldout: the held-out set only",
+                          "--subset", default="all", choices=["all", "test", "val", "heldout"])
+    images: str | None = _option("held-out scans (default: the dataset's imagesTs)", "--images",
                                  default=None)
+    labels: str | None = _option("their label maps (default: the dataset's labelsTs)",
+                                 "--labels", default=None)
+    output: str | None = _option("results folder (default: the run folder for test, "
+                                 "RUN/eval_val for val, RUN/eval_<images folder> for the "
+                                 "held-out set)", "-o", "--output", default=None)
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
     checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
 
     def run(self) -> int:
-        from morse.evaluation.evaluate import evaluate
+        from morse.evaluation.heldout import evaluate_run
 
-        evaluate(self.source, self.output, data_root=self.data, subset=self.subset,
-                 device=self.device, checkpoint=self.checkpoint)
+        evaluate_run(self.source, self.output, subset=self.subset, data_root=self.data,
+                     images=self.images, labels=self.labels, device=self.device,
+                     checkpoint=self.checkpoint)
         return 0
 
 

@@ -13,14 +13,14 @@ from morse.data.volume import DataError, Volume
 from morse.device import resolve_device
 from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.tables import format_table, summarise, write_metrics
-from morse.inference.trained import load_run, predict_case
+from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.inference.volumes import VolumePrediction
 
 __all__ = ["distance_unit", "evaluate", "metric_spacing"]
 
 
 def evaluate(
-    source: str | Path,
+    source: str | Path | TrainedRun,
     out_dir: str | Path | None = None,
     *,
     data_root: str | None = None,
@@ -28,17 +28,19 @@ def evaluate(
     device: str = "auto",
     checkpoint: str | None = None,
     verbose: bool = True,
+    require_cases: bool = True,
 ) -> dict:
     """Score a checkpoint on a data subset; write metrics.json, metrics.csv and examples.npz.
 
     Args:
-        source: checkpoint or run folder.
+        source: checkpoint or run folder (or a run already loaded).
         out_dir: where results go (default: the run folder for "test", where ``morse report``
             reads them; ``eval_val`` inside it for "val").
         data_root: use this dataset folder instead of the one in the run's config.
         subset: "test" or "val".
         checkpoint: for a run folder, "best" or "last"; default the run's
             ``eval.checkpoint``. The file scored and its step are recorded in metrics.json.
+        require_cases: refuse an empty subset (False: say so and return ``{}``).
 
     Returns:
         ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.tables.summarise``).
@@ -47,14 +49,18 @@ def evaluate(
         DataError: no case in the subset, or cases with and without a known voxel size mixed.
     """
     torch_device = resolve_device(device)
-    run = load_run(source, torch_device, checkpoint)
+    run = source if isinstance(source, TrainedRun) else load_run(source, torch_device, checkpoint)
     model, cfg, class_names = run.model, run.config, run.class_names
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     settings = MetricSettings(tuple(cfg.eval.nsd_tolerances_mm), cfg.eval.biou_width_mm)
     volumes = load_eval_volumes(cfg.data, subset, run.preprocessing)
-    if not volumes:
+    if not volumes and require_cases:
         raise DataError(f"{cfg.data.root}: the {subset} subset holds no case to evaluate")
+    if verbose:
+        print(f"{subset} subset of the training split ({len(volumes)} case(s)), {cfg.data.root}")
+    if not volumes:
+        return {}
     unit = distance_unit(volumes)
     default_dir = run.path.parent if subset == "test" else run.path.parent / f"eval_{subset}"
     out_dir = Path(out_dir) if out_dir else default_dir

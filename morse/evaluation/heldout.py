@@ -1,0 +1,206 @@
+"""Score a trained run on a held-out folder pair: raw NIfTI images and their label maps.
+
+The images go through ``morse predict``'s path (:func:`morse.inference.files.segment_files`:
+raw scan + the checkpoint's preprocessing record -> the model -> maps on each scan's own grid)
+and the maps are scored as ``morse score`` scores files
+(:func:`morse.evaluation.score.pair_metrics`), so the numbers are the ones a user gets from
+``morse predict`` followed by ``morse score``.
+
+The default pair is ``imagesTs/`` + ``labelsTs/`` of the run's nnU-Net or Decathlon dataset.
+Shapes: label maps (*S) on the grid of the case's first image file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from morse.config import Config
+from morse.data.dataset_json import SUPPORTED_ENDINGS
+from morse.data.volume import DataError
+from morse.device import resolve_device
+from morse.evaluation.evaluate import evaluate
+from morse.evaluation.metrics import ClassMetrics, MetricSettings
+from morse.evaluation.score import (
+    image_grid,
+    label_files,
+    pair_metrics,
+    pair_problem,
+    read_label_map,
+)
+from morse.evaluation.tables import format_table, summarise, write_metrics
+from morse.inference.files import group_channel_files, segment_files
+from morse.inference.trained import TrainedRun, load_run
+
+__all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run"]
+
+#: What ``morse evaluate --subset`` accepts; "all" is the split's test subset and the held-out
+#: set.
+SUBSETS = ("all", "test", "val", "heldout")
+
+_IMAGE_FIX = "an image and its label map must share one grid"
+
+
+def dataset_heldout(cfg: Config) -> tuple[Path, Path] | None:
+    """``(imagesTs, labelsTs)`` of the run's nnU-Net / Decathlon dataset when both exist."""
+    if cfg.data.format not in ("nnunet", "msd"):
+        return None
+    root = Path(cfg.data.root)
+    images, labels = root / "imagesTs", root / "labelsTs"
+    return (images, labels) if images.is_dir() and labels.is_dir() else None
+
+
+def _image_groups(images: Path) -> dict[str, list[Path]]:
+    """``{case: channel files}`` of the NIfTI images in a folder."""
+    if not images.is_dir():
+        raise DataError(f"{images}: no such folder; give the folder holding the held-out images")
+    files = sorted(p for p in images.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name.endswith(SUPPORTED_ENDINGS))
+    if not files:
+        raise DataError(f"{images}: no NIfTI images (.nii or .nii.gz) in this folder; give the "
+                        "folder the held-out scans are in")
+    return group_channel_files(files)
+
+
+def _matched(images: Path, labels: Path) -> tuple[dict[str, list[Path]], dict[str, Path]]:
+    """The image groups and label files of the same cases; DataError naming unmatched ones."""
+    groups, refs = _image_groups(images), label_files(labels, "held-out label maps")
+    parts = []
+    unlabelled, orphans = sorted(set(groups) - set(refs)), sorted(set(refs) - set(groups))
+    if unlabelled:
+        parts.append(f"{labels}: no label map for image case(s) {unlabelled[:5]}")
+    if orphans:
+        parts.append(f"{images}: no image for label map(s) {orphans[:5]}")
+    if parts:
+        raise DataError("; ".join(parts) + "; every held-out image needs its label map "
+                        "(CASE.nii.gz for CASE_0000.nii.gz) and every label map its image")
+    return groups, refs
+
+
+def _check_grids(groups: dict[str, list[Path]], refs: dict[str, Path], num_classes: int) -> None:
+    """Every image against its label map (grid, label values) before anything is predicted."""
+    for case, files in groups.items():
+        ref = read_label_map(refs[case], num_classes,
+                             fix=f"the model predicts {num_classes} classes; give label maps of "
+                                 "the classes it was trained on")
+        problem = pair_problem(image_grid(files[0]), ref.grid, fix=_IMAGE_FIX)
+        if problem:
+            raise DataError(problem)
+
+
+def evaluate_heldout(
+    run: TrainedRun | str | Path,
+    images: str | Path,
+    labels: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    verbose: bool = True,
+) -> dict[str, dict]:
+    """Predict every image of ``images`` as ``morse predict`` does and score it against
+    ``labels``; write ``metrics.json`` and ``metrics.csv`` (outputs coarse and rendered).
+
+    Args:
+        run: a loaded run, or its folder or checkpoint.
+        images: folder of raw scans (``CASE_0000.nii.gz``..., or one file per case).
+        labels: folder of label maps ``CASE.nii.gz``.
+        out_dir: results folder (default ``RUN/eval_<images folder name>``).
+        device: where the network runs.
+
+    Returns:
+        ``{"coarse": summary, "rendered": summary}`` as from :func:`evaluate`.
+
+    Raises:
+        DataError: an empty folder, an image without label (or the reverse), an image and
+            label on different grids, labels outside the model's classes.
+    """
+    torch_device = resolve_device(device)
+    run = run if isinstance(run, TrainedRun) else load_run(run, torch_device)
+    images, labels = Path(images), Path(labels)
+    groups, refs = _matched(images, labels)
+    names = run.class_names
+    _check_grids(groups, refs, len(names))
+    settings = MetricSettings(tuple(run.config.eval.nsd_tolerances_mm),
+                              run.config.eval.biou_width_mm)
+    outputs = ("coarse", "rendered") if run.model.renderer is not None else ("coarse",)
+    if verbose:
+        print(f"held-out set {images} ({len(groups)} case(s)), labels {labels}")
+    results: dict[str, dict[str, dict[int, ClassMetrics]]] = {o: {} for o in outputs}
+    for scan in segment_files(run, groups, torch_device, progress=verbose):
+        ref = read_label_map(refs[scan.case], len(names))
+        for output in outputs:
+            results[output][scan.case] = pair_metrics(getattr(scan.prediction, output), ref,
+                                                      len(names), settings)
+    out_dir = Path(out_dir) if out_dir else run.path.parent / f"eval_{images.name}"
+    write_metrics(out_dir, results, names, settings=settings,
+                  checkpoint={"file": run.path.name, "step": run.step},
+                  extra={"images": str(images), "labels": str(labels)})
+    summaries = {name: summarise(per_case, names) for name, per_case in results.items()}
+    if verbose:
+        print(format_table(summaries, names))
+        print(f"scored {run.path} (step {run.step}) on {images}; wrote {out_dir / 'metrics.json'}")
+    return summaries
+
+
+def _heldout_pair(
+    run: TrainedRun, images: str | Path | None, labels: str | Path | None
+) -> tuple[Path, Path] | None:
+    """The pair given on the command line, else the dataset's imagesTs + labelsTs (or None)."""
+    if (images is None) != (labels is None):
+        raise DataError("--images and --labels go together: give the held-out scans and the "
+                        "folder of their label maps")
+    if images is not None and labels is not None:
+        return Path(images), Path(labels)
+    return dataset_heldout(run.config)
+
+
+def evaluate_run(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    subset: str = "all",
+    data_root: str | None = None,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    device: str = "auto",
+    checkpoint: str | None = None,
+) -> dict[str, dict]:
+    """``morse evaluate``: the split's test (or val) subset and/or a held-out folder pair.
+
+    Args:
+        source: run folder or checkpoint.
+        out_dir: results folder of the one set scored; with ``subset="all"`` the test
+            subset's, the held-out set going to ``OUT/eval_<images folder name>``. Default:
+            the run folder (test), ``RUN/eval_val``, ``RUN/eval_<images folder name>``.
+        subset: one of :data:`SUBSETS`.
+        data_root: the dataset folder instead of the run's.
+        images, labels: a held-out pair instead of the dataset's imagesTs + labelsTs.
+
+    Returns:
+        ``{set name: {"coarse": summary, "rendered": summary}}`` of the sets scored.
+    """
+    if subset not in SUBSETS:
+        raise DataError(f"--subset {subset}: unknown; choose one of {', '.join(SUBSETS)}")
+    torch_device = resolve_device(device)
+    run = load_run(source, torch_device, checkpoint)
+    if data_root is not None:
+        run.config = replace(run.config, data=replace(run.config.data, root=data_root))
+    scored = {}
+    if subset != "heldout":
+        split = "test" if subset == "all" else subset
+        scored[split] = evaluate(run, out_dir, subset=split, device=device,
+                                 require_cases=subset != "all")
+    pair = _heldout_pair(run, images, labels) if subset in ("all", "heldout") else None
+    if pair is None and subset == "heldout":
+        raise DataError(f"{run.config.data.root}: no held-out set (imagesTs with labelsTs); "
+                        "pass --images DIR --labels DIR")
+    if pair is not None:
+        base = Path(out_dir) if out_dir else run.path.parent
+        folder = base if subset == "heldout" and out_dir else base / f"eval_{pair[0].name}"
+        print()
+        scored[pair[0].name] = evaluate_heldout(run, *pair, folder, device=device)
+    if not any(scored.values()):
+        raise DataError(f"{run.config.data.root}: nothing to score: the split's test subset is "
+                        "empty and there is no imagesTs with labelsTs; give data.split_fractions "
+                        "a test share or pass --images DIR --labels DIR")
+    return scored

@@ -14,6 +14,7 @@ from morse.cli.main import main
         (["predict", "{missing}", "{missing}/a.nii.gz", "-o", "{tmp}/out"],
          "no such checkpoint or run folder"),
         (["check", "{missing}"], "no such dataset folder"),
+        (["score", "{missing}", "{tmp}"], "no such folder"),
         (["train", "--resume", "{missing}"], "nothing to resume"),
         (["report", "{missing}"], "no such run folder"),
         (["train", "{missing}/x.yaml"], "no such config file or preset"),

@@ -182,7 +182,7 @@ def _fusion_steps(setting: Setting, device: torch.device, train: bool):
 
         return step
 
-    ours_step = run(lambda: ours([point_sample(f, coords) for f in features])[0])
+    ours_step = run(lambda: ours([point_sample(f, coords).transpose(1, 2) for f in features])[0])
     dense_step = run(lambda: dense(features, size, coords))
     return ours_step, dense_step
 

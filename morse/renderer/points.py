@@ -19,12 +19,52 @@ import torch.nn.functional as F
 
 __all__ = [
     "point_sample",
+    "sampling_grid",
+    "sample_at",
+    "sample_rows",
     "margin_uncertainty",
     "sample_training_points",
     "cell_centres",
     "most_uncertain_cells",
     "scatter_to_grid",
 ]
+
+
+def sampling_grid(coords: torch.Tensor) -> torch.Tensor:
+    """``grid_sample``'s grid for points: (B, P, D) in [0, 1] -> (B, P, 1[, 1], D) in [-1, 1].
+
+    Compute it once and read every map of the same points with ``sample_at``.
+    """
+    spatial_dims = coords.shape[-1]
+    # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
+    grid = (2.0 * coords - 1.0).flip(-1)
+    return grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
+
+
+def sample_at(maps: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Read ``maps`` (B, C, *S) at a ``sampling_grid``: (B, C, P), fp32 (or wider)."""
+    spatial_dims = maps.dim() - 2
+    if grid.shape[-1] != spatial_dims:
+        raise ValueError(
+            f"coords have {grid.shape[-1]} coordinates per point but the maps are "
+            f"{spatial_dims}D (shape {tuple(maps.shape)})"
+        )
+    # Cast the maps up, never the grid down: in bf16 a coordinate near 1 is off by 1/256, which
+    # is a whole cell of a 512 grid. Sampling runs in (at least) fp32 and returns that dtype.
+    dtype = torch.promote_types(torch.promote_types(maps.dtype, grid.dtype), torch.float32)
+    values = F.grid_sample(
+        maps.to(dtype), grid.to(dtype), mode=mode, padding_mode="border", align_corners=False
+    )
+    return values.view(maps.shape[0], maps.shape[1], grid.shape[1])
+
+
+def sample_rows(maps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``sample_at`` as rows, the renderer's layout: (B, C, *S) -> (B, P, C).
+
+    A transposed view, not a copy: ``F.linear`` reads it as it is (copying it would cost a
+    third of the GEMM that follows).
+    """
+    return sample_at(maps, grid).transpose(1, 2)
 
 
 def point_sample(
@@ -44,22 +84,7 @@ def point_sample(
     >>> point_sample(grid, torch.tensor([[[0.25, 0.75], [0.5, 0.5]]]))
     tensor([[[1.0000, 1.5000]]])
     """
-    spatial_dims = maps.dim() - 2
-    if coords.shape[-1] != spatial_dims:
-        raise ValueError(
-            f"coords have {coords.shape[-1]} coordinates per point but the maps are "
-            f"{spatial_dims}D (shape {tuple(maps.shape)})"
-        )
-    # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
-    grid = (2.0 * coords - 1.0).flip(-1)
-    grid = grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
-    # Cast the maps up, never the grid down: in bf16 a coordinate near 1 is off by 1/256, which
-    # is a whole cell of a 512 grid. Sampling runs in (at least) fp32 and returns that dtype.
-    dtype = torch.promote_types(torch.promote_types(maps.dtype, grid.dtype), torch.float32)
-    values = F.grid_sample(
-        maps.to(dtype), grid.to(dtype), mode=mode, padding_mode="border", align_corners=False
-    )
-    return values.view(maps.shape[0], maps.shape[1], coords.shape[1])
+    return sample_at(maps, sampling_grid(coords), mode)
 
 
 def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from morse.renderer.points import point_sample
 from morse.renderer.render import subdivision_render
 
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
-             stochastic_gating=False)
+             stochastic_gating=False, render_margin=None, render_share=None)
 
 
 def straightforward_point_logits(renderer, features, coarse, coords):

@@ -21,7 +21,7 @@ from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
 from morse.renderer.points import sample_rows, sample_training_points, sampling_grid
-from morse.renderer.render import plan_render_sizes, subdivision_render
+from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
 __all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
 
@@ -198,6 +198,9 @@ class MorseRenderer(nn.Module):
     ) -> Rendering:
         """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
 
+        The budget is adaptive by default: only cells whose coarse margin is below
+        ``render_margin`` are rendered, at most N per step, N capped by ``render_share``.
+
         Args:
             features: S maps (B, c_s, *S_s), coarsest first.
             coarse: (B, K, *S) the backbone's logits.
@@ -212,12 +215,13 @@ class MorseRenderer(nn.Module):
         cfg = self.config
         sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, cfg.render_upsample,
                                   output_size)
-        budget = sum(min(cfg.render_points, math.prod(size)) for size in sizes)
+        budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
+                         math.prod(size)) for size in sizes)
         point_fn = functools.partial(self._chunked_point_logits,
                                      self.prepare(features, coarse, budget))
         return Rendering(*subdivision_render(
             coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
-            output_size,
+            output_size, cfg.render_margin, cfg.render_share,
         ))
 
     def _chunked_point_logits(

@@ -175,20 +175,25 @@ def cell_centres(indices: torch.Tensor, spatial_shape: Sequence[int]) -> torch.T
 
 
 def most_uncertain_cells(
-    logits: torch.Tensor, num_points: int, exclude: torch.Tensor | None = None
+    logits: torch.Tensor,
+    num_points: int,
+    exclude: torch.Tensor | None = None,
+    fill: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The N grid cells whose current prediction is least sure (inference).
 
     Args:
         logits: (B, K, *S) current logits on the grid.
         num_points: N; clipped to the cells left (see below).
-        exclude: optional (B, prod(S)) bool, cells not to pick (already rendered).
+        exclude: optional (B, prod(S)) bool, cells not to pick (already rendered, certain).
+        fill: when images have different numbers of cells left, N' is the most of them
+            (clipped to N) and an image with fewer gets excluded cells to fill its row (find
+            them with ``exclude.gather(1, indices)``); without it, the fewest.
 
     Returns:
-        indices (B, N') flat cell indices, unique per image and never excluded, and their
-        fp32 centres (B, N', D). N' = min(N, cells not excluded), the fewest over the batch
-        when images have different numbers of excluded cells (in subdivision rendering they
-        all have the same); N' = 0 when no cell is left.
+        indices (B, N') flat cell indices, unique per image and never excluded (unless
+        ``fill``), and their fp32 centres (B, N', D). N' = min(N, cells not excluded), the
+        fewest (``fill``: the most) over the batch; N' = 0 when no cell is left.
 
     >>> logits = torch.tensor([[[0.0, 1.0, 3.0]]]).expand(1, 2, 3).clone()
     >>> logits[0, 1] = torch.tensor([0.0, 0.0, 0.0])
@@ -201,7 +206,8 @@ def most_uncertain_cells(
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
         # topk would fill N beyond the cells left with excluded ones (-inf ranks last, not out)
-        num_points = min(num_points, int((~exclude).sum(1).min()))
+        left = (~exclude).sum(1)
+        num_points = min(num_points, int(left.max() if fill else left.min()))
     indices = uncertainty.topk(num_points, dim=1).indices
     return indices, cell_centres(indices, spatial_shape)
 

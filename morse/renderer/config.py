@@ -60,9 +60,10 @@ class RendererConfig:
     is at least this is certain, keeps its coarse value and is not rendered; each step renders
     only uncertain cells, up to N. None: the paper's fixed budget (N cells per step, however
     certain). The default 3.0 comes from rendering every cell of the demo validation slices
-    with three trained demo models: cells with a margin >= 3 flipped label in 0.04%, 0% and 0%
-    of all cells (>= 2.5: 0.41%, 0.004%, 0.008%), against 54-58% of cells with a margin below
-    0.25 (``python -m morse.bench margins``)."""
+    with four trained demo models: the cells at a margin >= 3 that flipped label were 0.04%,
+    0%, 0% and 0.04% of all cells (>= 2.5: 0.41%, 0.004%, 0.008%, 0.27%; >= 3.5: none),
+    while 54-63% of the cells with a margin below 0.25 flipped (``python -m morse.bench
+    margins``)."""
     render_share: float | None = 0.125
     """The most cells one step may render, as a share of its grid: N per step is
     min(``render_points``, share x cells), at least 1. 0.125 keeps the paper's 8192 on

@@ -28,14 +28,15 @@ def straightforward_point_logits(renderer, features, coarse, coords):
 
 def _setup(spatial_dims, batch=2):
     torch.manual_seed(0)
-    renderer = MorseRenderer([12, 8, 6], 3, spatial_dims, render_points=50, **SIZES)
+    renderer = MorseRenderer([16, 20, 6], 3, spatial_dims, render_points=50, **SIZES)
     sizes = [2, 4, 8] if spatial_dims == 3 else [4, 8, 16]
     generator = torch.Generator().manual_seed(1)
     features = [torch.randn(batch, c, *[s] * spatial_dims, generator=generator)
-                for c, s in zip([12, 8, 6], sizes)]
+                for c, s in zip([16, 20, 6], sizes)]
     coarse = torch.randn(batch, 3, *[sizes[-1]] * spatial_dims, generator=generator) * 3
-    # 100 points: the two coarse maps (16 and 64 cells) enter their experts' first layer as
-    # maps, the finest (256 or 512 cells) does not; corners test the border padding
+    # 100 points, width 16: the two coarse maps (16 or 8 and 64 cells, 16 and 20 channels)
+    # enter their experts' first layer as maps, the finest (256 or 512 cells, 6 channels) does
+    # not; the corners test the border padding
     coords = torch.rand(batch, 100, spatial_dims, generator=generator)
     coords[:, :2] = torch.tensor([0.0, 1.0]).view(1, 2, 1)
     return renderer, features, coarse, coords
@@ -86,3 +87,10 @@ def test_rendering_equals_rendering_with_the_straightforward_point_function(spat
     assert torch.equal(out.rendered, expected[1])
     torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.gate, expected[2], atol=1e-6, rtol=1e-5)
+
+
+def test_only_coarse_maps_at_least_as_wide_as_the_experts_enter_them():
+    renderer = MorseRenderer([8, 16, 16], 3, 2, **SIZES)  # expert width 16
+    features = [torch.randn(1, 8, 2, 2), torch.randn(1, 16, 2, 2), torch.randn(1, 16, 16, 16)]
+    entered = renderer.prepare(features, torch.randn(1, 3, 16, 16), num_points=100).entered
+    assert entered == [False, True, False]  # too narrow; entered; more cells than points

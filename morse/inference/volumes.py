@@ -46,7 +46,7 @@ class VolumePrediction:
     probabilities: np.ndarray | None = None
 
 
-@torch.no_grad()
+@torch.inference_mode()  # only numpy arrays leave, so no tensor escapes inference mode
 def predict_volume(
     model: Morse,
     image: np.ndarray,

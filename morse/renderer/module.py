@@ -3,6 +3,13 @@
 It takes what a backbone gives (coarse logits and feature maps at S scales) and nothing else,
 so it fits into any training loop. Shapes: B images, K classes, S feature scales, P points,
 D spatial dims, ``*S`` spatial shape.
+
+Precision: under bf16 autocast (``train.precision=bf16``, which also covers prediction) the
+point MLPs run in bf16 while coordinates, sampling and the rendered logits stay fp32. On a CPU
+with bf16 instructions (2D, paper sizes, one thread) that made the renderer 2.3x faster at
+inference and 2.4x in training; on four trained demo runs the rendered labels agreed with
+fp32 on 99.94% of validation voxels (renderer alone in bf16; 99.8% with the backbone too),
+rendered Dice within 0.0006. It stays opt-in: CPUs and GPUs without native bf16 run it slower.
 """
 
 from __future__ import annotations
@@ -164,7 +171,11 @@ class MorseRenderer(nn.Module):
         A linear layer commutes with linear interpolation (``grid_sample`` weights sum to 1,
         border padding included), so an expert's first layer can run on its map, cell by
         cell, before sampling: exact up to float rounding, gradients included. It pays where
-        the map has fewer cells than there are points per image (the coarse scales).
+        the map has fewer cells than there are points per image and at least as many
+        channels as the layer's output, so that sampling reads no more channels than before
+        (the UNet's coarsest scale). Measured at paper sizes, CPU time of rendering 2D / 3D:
+        1.76 / 0.60 s with that rule, 1.92 / 0.61 s never entering, 1.85 / 0.74 s entering
+        every map with fewer cells than points (sampling 256 channels instead of 64-128).
 
         Args:
             features: S maps (B, c_s, *S_s).
@@ -174,7 +185,8 @@ class MorseRenderer(nn.Module):
         entries = self.fusion.entries
         maps, entered = [], []
         for index, feature_map in enumerate(features):
-            enter = index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
+            enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
+                     and feature_map.shape[1] >= entries[index].out_channels)
             maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
             entered.append(enter)
         return PointInputs(maps, entered, coarse)

@@ -12,7 +12,7 @@ def test_encoding_under_bf16_autocast_equals_fp32_at_512_grid_centres():
     reference = encoding(coords)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         encoded = encoding(coords)
-    assert encoded.dtype == torch.float32 and encoded.shape == (1, 32, 1024)
+    assert encoded.dtype == torch.float32 and encoded.shape == (1, 1024, 32)
     assert torch.equal(encoded, reference)
 
 

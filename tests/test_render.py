@@ -129,3 +129,31 @@ def test_gate_map_holds_the_last_write_and_zero_where_nothing_was_rendered():
     assert gate[0, :, last].eq(2).all()  # the second step's writes win
     earlier = rendered[0, 0] & ~last
     assert earlier.sum() >= 4 * 4 and gate[0, :, earlier].eq(1).all()  # 5 cells x 4, <= 5 hit
+
+
+def test_with_a_margin_only_uncertain_cells_are_rendered_and_certain_ones_keep_coarse():
+    coarse = torch.zeros(2, 3, 6, 6)
+    coarse[:, 0] = 5.0  # margin 5: certain
+    uncertain = torch.zeros(2, 6, 6, dtype=torch.bool)
+    uncertain[0, 1, :3] = True  # image 0: 3 uncertain cells, fewer than N
+    uncertain[1, 2:4] = True  # image 1: 12, more than N
+    coarse[:, 1][uncertain] = 4.0 + torch.rand(int(uncertain.sum()))  # margins in (0, 1)
+
+    def point_fn(coords):
+        return torch.full((2, 3, coords.shape[1]), 7.0), torch.ones(2, 2, coords.shape[1])
+
+    logits, rendered, gate = subdivision_render(coarse, point_fn, 4, steps=2, max_margin=2.0)
+    assert torch.equal(rendered[0, 0], uncertain[0])  # all 3, no certain filler
+    assert rendered[1, 0].sum() == 8 and not (rendered[1, 0] & ~uncertain[1]).any()
+    keep = ~rendered.expand_as(logits)
+    assert torch.equal(logits[keep], coarse[keep]) and logits[~keep].eq(7.0).all()
+    assert gate.masked_select(~rendered).eq(0).all() and gate.masked_select(rendered).eq(1).all()
+    fixed = subdivision_render(coarse, point_fn, 4, steps=2)[1]
+    assert fixed.flatten(1).sum(1).tolist() == [8, 8]  # the fixed budget renders certain cells
+
+
+def test_a_share_caps_the_cells_of_each_step_on_small_grids():
+    seen = []
+    _, rendered, _ = subdivision_render(torch.randn(1, 2, 8, 8), _recorder(seen), 100, steps=2,
+                                        max_share=0.125)
+    assert [coords.shape[1] for coords in seen] == [8, 8] and rendered.sum() == 16

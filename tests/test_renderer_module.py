@@ -76,8 +76,8 @@ def test_rendered_gate_sums_to_one_on_rendered_cells_and_is_zero_elsewhere(upsam
 
 
 def test_two_steps_of_n_points_render_the_cells_of_one_step_of_2n():
-    two = _renderer(render_points=40, render_steps=2).render(*_inputs())
-    one = _renderer(render_points=80, render_steps=1).render(*_inputs())
+    two = _renderer(render_points=40, render_steps=2, render_share=None).render(*_inputs())
+    one = _renderer(render_points=80, render_steps=1, render_share=None).render(*_inputs())
     assert torch.equal(two.rendered, one.rendered)
     torch.testing.assert_close(two.logits, one.logits)
     torch.testing.assert_close(two.gate, one.gate)

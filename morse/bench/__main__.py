@@ -3,6 +3,7 @@
     python -m morse.bench overhead            # MORSE over the plain backbone, dense experts
     python -m morse.bench overhead --only 2d  # one setting
     python -m morse.bench chunked             # large-volume prediction, chunked vs not
+    python -m morse.bench margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
 """
 
 from __future__ import annotations
@@ -21,24 +22,47 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--repeats", type=int, default=5,
                           help="interleaved timed repeats per row (median and spread)")
     overhead.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    overhead.add_argument("--run", help="trained run for the whole-volume rows (default: the "
+                          "demo preset's data with untrained weights)")
+    overhead.add_argument("--no-volume", action="store_true",
+                          help="skip the whole-volume prediction rows")
     chunked = sub.add_parser("chunked", help="peak memory and time of large-volume prediction")
     chunked.add_argument("--size", type=int, nargs=3, default=[256, 256, 160])
     chunked.add_argument("--device", default="cpu")
     chunked.add_argument("--json", action="store_true")
+    margins = sub.add_parser("margins", help="label flips against the coarse margin, and the "
+                             "adaptive budget's accuracy, on trained runs' validation subset")
+    margins.add_argument("runs", nargs="+", help="run folders or checkpoints")
+    margins.add_argument("--device", default="cpu")
+    margins.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.bench == "margins":
+        from morse.bench.margins import budget_accuracy, flip_curve, format_margins
+
+        curves = [flip_curve(run, args.device) for run in args.runs]
+        accuracy = [budget_accuracy(run, device=args.device) for run in args.runs]
+        print(json.dumps({"curves": curves, "accuracy": accuracy}, indent=2) if args.json
+              else format_margins(curves, accuracy))
+        return 0
     if args.bench == "overhead":
         from morse.bench.overhead import format_rows, run_overhead
+        from morse.bench.volume import format_volume, run_volume
 
         results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats)
+        volume = None if args.no_volume else run_volume(args.run, args.device)
         if args.json:
-            flat = {key: row for key, row in results.items()}
+            flat: dict = {key: row for key, row in results.items()}
             if "2d" in results:
                 flat.update({k: results["2d"][k] for k in (
                     "train_time_ratio", "train_memory_ratio", "infer_time_ratio",
-                    "dense_experts_time_ratio")})
+                    "infer_time_ratio_fixed", "dense_experts_time_ratio")})
+            if volume is not None:
+                flat["volume"] = volume
             print(json.dumps(flat, indent=2))
         else:
             print(format_rows(results))
+            if volume is not None:
+                print(format_volume(volume))
         return 0
     from morse.bench.chunked import format_chunked, run_chunked
 

@@ -9,8 +9,11 @@ alike; each ratio is the median of the per-pair ratios, printed with their sprea
 * ``memory``: peak memory of a training step, MORSE over plain (CUDA: allocator peak; CPU:
   growth of the process' peak resident memory over its size before the first step, each
   variant in a fresh process).
-* ``infer``: an inference forward pass (MORSE renders ``render_points`` x ``render_steps``)
-  over the plain backbone's forward.
+* ``infer``: an inference forward pass over the plain backbone's forward, with the adaptive
+  budget (the default: uncertain cells only, at most ``render_points`` x ``render_steps``)
+  and with the paper's fixed budget; ``points`` is the cells rendered per image by each.
+  Untrained weights leave every cell uncertain, so here the adaptive budget renders its cap;
+  ``python -m morse.bench margins`` shows what it renders on trained runs.
 * ``dense_experts``: the authors' design, experts and a 3x3 conv gate on feature maps
   upsampled to full resolution before sampling the points, over ours (experts and gate on the
   sampled points only), same widths, forward + backward of the fusion alone (3D: forward only,
@@ -26,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,16 +56,20 @@ class Setting:
     width: float = 1.0
 
 
+FIXED = {"render_margin": None}
+"""The paper's fixed budget (the default is adaptive: ``RendererConfig.render_margin``)."""
+
 SETTINGS = {
     "2d": Setting("2D UNet 256x256, batch 4", 2, 256, 4),
     "3d": Setting("3D UNet 96^3, batch 1", 3, 96, 1),
 }
 
 
-def _model(setting: Setting, renderer: bool) -> Morse:
+def _model(setting: Setting, renderer: bool, **options: Any) -> Morse:
     torch.manual_seed(0)
     backbone = UNet(setting.spatial_dims, 1, setting.num_classes, width=setting.width)
-    return Morse(backbone, setting.num_classes, setting.spatial_dims, renderer=renderer)
+    return Morse(backbone, setting.num_classes, setting.spatial_dims, renderer=renderer,
+                 **options)
 
 
 def _inputs(setting: Setting, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,14 +107,14 @@ def _interleaved(
 
 
 def _compare(row: dict[str, float], name: str, times: dict[str, list[float]],
-             numerator: str, denominator: str) -> None:
-    """Medians of both, the median per-pair ratio and its min-max spread, into ``row``."""
+             numerator: str, denominator: str, suffix: str = "") -> None:
+    """Medians of all, the median per-pair ratio and its min-max spread, into ``row``."""
     ratios = [a / b for a, b in zip(times[numerator], times[denominator])]
     for label, values in times.items():
         row[f"{name}_s_{label}"] = statistics.median(values)
-    row[f"{name}_time_ratio"] = statistics.median(ratios)
-    row[f"{name}_time_ratio_min"] = min(ratios)
-    row[f"{name}_time_ratio_max"] = max(ratios)
+    row[f"{name}_time_ratio{suffix}"] = statistics.median(ratios)
+    row[f"{name}_time_ratio{suffix}_min"] = min(ratios)
+    row[f"{name}_time_ratio{suffix}_max"] = max(ratios)
 
 
 def _train_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
@@ -124,15 +132,25 @@ def _train_step(setting: Setting, renderer: bool, device: torch.device) -> Calla
     return step
 
 
-def _infer_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
-    model = _model(setting, renderer).to(device).eval()
+def _infer_step(
+    setting: Setting, renderer: bool, device: torch.device, **options: Any
+) -> Callable[[], None]:
+    model = _model(setting, renderer, **options).to(device).eval()
     image, _ = _inputs(setting, device)
 
     def step() -> None:
-        with torch.no_grad():
+        with torch.inference_mode():
             model(image)
 
     return step
+
+
+def _points_per_image(setting: Setting, device: torch.device, **options: Any) -> float:
+    """Cells the renderer re-predicts per image (mean over the batch)."""
+    model = _model(setting, True, **options).to(device).eval()
+    image, _ = _inputs(setting, device)
+    with torch.inference_mode():
+        return float(model(image).rendered.sum()) / setting.batch
 
 
 class DenseExperts(nn.Module):
@@ -182,7 +200,7 @@ def _fusion_steps(setting: Setting, device: torch.device, train: bool):
 
         return step
 
-    ours_step = run(lambda: ours([point_sample(f, coords) for f in features])[0])
+    ours_step = run(lambda: ours([point_sample(f, coords).transpose(1, 2) for f in features])[0])
     dense_step = run(lambda: dense(features, size, coords))
     return ours_step, dense_step
 
@@ -220,11 +238,18 @@ def run_overhead(
     for key in settings:
         setting = SETTINGS[key]
         row: dict[str, float] = {"repeats": repeats}
-        for name, make in (("train", _train_step), ("infer", _infer_step)):
-            steps = {label: make(setting, renderer, torch_device)
-                     for label, renderer in (("plain", False), ("morse", True))}
-            _compare(row, name, _interleaved(steps, torch_device, repeats, warmup),
-                     "morse", "plain")
+        steps = {label: _train_step(setting, renderer, torch_device)
+                 for label, renderer in (("plain", False), ("morse", True))}
+        _compare(row, "train", _interleaved(steps, torch_device, repeats, warmup),
+                 "morse", "plain")
+        steps = {"plain": _infer_step(setting, False, torch_device),
+                 "morse": _infer_step(setting, True, torch_device),
+                 "fixed": _infer_step(setting, True, torch_device, **FIXED)}
+        times = _interleaved(steps, torch_device, repeats, warmup)
+        _compare(row, "infer", times, "morse", "plain")
+        _compare(row, "infer", times, "fixed", "plain", suffix="_fixed")
+        row["points_morse"] = _points_per_image(setting, torch_device)
+        row["points_fixed"] = _points_per_image(setting, torch_device, **FIXED)
         for label, renderer in (("plain", False), ("morse", True)):
             row[f"train_mib_{label}"] = _peak_memory_child(key, renderer, device)
         row["train_memory_ratio"] = row["train_mib_morse"] / max(row["train_mib_plain"], 1e-9)
@@ -237,9 +262,9 @@ def run_overhead(
     return results
 
 
-def _ratio(row: dict[str, float], name: str) -> str:
-    return (f"{row[f'{name}_time_ratio']:>9.2f}  ({row[f'{name}_time_ratio_min']:.2f}-"
-            f"{row[f'{name}_time_ratio_max']:.2f})")
+def _ratio(row: dict[str, float], name: str, suffix: str = "") -> str:
+    key = f"{name}_time_ratio{suffix}"
+    return f"{row[key]:>9.2f}  ({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
 
 
 def format_rows(results: dict[str, dict[str, float]]) -> str:
@@ -254,6 +279,10 @@ def format_rows(results: dict[str, dict[str, float]]) -> str:
                      f"{row['train_mib_morse']:>12.0f}{row['train_memory_ratio']:>9.2f}")
         lines.append(f"  {'inference s':<16}{row['infer_s_plain']:>12.3f}"
                      f"{row['infer_s_morse']:>12.3f}{_ratio(row, 'infer')}")
+        lines.append(f"  {'  fixed budget':<16}{'':>12}{row['infer_s_fixed']:>12.3f}"
+                     f"{_ratio(row, 'infer', '_fixed')}")
+        lines.append(f"  {'points/image':<16}{'adaptive':>12}{row['points_morse']:>12.0f}")
+        lines.append(f"  {'':<16}{'fixed':>12}{row['points_fixed']:>12.0f}")
         lines.append(f"  {'fusion s':<16}{'dense':>12}{'points':>12}")
         lines.append(f"  {'':<16}{row['fusion_s_dense']:>12.3f}{row['fusion_s_points']:>12.3f}"
                      f"{row['dense_experts_time_ratio']:>9.1f}")

@@ -55,7 +55,7 @@ Maps = dict[str, torch.Tensor]
 and, when asked for and available, gate (B, S_experts, *S)."""
 
 
-@torch.no_grad()
+@torch.inference_mode()  # only numpy arrays leave, so no tensor escapes inference mode
 def predict_volume(
     model: Morse,
     image: np.ndarray,

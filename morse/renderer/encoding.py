@@ -24,7 +24,7 @@ class FourierEncoding(nn.Module):
 
     >>> enc = FourierEncoding(2, num_frequencies=4)
     >>> enc(torch.rand(3, 10, 2)).shape
-    torch.Size([3, 8, 10])
+    torch.Size([3, 10, 8])
     """
 
     def __init__(
@@ -46,7 +46,7 @@ class FourierEncoding(nn.Module):
             coords: (B, P, D) in [0, 1].
 
         Returns:
-            (B, 2F, P) channels-first, ready for Conv1d layers; fp32 (or wider) even under
+            (B, P, 2F) point-major (the renderer's rows); fp32 (or wider) even under
             autocast.
         """
         # Autocast would run the matmul in bf16 and move the phase of a 512-grid cell centre by
@@ -55,4 +55,4 @@ class FourierEncoding(nn.Module):
                                     torch.float32)
         with torch.autocast(coords.device.type, enabled=False):
             projected = 2 * math.pi * (2 * coords.to(dtype) - 1) @ self.matrix.to(dtype)
-        return torch.cat([projected.sin(), projected.cos()], dim=-1).transpose(1, 2)
+        return torch.cat([projected.sin(), projected.cos()], dim=-1)

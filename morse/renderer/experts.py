@@ -1,20 +1,68 @@
-"""Stochastic experts: one expert per feature scale, fused per point by a randomly thinned gate."""
+"""Stochastic experts: one expert per feature scale, fused per point by a randomly thinned gate.
+
+Point features travel as rows, (..., C) (the renderer passes (B, P, C)), so each 1x1 layer is
+one GEMM (``F.linear``) on the layers' ``Conv1d`` weights: the same arithmetic as a 1x1
+``Conv1d`` over (B, C, P), about 25% faster on CPU (and its backward about 2x), with the
+state dict unchanged.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PointMlp", "StochasticExperts", "ConcatFusion", "drop_experts_mask"]
+__all__ = [
+    "PointMlp", "StochasticExperts", "ConcatFusion", "drop_experts_mask", "linear_rows",
+    "split_linear_rows",
+]
+
+
+def linear_rows(conv: nn.Conv1d, rows: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` applied to rows: (..., C_in) -> (..., C_out), any strides."""
+    return F.linear(rows, conv.weight.squeeze(-1), conv.bias)
+
+
+def split_linear_rows(conv: nn.Conv1d, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` on the channel concatenation of ``blocks``, without concatenating.
+
+    ``W [x_1; x_2] = W_1 x_1 + W_2 x_2``: each block (..., c_i) meets its own columns of the
+    weight and the products accumulate in place, which saves writing the (..., sum c_i)
+    input. A strided block (e.g. sampled features, a transposed view) goes first, through
+    ``F.linear``, which reads it as it is; the others are flattened to 2D for ``addmm_``.
+    Returns (..., C_out).
+
+    >>> conv = nn.Conv1d(5, 3, 1)
+    >>> a, b = torch.randn(2, 4, 2), torch.randn(2, 4, 3)
+    >>> torch.allclose(split_linear_rows(conv, [a, b]), linear_rows(conv, torch.cat([a, b], -1)),
+    ...                atol=1e-6)
+    True
+    """
+    weight = conv.weight.squeeze(-1)
+    widths = [block.shape[-1] for block in blocks]
+    if sum(widths) != weight.shape[1]:
+        raise ValueError(f"blocks of {widths} channels for a layer of {weight.shape[1]} inputs")
+    columns = weight.split(widths, dim=1)
+    first = next((i for i, block in enumerate(blocks) if not block.is_contiguous()), 0)
+    out = F.linear(blocks[first], columns[first], conv.bias)
+    flat = out.view(-1, out.shape[-1])
+    for index, (block, part) in enumerate(zip(blocks, columns)):
+        if index != first:
+            # in place, so autocast leaves the dtypes to us: those of the first product
+            flat.addmm_(block.reshape(-1, block.shape[-1]).to(flat.dtype), part.t().to(flat.dtype))
+    return out
 
 
 class PointMlp(nn.Sequential):
     """1x1 ``Conv1d`` layers with ReLU over points: (B, C_in, P) -> (B, C_out, P).
 
-    >>> PointMlp(4, 8, num_layers=2)(torch.randn(1, 4, 6)).shape
-    torch.Size([1, 8, 6])
+    ``rows`` runs the same layers on rows (..., C_in) -> (..., C_out), the renderer's layout.
+
+    >>> mlp = PointMlp(4, 8, num_layers=2)
+    >>> mlp(torch.randn(1, 4, 6)).shape, mlp.rows(torch.randn(6, 4)).shape
+    (torch.Size([1, 8, 6]), torch.Size([6, 8]))
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
@@ -23,6 +71,20 @@ class PointMlp(nn.Sequential):
             layers += [nn.Conv1d(in_channels if index == 0 else out_channels, out_channels, 1)]
             layers += [nn.ReLU(inplace=True)]
         super().__init__(*layers)
+
+    @property
+    def entry(self) -> nn.Conv1d:
+        """The first (linear) layer: it commutes with linear interpolation."""
+        return self[0]
+
+    def rows(self, rows: torch.Tensor, entered: bool = False) -> torch.Tensor:
+        """(..., C_in) -> (..., C_out); ``entered``: ``rows`` already went through ``entry``."""
+        convs = list(self)[::2]
+        if entered:  # sampled rows are ours to overwrite (grid_sample's grad ignores them)
+            rows, convs = rows.relu_(), convs[1:]
+        for conv in convs:
+            rows = linear_rows(conv, rows).relu_()
+        return rows
 
 
 def drop_experts_mask(
@@ -67,6 +129,10 @@ class StochasticExperts(nn.Module):
     authors' code leaves them unnormalised (``renormalize=False``), which makes the fused
     feature's scale depend on how many experts were dropped.
 
+    The experts run one after the other: batching their second layers as one ``bmm`` needs
+    their inputs stacked, and the stacking copy costs what the batched GEMM saves (measured
+    on 32768 points, width 256: 0.36 s looped, 0.40 s stacked and batched).
+
     Args:
         in_channels: channels c_s of each scale's features, one expert per entry.
         width: shared expert width (paper: 256).
@@ -76,9 +142,9 @@ class StochasticExperts(nn.Module):
         dropout: dropout after the fusion MLP (paper: 0.1).
 
     >>> moe = StochasticExperts([8, 4], width=16)
-    >>> fused, gate = moe([torch.randn(2, 8, 5), torch.randn(2, 4, 5)])
+    >>> fused, gate = moe([torch.randn(10, 8), torch.randn(10, 4)])
     >>> fused.shape, gate.shape
-    (torch.Size([2, 16, 5]), torch.Size([2, 2, 5]))
+    (torch.Size([10, 16]), torch.Size([10, 2]))
     """
 
     def __init__(
@@ -102,37 +168,50 @@ class StochasticExperts(nn.Module):
         self.fuse = nn.Sequential(PointMlp(width, width, num_layers=1), nn.Dropout(dropout))
         self.out_channels = width
 
+    @property
+    def entries(self) -> list[nn.Conv1d]:
+        """Each expert's first layer (see ``PointMlp.entry``)."""
+        return [expert.entry for expert in self.experts]
+
     def forward(
-        self, point_features: Sequence[torch.Tensor], generator: torch.Generator | None = None
+        self,
+        point_features: Sequence[torch.Tensor],
+        generator: torch.Generator | None = None,
+        entered: Sequence[bool] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fuse per-scale point features.
 
         Args:
-            point_features: S tensors (B, c_s, P), in the order of ``in_channels``.
+            point_features: S tensors (..., c_s) (rows, e.g. (B, P, c_s)), in the order of
+                ``in_channels``; with ``entered[s]``, (..., width) rows that already went
+                through expert s's first layer.
             generator: optional generator for the expert dropping.
+            entered: per scale, whether its features come through the first layer already.
 
         Returns:
-            fused (B, width, P) and gate weights (B, S, P) (zero for dropped experts).
+            fused (..., width) and gate weights (..., S) (zero for dropped experts).
         """
-        outputs = torch.stack(
-            [expert(features) for expert, features in zip(self.experts, point_features)], 1
-        )  # (B, S, width, P)
-        weights = self.gate(outputs.flatten(1, 2)).softmax(dim=1)  # (B, S, P)
+        entered = entered or [False] * self.num_experts
+        outputs = [expert.rows(features, done)
+                   for expert, features, done in zip(self.experts, point_features, entered)]
+        weights = split_linear_rows(self.gate, outputs).softmax(dim=-1)  # (..., S)
         if self.training and self.stochastic and self.num_experts > 1:
             mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device, generator)
-            weights = weights * mask.to(weights.dtype).view(1, -1, 1)
+            weights = weights * mask.to(weights.dtype)
             if self.renormalize:
-                weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        fused = (outputs * weights.unsqueeze(2)).sum(dim=1)
-        return self.fuse(fused), weights
+                weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        fused = outputs[0] * weights[..., :1]
+        for index in range(1, self.num_experts):
+            fused.addcmul_(outputs[index], weights[..., index : index + 1])
+        return self.fuse[1](self.fuse[0].rows(fused)), weights
 
 
 class ConcatFusion(nn.Module):
     """The "experts off" ablation: concatenate all scales' point features, one MLP, no gate.
 
-    >>> fused, gate = ConcatFusion([8, 4], width=16)([torch.randn(2, 8, 5), torch.randn(2, 4, 5)])
+    >>> fused, gate = ConcatFusion([8, 4], width=16)([torch.randn(5, 8), torch.randn(5, 4)])
     >>> fused.shape, gate is None
-    (torch.Size([2, 16, 5]), True)
+    (torch.Size([5, 16]), True)
     """
 
     def __init__(self, in_channels: Sequence[int], width: int = 256, dropout: float = 0.1) -> None:
@@ -140,8 +219,18 @@ class ConcatFusion(nn.Module):
         self.fuse = nn.Sequential(PointMlp(sum(in_channels), width), nn.Dropout(dropout))
         self.out_channels = width
 
+    @property
+    def entries(self) -> list[nn.Conv1d]:
+        """No per-scale first layer (the one layer sees all scales at once)."""
+        return []
+
     def forward(
-        self, point_features: Sequence[torch.Tensor], generator: torch.Generator | None = None
+        self,
+        point_features: Sequence[torch.Tensor],
+        generator: torch.Generator | None = None,
+        entered: Sequence[bool] | None = None,
     ) -> tuple[torch.Tensor, None]:
-        """(S tensors (B, c_s, P)) -> fused (B, width, P), no gate."""
-        return self.fuse(torch.cat(list(point_features), dim=1)), None
+        """(S tensors (..., c_s)) -> fused (..., width), no gate."""
+        mlp = self.fuse[0]
+        first = split_linear_rows(mlp.entry, point_features)
+        return self.fuse[1](mlp.rows(first, entered=True)), None

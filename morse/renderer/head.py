@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from morse.renderer.experts import split_linear_rows
 
 __all__ = ["ImplicitPointHead"]
 
@@ -14,6 +18,8 @@ class ImplicitPointHead(nn.Module):
     Each hidden layer is a 1x1 ``Conv1d`` + ReLU whose input is the previous layer's output
     concatenated with the coarse logits ``c(x)``; the last layer maps to K logits. The same
     module is PointRend's head when the caller leaves the Fourier encoding out of ``features``.
+    The concatenations are never built: each layer multiplies every input block by its own
+    columns of the weight and sums (``split_linear_rows``), the same arithmetic.
 
     Args:
         in_channels: channels of the fine point features (encoding + fused features).
@@ -22,8 +28,8 @@ class ImplicitPointHead(nn.Module):
         num_layers: number of hidden layers (paper: 3).
 
     >>> head = ImplicitPointHead(in_channels=8, num_classes=3, hidden_channels=16)
-    >>> head(torch.randn(2, 8, 5), torch.randn(2, 3, 5)).shape
-    torch.Size([2, 3, 5])
+    >>> head([torch.randn(2, 5, 6), torch.randn(2, 5, 2)], torch.randn(2, 5, 3)).shape
+    torch.Size([2, 5, 3])
     """
 
     def __init__(
@@ -36,19 +42,19 @@ class ImplicitPointHead(nn.Module):
             self.layers.append(nn.Conv1d(width + num_classes, hidden_channels, 1))
             width = hidden_channels
         self.predictor = nn.Conv1d(width + num_classes, num_classes, 1)
-        self.activation = nn.ReLU(inplace=True)
 
-    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> torch.Tensor:
         """Predict logits at points.
 
         Args:
-            features: (B, C_in, P) fine point features.
-            coarse: (B, K, P) coarse logits at the same points.
+            features: blocks (..., c_i) of the fine point features (rows, e.g. (B, P, c_i)),
+                ``sum c_i == in_channels`` (their concatenation, in order, is the input).
+            coarse: (..., K) coarse logits at the same points.
 
         Returns:
-            (B, K, P) point logits.
+            (..., K) point logits.
         """
-        hidden = features
+        hidden = list(features)
         for layer in self.layers:
-            hidden = self.activation(layer(torch.cat([hidden, coarse], dim=1)))
-        return self.predictor(torch.cat([hidden, coarse], dim=1))
+            hidden = [split_linear_rows(layer, [*hidden, coarse]).relu_()]
+        return split_linear_rows(self.predictor, [*hidden, coarse])

@@ -3,25 +3,45 @@
 It takes what a backbone gives (coarse logits and feature maps at S scales) and nothing else,
 so it fits into any training loop. Shapes: B images, K classes, S feature scales, P points,
 D spatial dims, ``*S`` spatial shape.
+
+Precision: under bf16 autocast (``train.precision=bf16``, which also covers prediction) the
+point MLPs run in bf16 while coordinates, sampling and the rendered logits stay fp32. On a CPU
+with bf16 instructions (2D, paper sizes, one thread) that made the renderer 2.3x faster at
+inference and 2.4x in training; on four trained demo runs the rendered labels agreed with
+fp32 on 99.94% of validation voxels (renderer alone in bf16; 99.8% with the backbone too),
+rendered Dice within 0.0006. It stays opt-in: CPUs and GPUs without native bf16 run it slower.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from morse.renderer.config import RendererConfig, default_train_points, renderer_config
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
-from morse.renderer.points import point_sample, sample_training_points
-from morse.renderer.render import subdivision_render
+from morse.renderer.points import sample_rows, sample_training_points, sampling_grid
+from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
-__all__ = ["MorseRenderer", "PointPrediction", "Rendering"]
+__all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
+
+
+class PointInputs(NamedTuple):
+    """What the point function reads, prepared once per pass (``MorseRenderer.prepare``)."""
+
+    maps: list[torch.Tensor]
+    """S maps (B, c_s, *S_s), or (B, width, *S_s) where ``entered``."""
+    entered: list[bool]
+    """Per scale: the map already went through its expert's first layer."""
+    coarse: torch.Tensor
+    """(B, K, *S) the coarse logits."""
 
 
 class PointPrediction(NamedTuple):
@@ -141,10 +161,46 @@ class MorseRenderer(nn.Module):
         Returns:
             logits (B, K, P) and gate weights (B, S, P) or None when experts are off.
         """
-        fused, gate = self.fusion([point_sample(maps, coords) for maps in features])
-        coarse_at_points = point_sample(coarse, coords)
-        fine = fused if self.encoding is None else torch.cat([self.encoding(coords), fused], 1)
-        return self.head(fine, coarse_at_points), gate
+        return self._point_logits(self.prepare(features, coarse, coords.shape[1]), coords)
+
+    def prepare(
+        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, num_points: int
+    ) -> PointInputs:
+        """The maps to read points from, once for all the points of a pass (any chunking).
+
+        A linear layer commutes with linear interpolation (``grid_sample`` weights sum to 1,
+        border padding included), so an expert's first layer can run on its map, cell by
+        cell, before sampling: exact up to float rounding, gradients included. It pays where
+        the map has fewer cells than there are points per image and at least as many
+        channels as the layer's output, so that sampling reads no more channels than before
+        (the UNet's coarsest scale). Measured at paper sizes, CPU time of rendering 2D / 3D:
+        1.76 / 0.60 s with that rule, 1.92 / 0.61 s never entering, 1.85 / 0.74 s entering
+        every map with fewer cells than points (sampling 256 channels instead of 64-128).
+
+        Args:
+            features: S maps (B, c_s, *S_s).
+            coarse: (B, K, *S).
+            num_points: points per image that will be read (all steps and chunks together).
+        """
+        entries = self.fusion.entries
+        maps, entered = [], []
+        for index, feature_map in enumerate(features):
+            enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
+                     and feature_map.shape[1] >= entries[index].out_channels)
+            maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
+            entered.append(enter)
+        return PointInputs(maps, entered, coarse)
+
+    def _point_logits(
+        self, inputs: PointInputs, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``point_logits`` from prepared maps: logits (B, K, P), gate (B, S, P) or None."""
+        grid = sampling_grid(coords)
+        rows = [sample_rows(maps, grid) for maps in inputs.maps]
+        fused, gate = self.fusion(rows, entered=inputs.entered)
+        fine = [fused] if self.encoding is None else [self.encoding(coords), fused]
+        logits = self.head(fine, sample_rows(inputs.coarse, grid)).transpose(1, 2)
+        return logits, None if gate is None else gate.transpose(1, 2)
 
     def render(
         self,
@@ -153,6 +209,9 @@ class MorseRenderer(nn.Module):
         output_size: Sequence[int] | None = None,
     ) -> Rendering:
         """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
+
+        The budget is adaptive by default: only cells whose coarse margin is below
+        ``render_margin`` are rendered, at most N per step, N capped by ``render_share``.
 
         Args:
             features: S maps (B, c_s, *S_s), coarsest first.
@@ -166,18 +225,25 @@ class MorseRenderer(nn.Module):
         """
         self.check_inputs(features, coarse)
         cfg = self.config
-        point_fn = functools.partial(self._chunked_point_logits, features, coarse)
+        sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, cfg.render_upsample,
+                                  output_size)
+        budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
+                         math.prod(size)) for size in sizes)
+        point_fn = functools.partial(self._chunked_point_logits,
+                                     self.prepare(features, coarse, budget))
         return Rendering(*subdivision_render(
             coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
-            output_size,
+            output_size, cfg.render_margin, cfg.render_share,
         ))
 
     def _chunked_point_logits(
-        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, coords: torch.Tensor
+        self, inputs: PointInputs, coords: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``point_logits`` on at most ``render_chunk`` points at a time (bounds memory)."""
+        """``_point_logits`` on at most ``render_chunk`` points at a time (bounds memory)."""
         chunk = self.config.render_chunk or coords.shape[1]
-        parts = [self.point_logits(features, coarse, part) for part in coords.split(chunk, 1)]
+        parts = [self._point_logits(inputs, part) for part in coords.split(chunk, 1)]
+        if len(parts) == 1:
+            return parts[0]
         logits = torch.cat([part[0] for part in parts], dim=2)
         gate = None if parts[0][1] is None else torch.cat([part[1] for part in parts], dim=2)
         return logits, gate
@@ -215,3 +281,8 @@ def check_task(num_classes: int, spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
+
+
+def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
+    """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
+    return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)

@@ -19,12 +19,52 @@ import torch.nn.functional as F
 
 __all__ = [
     "point_sample",
+    "sampling_grid",
+    "sample_at",
+    "sample_rows",
     "margin_uncertainty",
     "sample_training_points",
     "cell_centres",
     "most_uncertain_cells",
     "scatter_to_grid",
 ]
+
+
+def sampling_grid(coords: torch.Tensor) -> torch.Tensor:
+    """``grid_sample``'s grid for points: (B, P, D) in [0, 1] -> (B, P, 1[, 1], D) in [-1, 1].
+
+    Compute it once and read every map of the same points with ``sample_at``.
+    """
+    spatial_dims = coords.shape[-1]
+    # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
+    grid = (2.0 * coords - 1.0).flip(-1)
+    return grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
+
+
+def sample_at(maps: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Read ``maps`` (B, C, *S) at a ``sampling_grid``: (B, C, P), fp32 (or wider)."""
+    spatial_dims = maps.dim() - 2
+    if grid.shape[-1] != spatial_dims:
+        raise ValueError(
+            f"coords have {grid.shape[-1]} coordinates per point but the maps are "
+            f"{spatial_dims}D (shape {tuple(maps.shape)})"
+        )
+    # Cast the maps up, never the grid down: in bf16 a coordinate near 1 is off by 1/256, which
+    # is a whole cell of a 512 grid. Sampling runs in (at least) fp32 and returns that dtype.
+    dtype = torch.promote_types(torch.promote_types(maps.dtype, grid.dtype), torch.float32)
+    values = F.grid_sample(
+        maps.to(dtype), grid.to(dtype), mode=mode, padding_mode="border", align_corners=False
+    )
+    return values.view(maps.shape[0], maps.shape[1], grid.shape[1])
+
+
+def sample_rows(maps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``sample_at`` as rows, the renderer's layout: (B, C, *S) -> (B, P, C).
+
+    A transposed view, not a copy: ``F.linear`` reads it as it is (copying it would cost a
+    third of the GEMM that follows).
+    """
+    return sample_at(maps, grid).transpose(1, 2)
 
 
 def point_sample(
@@ -44,22 +84,7 @@ def point_sample(
     >>> point_sample(grid, torch.tensor([[[0.25, 0.75], [0.5, 0.5]]]))
     tensor([[[1.0000, 1.5000]]])
     """
-    spatial_dims = maps.dim() - 2
-    if coords.shape[-1] != spatial_dims:
-        raise ValueError(
-            f"coords have {coords.shape[-1]} coordinates per point but the maps are "
-            f"{spatial_dims}D (shape {tuple(maps.shape)})"
-        )
-    # grid_sample wants [-1, 1] and the last axis ordered (x, y[, z]) = reversed tensor axes.
-    grid = (2.0 * coords - 1.0).flip(-1)
-    grid = grid.view(coords.shape[0], coords.shape[1], *([1] * (spatial_dims - 1)), spatial_dims)
-    # Cast the maps up, never the grid down: in bf16 a coordinate near 1 is off by 1/256, which
-    # is a whole cell of a 512 grid. Sampling runs in (at least) fp32 and returns that dtype.
-    dtype = torch.promote_types(torch.promote_types(maps.dtype, grid.dtype), torch.float32)
-    values = F.grid_sample(
-        maps.to(dtype), grid.to(dtype), mode=mode, padding_mode="border", align_corners=False
-    )
-    return values.view(maps.shape[0], maps.shape[1], coords.shape[1])
+    return sample_at(maps, sampling_grid(coords), mode)
 
 
 def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
@@ -150,20 +175,25 @@ def cell_centres(indices: torch.Tensor, spatial_shape: Sequence[int]) -> torch.T
 
 
 def most_uncertain_cells(
-    logits: torch.Tensor, num_points: int, exclude: torch.Tensor | None = None
+    logits: torch.Tensor,
+    num_points: int,
+    exclude: torch.Tensor | None = None,
+    fill: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The N grid cells whose current prediction is least sure (inference).
 
     Args:
         logits: (B, K, *S) current logits on the grid.
         num_points: N; clipped to the cells left (see below).
-        exclude: optional (B, prod(S)) bool, cells not to pick (already rendered).
+        exclude: optional (B, prod(S)) bool, cells not to pick (already rendered, certain).
+        fill: when images have different numbers of cells left, N' is the most of them
+            (clipped to N) and an image with fewer gets excluded cells to fill its row (find
+            them with ``exclude.gather(1, indices)``); without it, the fewest.
 
     Returns:
-        indices (B, N') flat cell indices, unique per image and never excluded, and their
-        fp32 centres (B, N', D). N' = min(N, cells not excluded), the fewest over the batch
-        when images have different numbers of excluded cells (in subdivision rendering they
-        all have the same); N' = 0 when no cell is left.
+        indices (B, N') flat cell indices, unique per image and never excluded (unless
+        ``fill``), and their fp32 centres (B, N', D). N' = min(N, cells not excluded), the
+        fewest (``fill``: the most) over the batch; N' = 0 when no cell is left.
 
     >>> logits = torch.tensor([[[0.0, 1.0, 3.0]]]).expand(1, 2, 3).clone()
     >>> logits[0, 1] = torch.tensor([0.0, 0.0, 0.0])
@@ -176,7 +206,8 @@ def most_uncertain_cells(
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
         # topk would fill N beyond the cells left with excluded ones (-inf ranks last, not out)
-        num_points = min(num_points, int((~exclude).sum(1).min()))
+        left = (~exclude).sum(1)
+        num_points = min(num_points, int(left.max() if fill else left.min()))
     indices = uncertainty.topk(num_points, dim=1).indices
     return indices, cell_centres(indices, spatial_shape)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from morse.renderer.points import most_uncertain_cells, scatter_to_grid
+from morse.renderer.points import margin_uncertainty, most_uncertain_cells, scatter_to_grid
 
-__all__ = ["plan_render_sizes", "subdivision_render"]
+__all__ = ["plan_render_sizes", "step_points", "subdivision_render"]
 
 PointResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 PointFn = Callable[[torch.Tensor], PointResult]
@@ -68,6 +69,17 @@ def _split(result: PointResult) -> tuple[torch.Tensor, torch.Tensor | None]:
     return result if isinstance(result, tuple) else (result, None)
 
 
+def step_points(num_points: int, size: Sequence[int], max_share: float | None = None) -> int:
+    """N for one step on a grid of ``size``: ``num_points``, at most ``max_share`` of its cells.
+
+    >>> step_points(8192, (256, 256), 0.125), step_points(8192, (84, 206), 0.125)
+    (8192, 2163)
+    """
+    if max_share is None:
+        return num_points
+    return min(num_points, max(1, int(max_share * math.prod(size))))
+
+
 def subdivision_render(
     coarse: torch.Tensor,
     point_fn: PointFn | None,
@@ -75,6 +87,8 @@ def subdivision_render(
     steps: int = 2,
     upsample: bool = False,
     output_size: Sequence[int] | None = None,
+    max_margin: float | None = None,
+    max_share: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
@@ -83,6 +97,11 @@ def subdivision_render(
     writes them back. Cells rendered in an earlier step at the same grid size are not picked
     again, so no cell is rendered twice in one pass (a step with no cell left renders none).
     Cells never picked keep the interpolated coarse logits exactly.
+
+    Adaptive budget: with ``max_margin``, a cell whose top-2 logit margin (largest minus
+    second largest) is at least ``max_margin`` is certain and is never rendered, so a step
+    renders the uncertain cells only, up to N. With ``max_share``, N is at most that share of
+    the step's grid cells (``step_points``).
 
     Steps and ranking: on one grid (no ``upsample``) the rendered cells are left out of the
     next ranking and no other cell changes, so the rendered values never re-rank anything:
@@ -103,6 +122,8 @@ def subdivision_render(
         steps: number of rounds; 0 returns the (resized) coarse logits.
         upsample: double the grid at each step (see ``plan_render_sizes``).
         output_size: the grid to render on (e.g. the scan's own), default see above.
+        max_margin: None renders N cells per step whatever their margin (the paper).
+        max_share: None lets N be any share of the grid.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -117,21 +138,48 @@ def subdivision_render(
         if tuple(logits.shape[2:]) != size:
             logits, rendered, gate = _resize_all(logits, rendered, gate, size)
             exclude = None
-        indices, coords = most_uncertain_cells(logits, num_points, exclude)
+        skip = _or(exclude, _certain(logits, max_margin))
+        indices, coords = most_uncertain_cells(
+            logits, step_points(num_points, size, max_share), skip, fill=True)
         if indices.shape[1] == 0:
             continue
+        # with the margin, images of a batch have different numbers of uncertain cells: the
+        # rows are filled with skipped cells, which keep their values
+        keep = None if skip is None else skip.gather(1, indices)
         values, point_gate = _split(point_fn(coords))
-        logits = scatter_to_grid(logits, indices, values)
+        logits = scatter_to_grid(logits, indices, _unless(keep, values, logits, indices))
         if point_gate is not None:
             if gate is None:
                 gate = logits.new_zeros(logits.shape[0], point_gate.shape[1], *size)
-            gate = scatter_to_grid(gate, indices, point_gate)
-        picked = torch.zeros_like(rendered.flatten(1)).scatter_(1, indices, True)
+            gate = scatter_to_grid(gate, indices, _unless(keep, point_gate, gate, indices))
+        picked = torch.zeros_like(rendered.flatten(1)).scatter_(
+            1, indices, True if keep is None else ~keep)
         exclude = picked if exclude is None else exclude | picked
         rendered = rendered | picked.view_as(rendered)
     if output_size is not None and tuple(logits.shape[2:]) != tuple(output_size):
         logits, rendered, gate = _resize_all(logits, rendered, gate, output_size)
     return logits, rendered, gate
+
+
+def _certain(logits: torch.Tensor, max_margin: float | None) -> torch.Tensor | None:
+    """(B, prod(S)) bool: top-2 margin at least ``max_margin``; None without a margin."""
+    if max_margin is None:
+        return None
+    return (margin_uncertainty(logits) <= -max_margin).flatten(1)
+
+
+def _or(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a | b
+
+
+def _unless(
+    keep: torch.Tensor | None, values: torch.Tensor, grid: torch.Tensor, indices: torch.Tensor
+) -> torch.Tensor:
+    """``values`` (B, C, N), with the grid's own values where ``keep`` (B, N) is True."""
+    if keep is None:
+        return values
+    current = grid.flatten(2).gather(2, indices.unsqueeze(1).expand(-1, grid.shape[1], -1))
+    return torch.where(keep.unsqueeze(1), current, values.to(current.dtype))
 
 
 def _resize_all(

@@ -1,0 +1,96 @@
+"""The renderer's fast point path (rows, split weights, first layers on coarse maps) computes
+what the straightforward path does: 1x1 Conv1d layers on concatenated (B, C, P) features."""
+
+import pytest
+import torch
+
+from morse.renderer.module import MorseRenderer
+from morse.renderer.points import point_sample
+from morse.renderer.render import subdivision_render
+
+SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
+             stochastic_gating=False, render_margin=None, render_share=None)
+
+
+def straightforward_point_logits(renderer, features, coarse, coords):
+    """The reference: sample every map, Conv1d experts on (B, C, P), stacked and concatenated."""
+    fusion, head = renderer.fusion, renderer.head
+    sampled = [point_sample(maps, coords) for maps in features]
+    outputs = torch.stack([expert(x) for expert, x in zip(fusion.experts, sampled)], 1)
+    weights = fusion.gate(outputs.flatten(1, 2)).softmax(dim=1)
+    fused = fusion.fuse((outputs * weights.unsqueeze(2)).sum(dim=1))
+    at_points = point_sample(coarse, coords)
+    hidden = torch.cat([renderer.encoding(coords).transpose(1, 2), fused], 1)
+    for layer in head.layers:
+        hidden = torch.relu(layer(torch.cat([hidden, at_points], 1)))
+    return head.predictor(torch.cat([hidden, at_points], 1)), weights
+
+
+def _setup(spatial_dims, batch=2):
+    torch.manual_seed(0)
+    renderer = MorseRenderer([16, 20, 6], 3, spatial_dims, render_points=50, **SIZES)
+    sizes = [2, 4, 8] if spatial_dims == 3 else [4, 8, 16]
+    generator = torch.Generator().manual_seed(1)
+    features = [torch.randn(batch, c, *[s] * spatial_dims, generator=generator)
+                for c, s in zip([16, 20, 6], sizes)]
+    coarse = torch.randn(batch, 3, *[sizes[-1]] * spatial_dims, generator=generator) * 3
+    # 100 points, width 16: the two coarse maps (16 or 8 and 64 cells, 16 and 20 channels)
+    # enter their experts' first layer as maps, the finest (256 or 512 cells, 6 channels) does
+    # not; the corners test the border padding
+    coords = torch.rand(batch, 100, spatial_dims, generator=generator)
+    coords[:, :2] = torch.tensor([0.0, 1.0]).view(1, 2, 1)
+    return renderer, features, coarse, coords
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_fast_point_logits_equal_the_straightforward_path(spatial_dims):
+    renderer, features, coarse, coords = _setup(spatial_dims)
+    renderer.eval()
+    inputs = renderer.prepare(features, coarse, coords.shape[1])
+    assert inputs.entered == [True, True, False]
+    with torch.no_grad():
+        logits, gate = renderer.point_logits(features, coarse, coords)
+        expected_logits, expected_gate = straightforward_point_logits(
+            renderer, features, coarse, coords)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gate, expected_gate, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_fast_point_path_gives_the_straightforward_gradients(spatial_dims):
+    renderer, features, coarse, coords = _setup(spatial_dims)
+    renderer.train()
+    weight = torch.randn(2, 3, 100)
+    grads = []
+    for fn in (renderer.point_logits,
+               lambda f, c, x: straightforward_point_logits(renderer, f, c, x)):
+        leaves = [maps.clone().requires_grad_() for maps in [*features, coarse]]
+        renderer.zero_grad()
+        logits, gate = fn(leaves[:-1], leaves[-1], coords)
+        ((logits * weight).sum() + gate[:, 0].sum()).backward()
+        grads.append([leaf.grad for leaf in leaves]
+                     + [p.grad.clone() for p in renderer.parameters()])
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_rendering_equals_rendering_with_the_straightforward_point_function(spatial_dims):
+    renderer, features, coarse, _ = _setup(spatial_dims)
+    renderer.eval()
+    assert renderer.prepare(features, coarse, 100).entered == [True, True, False]
+    with torch.no_grad():
+        out = renderer.render(features, coarse, output_size=[20] * spatial_dims)
+        expected = subdivision_render(
+            coarse, lambda coords: straightforward_point_logits(renderer, features, coarse, coords),
+            50, 2, output_size=[20] * spatial_dims)
+    assert torch.equal(out.rendered, expected[1])
+    torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.gate, expected[2], atol=1e-6, rtol=1e-5)
+
+
+def test_only_coarse_maps_at_least_as_wide_as_the_experts_enter_them():
+    renderer = MorseRenderer([8, 16, 16], 3, 2, **SIZES)  # expert width 16
+    features = [torch.randn(1, 8, 2, 2), torch.randn(1, 16, 2, 2), torch.randn(1, 16, 16, 16)]
+    entered = renderer.prepare(features, torch.randn(1, 3, 16, 16), num_points=100).entered
+    assert entered == [False, True, False]  # too narrow; entered; more cells than points

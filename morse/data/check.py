@@ -16,12 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .dataset_json import DatasetSpec, parse_dataset_json
 from .nnunet import CaseFiles, inspect_case, list_cases, split_channel_file
+from .validate import read_json
 from .volume import DataError, display_path
 
 __all__ = ["DatasetCheck", "Problem", "check_dataset", "format_problems", "inspect_dataset"]
@@ -48,14 +48,11 @@ def format_problems(problems: list[Problem]) -> str:
 
 
 def _check_json(root: Path) -> tuple[DatasetSpec | None, list[Problem]]:
-    path = root / "dataset.json"
-    if not path.is_file():
-        fix = "write dataset.json with channel_names, labels, file_ending and numTraining"
-        return None, [Problem("dataset.json", f"not found; {fix}")]
+    fix = "not found; write dataset.json with channel_names, labels, file_ending and numTraining"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, [Problem("dataset.json", f"not valid JSON ({exc}); fix the syntax")]
+        data = read_json(root / "dataset.json", fix)
+    except DataError as error:
+        return None, [Problem("dataset.json", str(error).split(": ", 1)[1])]
     spec, texts = parse_dataset_json(data, root)
     return spec, [Problem("dataset.json", t) for t in texts]
 

@@ -12,11 +12,11 @@ nnU-Net v2 writes ``{"channel_names": {"0": "CT"}, "labels": {"background": 0, "
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .validate import read_json
 from .volume import DataError
 
 __all__ = ["DatasetSpec", "parse_dataset_json", "read_dataset_json", "SUPPORTED_ENDINGS"]
@@ -190,15 +190,8 @@ def read_dataset_json(root: str | Path) -> DatasetSpec:
     """
     root = Path(root)
     path = root / "dataset.json"
-    if not path.is_file():
-        raise DataError(
-            f"{path}: not found; a dataset folder needs dataset.json with channel_names, "
-            "labels, file_ending and numTraining"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc
+    data = read_json(path, "not found; a dataset folder needs dataset.json with "
+                     "channel_names, labels, file_ending and numTraining")
     spec, problems = parse_dataset_json(data, root)
     if problems or spec is None:
         raise DataError(f"{path}: " + "; ".join(problems))

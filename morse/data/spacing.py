@@ -14,10 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .validate import read_json
 from .volume import DataError, Volume
 
 __all__ = ["SpacingOf", "load_each", "spacing_lookup", "spacing_of", "read_spacing_file"]
@@ -40,12 +40,7 @@ def _checked(value: object, where: str) -> tuple[float, ...]:
 def read_spacing_file(path: str | Path) -> dict[str, tuple[float, ...]]:
     """``{case id: (s0, s1, s2)}`` from a JSON spacing file (DataError naming the entry)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: spacing file not found; fix data.spacing_file")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc
+    data = read_json(path, "spacing file not found; fix data.spacing_file")
     if not isinstance(data, dict):
         raise DataError(f'{path}: expected {{"case0001": [0.76, 0.76, 3.0], ...}}')
     return {str(case): _checked(value, f'{path}: "{case}"') for case, value in data.items()}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .validate import read_json
 from .volume import DataError
 
 __all__ = [
@@ -128,12 +129,7 @@ def load_split(path: str | Path, known_cases: Iterable[str] | None = None) -> Sp
         DataError: missing file, bad JSON or keys, a case in two subsets, or an unknown case.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: split file not found; create it with save_split")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc
+    data = read_json(path, "split file not found; create it with save_split")
     if not isinstance(data, dict) or any(not isinstance(data.get(k, []), list) for k in SUBSETS):
         raise DataError(f'{path}: expected {{"train": [...], "val": [...], "test": [...]}}')
     extra = sorted(set(data) - set(SUBSETS))

@@ -13,14 +13,16 @@ can list every problem and a loader can raise the first one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .volume import DataError
 
-__all__ = ["label_problem", "checked_label", "image_problem"]
+__all__ = ["label_problem", "checked_label", "image_problem", "read_json"]
 
 
 def label_problem(
@@ -75,3 +77,18 @@ def image_problem(image: np.ndarray) -> str | None:
     if bad:
         return f"has {bad} NaN or infinite voxels; fix the conversion or replace them"
     return None
+
+
+def read_json(path: Path, missing: str) -> Any:
+    """The content of a JSON file the user wrote; DataError naming the file and the fix.
+
+    Args:
+        path: the file.
+        missing: what to say when it does not exist, e.g. "split file not found; ...".
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); fix the syntax") from exc

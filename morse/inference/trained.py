@@ -20,7 +20,7 @@ from morse.training.checkpoint import (
     validate_checkpoint,
 )
 
-__all__ = ["TrainedRun", "load_run", "load_trained", "resolve_checkpoint", "predict_case"]
+__all__ = ["TrainedRun", "load_run", "resolve_checkpoint", "predict_case"]
 
 
 def resolve_checkpoint(source: str | Path, which: str | None = None) -> Path:
@@ -104,14 +104,6 @@ def _without_pretrained(cfg: Config) -> Config:
     the file may be gone (another machine, a moved folder)."""
     options = {k: v for k, v in cfg.model.backbone_options.items() if k != "pretrained"}
     return replace(cfg, model=replace(cfg.model, backbone_options=options))
-
-
-def load_trained(
-    source: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Morse, Config, list[str]]:
-    """The model, config and class names of a checkpoint (see :func:`load_run`)."""
-    run = load_run(source, device)
-    return run.model, run.config, run.class_names
 
 
 def predict_case(model: Morse, cfg: Config, volume: Volume, device, **options) -> VolumePrediction:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import DEFAULT_TEMPLATE_DIR, DataError, Volume, load_atlas_demo
+from morse.data import DEFAULT_TEMPLATE_DIR, Volume, load_atlas_demo
 from morse.data.formats import atlas_demo_split
 from morse.data.prepare import load_eval_volumes, prepare_data
 
@@ -41,13 +41,13 @@ def test_demo_split_of_the_real_brain_has_every_class_in_test():
     assert np.unique(np.concatenate([v.label.ravel() for v in split["train"]])).size == 11
 
 
-def test_2d_slices_that_backbones_cannot_take_are_named_with_the_fix(tmp_path):
+def test_2d_slices_that_backbones_cannot_take_are_padded_for_training(tmp_path):
     from test_cli import make_dataset
 
-    root = make_dataset(tmp_path / "Dataset002", shape=(30, 32, 4))
+    root = make_dataset(tmp_path / "Dataset002", shape=(30, 33, 4))
     cfg = load_config("demo", ["data.format=nnunet", f"data.root={root}", "data.slice_size=null"])
-    with pytest.raises(DataError, match=r"data.slice_size=\[32,32\]"):
-        prepare_data(cfg.data)
+    sample = prepare_data(cfg.data).train[0]
+    assert tuple(sample["image"].shape[1:]) == (32, 64)
 
 
 @pytest.mark.skipif(not (Path(DEFAULT_TEMPLATE_DIR) / "aal.nii.gz").exists(),

@@ -30,7 +30,9 @@ class _Bands(torch.nn.Module):
 
 def _band_model(spatial_dims: int, upsample: bool, points: int = 64):
     torch.manual_seed(0)
-    model = small_morse(spatial_dims, render_points=points, render_upsample=upsample)
+    # the fixed budget: the bands are certain everywhere, so the adaptive one renders nothing
+    model = small_morse(spatial_dims, render_points=points, render_upsample=upsample,
+                        render_margin=None)
     model.backbone = _Bands(model.backbone)
     return model.eval()
 
@@ -62,3 +64,12 @@ def test_gate_map_names_the_dominant_expert_exactly_where_the_renderer_worked(
     assert prediction.gate.max() <= scales
     assert 0 < prediction.rendered_points.mean() < 1
     assert predict_volume(model, image, patch_size=patch).gate is None
+
+
+def test_a_model_certain_everywhere_renders_nothing_and_gives_an_empty_gate_map():
+    image = np.random.default_rng(2).normal(size=(1, 40, 36, 2)).astype(np.float32)
+    model = small_morse(2, render_points=1000).eval()
+    model.backbone = _Bands(model.backbone)
+    prediction = predict_volume(model, image, gate=True)
+    assert not prediction.rendered_points.any() and not prediction.gate.any()
+    np.testing.assert_array_equal(prediction.rendered, prediction.coarse)

@@ -221,7 +221,7 @@ class MorseRenderer(nn.Module):
 
         Returns:
             ``Rendering`` (logits (B, K, *S_out), rendered (B, 1, *S_out) bool, gate
-            (B, S, *S_out) or None).
+            (B, S, *S_out), zeros where nothing was rendered; None with experts off).
         """
         self.check_inputs(features, coarse)
         cfg = self.config
@@ -231,10 +231,14 @@ class MorseRenderer(nn.Module):
                          math.prod(size)) for size in sizes)
         point_fn = functools.partial(self._chunked_point_logits,
                                      self.prepare(features, coarse, budget))
-        return Rendering(*subdivision_render(
+        logits, rendered, gate = subdivision_render(
             coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
             output_size, cfg.render_margin, cfg.render_share,
-        ))
+        )
+        if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
+            gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),
+                                    *logits.shape[2:])
+        return Rendering(logits, rendered, gate)
 
     def _chunked_point_logits(
         self, inputs: PointInputs, coords: torch.Tensor

@@ -9,6 +9,8 @@
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
     morse config PRESET_OR_FILE [section.key=value ...]
+    morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
+                  [--subset val|test] [--quick]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
 """
@@ -215,7 +217,47 @@ class Report:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand)
+def _seed(text: str) -> int:
+    """An integer seed; anything else most likely is an override typed after the options."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed (an integer); put section.key=value overrides right "
+            "after CONFIG, before the options") from None
+
+
+@dataclass
+class Compare:
+    """Train and score ablation variants over seeds with one budget, then one table: means ±
+    std over seeds and paired bootstrap differences to the plain backbone. Run it again to
+    resume: finished runs are skipped, interrupted ones continue from last.pt."""
+
+    name: ClassVar[str] = "compare"
+    config: str = _option("config file or preset name")
+    output: str = _option("comparison folder: DIR/<variant>/seed<k>/ and the table",
+                          "-o", "--output", required=True)
+    overrides: list[str] = _option("section.key=value overrides for every run (before the "
+                                   "options)", nargs="*", default_factory=list)
+    variants: list[str] | None = _option("plain pointrend no-gating no-fourier morse (default: "
+                                         "all; --quick: plain morse)", "--variants", nargs="+",
+                                         default=None)
+    seeds: list[int] | None = _option("values of train.seed (default: 0 1 2; --quick: 0)",
+                                      "--seeds", nargs="+", type=_seed, default=None)
+    subset: str = _option("score on val (choose settings) or test (report once)", "--subset",
+                          default="val", choices=["val", "test"])
+    quick: bool = _option("tiny budget and widths: proves the harness in about a minute",
+                          "--quick", default=False, action="store_true")
+
+    def run(self) -> int:
+        from morse.experiments.compare import compare
+
+        compare(self.config, self.overrides, output=self.output, variants=self.variants,
+                seeds=self.seeds, subset=self.subset, quick=self.quick)
+        return 0
+
+
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,6 +135,7 @@ def test_quick_comparison_end_to_end_skips_finished_runs_and_resumes_an_interrup
     text = (out / "comparison.md").read_text()
     assert f"morse compare {config} --variants plain morse --seeds 0 -o {out} --subset val" in text
     assert "**val**" in text and "HD95 (mm)" in text and "NSD@2 mm" in text
+    assert "Checkpoints scored: best.pt" in text
     assert (out / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
 
     calls = []

@@ -196,6 +196,13 @@ def _paired_table(comparison: dict) -> list[str]:
     return lines
 
 
+def _checkpoint_files(comparison: dict) -> str:
+    """The checkpoint files the runs were scored with, e.g. ``"best.pt"``."""
+    files = {scored["file"] for by_seed in comparison["checkpoints"].values()
+             for scored in by_seed.values() if scored}
+    return ", ".join(sorted(files)) or "not recorded"
+
+
 def format_markdown(comparison: dict, figure: str | None = None) -> str:
     """``comparison.md``: the command, the subset, the table and the paired differences."""
     boot = comparison["bootstrap"]
@@ -207,7 +214,8 @@ def format_markdown(comparison: dict, figure: str | None = None) -> str:
         "Each cell: mean ± standard deviation over seeds of the foreground mean (the mean "
         "over classes of the per-class means over cases). Distances in "
         f"{comparison['distance_unit']}; the renderer's variants list their rendered output "
-        "and, beside it, their coarse (backbone) output.", "",
+        "and, beside it, their coarse (backbone) output. Checkpoints scored: "
+        f"{_checkpoint_files(comparison)} (each run's file and step in comparison.json).", "",
         *_summary_table(comparison), "",
     ]
     if comparison["paired"]:

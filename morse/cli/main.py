@@ -246,7 +246,7 @@ class Compare:
                                       "--seeds", nargs="+", type=_seed, default=None)
     subset: str = _option("score on val (choose settings) or test (report once)", "--subset",
                           default="val", choices=["val", "test"])
-    quick: bool = _option("tiny budget and widths: proves the harness in about a minute",
+    quick: bool = _option("tiny budget and widths (4 steps): proves the harness in seconds",
                           "--quick", default=False, action="store_true")
 
     def run(self) -> int:

@@ -53,7 +53,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_SEEDS = (0, 1, 2)
 
-#: ``--quick``: a budget that proves the harness in a minute on a CPU (UNet backbone).
+#: ``--quick``: a budget that proves the harness in seconds on a CPU (UNet backbone).
 QUICK = (
     "train.iterations=4", "train.val_every=4", "train.checkpoint_every=1", "train.log_every=1",
     "train.batch_size=2", "data.num_workers=0", "model.backbone_options={width: 0.25}",

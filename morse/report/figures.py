@@ -117,15 +117,17 @@ def make_overlay_figure(
         under = rendered if rendered is not None else np.zeros(image.shape, dtype=np.int64)
         rgba = label_rgba(under, num_classes, alpha * 0.4)
         rgba[mask] = _POINTS_RGBA
-        panels.append((f"+ rendered points (n={int(mask.sum())})", rgba))
+        panels.append((f"re-predicted\n(n={int(mask.sum())})", rgba))
     if gate is not None:
-        panels.append(("dominant expert (blue: coarsest)", gate_rgba(gate)))
+        panels.append(("top expert per cell\n(scale 1 = coarsest)", gate_rgba(gate)))
     for ax, (name, rgba) in zip(axes, panels, strict=True):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         if rgba is not None:
             ax.imshow(rgba, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
+    if gate is not None:
+        axes[-1].legend(handles=_scale_handles(gate), loc="lower right", fontsize=7)
     names = _label_names(class_names, num_classes)
     colors = class_colors(num_classes)
     handles = [Patch(color=colors[c], label=names[c]) for c in range(1, num_classes)]
@@ -158,6 +160,14 @@ def gate_rgba(gate: np.ndarray) -> np.ndarray:
     out[shown] = matplotlib.colormaps["tab10"]((gate[shown] - 1) % 10)
     out[shown, 3] = 0.9
     return out
+
+
+def _scale_handles(gate: np.ndarray) -> list:
+    """Legend entries for the scales present in a dominant-expert map, coloured as drawn."""
+    from matplotlib.patches import Patch
+
+    scales = sorted(int(s) for s in np.unique(gate) if s > 0)
+    return [Patch(color=gate_rgba(np.array([[s]]))[0, 0], label=f"scale {s}") for s in scales]
 
 
 def _label_names(class_names: Sequence[str] | None, num_classes: int) -> dict[int, str]:

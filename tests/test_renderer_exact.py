@@ -8,6 +8,8 @@ from morse.renderer.module import MorseRenderer
 from morse.renderer.points import point_sample
 from morse.renderer.render import subdivision_render
 
+from toys import small_morse
+
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
              stochastic_gating=False, render_margin=None, render_share=None)
 
@@ -94,3 +96,31 @@ def test_only_coarse_maps_at_least_as_wide_as_the_experts_enter_them():
     features = [torch.randn(1, 8, 2, 2), torch.randn(1, 16, 2, 2), torch.randn(1, 16, 16, 16)]
     entered = renderer.prepare(features, torch.randn(1, 3, 16, 16), num_points=100).entered
     assert entered == [False, True, False]  # too narrow; entered; more cells than points
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, chunk):
+    """Skipping the rows that only fill the batch changes no rendered value or gate weight."""
+    torch.manual_seed(3)
+    model = small_morse(spatial_dims, render_points=40, render_margin=0.5, render_share=None,
+                        render_chunk=chunk).eval()
+    image = torch.randn(3, 1, *([16] * spatial_dims))
+    _, features = model.backbone(image)
+    scale = torch.tensor([0.05, 1.0, 200.0]).view(3, *([1] * (spatial_dims + 1)))
+    coarse = torch.randn(3, 3, *([16] * spatial_dims)) * scale  # few to most cells certain
+    renderer = model.renderer
+    with torch.no_grad():
+        fast = renderer.render(features, coarse)
+        inputs = renderer.prepare(features, coarse, 80)
+
+        def every_row(coords):
+            return renderer._chunked_point_logits(inputs, coords)
+
+        full = subdivision_render(coarse, every_row, 40, 2, max_margin=0.5,
+                                  max_share=renderer.config.render_share)
+    counts = fast.rendered.flatten(1).sum(1)
+    assert counts.min() < counts.max()  # images need different numbers of rows
+    torch.testing.assert_close(fast.logits, full[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.gate, full[2], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.rendered, full[1])

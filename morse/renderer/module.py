@@ -192,15 +192,26 @@ class MorseRenderer(nn.Module):
         return PointInputs(maps, entered, coarse)
 
     def _point_logits(
-        self, inputs: PointInputs, coords: torch.Tensor
+        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``point_logits`` from prepared maps: logits (B, K, P), gate (B, S, P) or None."""
+        """``point_logits`` from prepared maps: logits (B, K, P), gate (B, S, P) or None.
+
+        With ``active`` (B, P) bool, the experts and the head run on the active rows only
+        (every layer works row by row, so their values are those of the full pass); the
+        other rows come back as zeros.
+        """
         grid = sampling_grid(coords)
         rows = [sample_rows(maps, grid) for maps in inputs.maps]
+        coarse_rows = sample_rows(inputs.coarse, grid)
+        code = [] if self.encoding is None else [self.encoding(coords)]
+        if active is not None:
+            rows, coarse_rows, code = ([r[active] for r in rows], coarse_rows[active],
+                                       [c[active] for c in code])
         fused, gate = self.fusion(rows, entered=inputs.entered)
-        fine = [fused] if self.encoding is None else [self.encoding(coords), fused]
-        logits = self.head(fine, sample_rows(inputs.coarse, grid)).transpose(1, 2)
-        return logits, None if gate is None else gate.transpose(1, 2)
+        logits = self.head([*code, fused], coarse_rows)
+        if active is not None:
+            logits, gate = _scatter_rows(logits, active), _scatter_rows(gate, active)
+        return logits.transpose(1, 2), None if gate is None else gate.transpose(1, 2)
 
     def render(
         self,
@@ -233,7 +244,7 @@ class MorseRenderer(nn.Module):
                                      self.prepare(features, coarse, budget))
         logits, rendered, gate = subdivision_render(
             coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
-            output_size, cfg.render_margin, cfg.render_share,
+            output_size, cfg.render_margin, cfg.render_share, active_rows=True,
         )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),
@@ -241,11 +252,14 @@ class MorseRenderer(nn.Module):
         return Rendering(logits, rendered, gate)
 
     def _chunked_point_logits(
-        self, inputs: PointInputs, coords: torch.Tensor
+        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``_point_logits`` on at most ``render_chunk`` points at a time (bounds memory)."""
         chunk = self.config.render_chunk or coords.shape[1]
-        parts = [self._point_logits(inputs, part) for part in coords.split(chunk, 1)]
+        parts_of = -(-coords.shape[1] // chunk)
+        actives = [None] * parts_of if active is None else active.split(chunk, 1)
+        parts = [self._point_logits(inputs, part, part_active)
+                 for part, part_active in zip(coords.split(chunk, 1), actives)]
         if len(parts) == 1:
             return parts[0]
         logits = torch.cat([part[0] for part in parts], dim=2)
@@ -290,3 +304,12 @@ def check_task(num_classes: int, spatial_dims: int) -> None:
 def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
     """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
     return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
+
+
+def _scatter_rows(values: torch.Tensor | None, active: torch.Tensor) -> torch.Tensor | None:
+    """(M, C) values of the M active rows -> (B, P, C), zeros on the inactive rows."""
+    if values is None:
+        return None
+    out = values.new_zeros(*active.shape, values.shape[-1])
+    out[active] = values
+    return out

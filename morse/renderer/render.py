@@ -89,6 +89,7 @@ def subdivision_render(
     output_size: Sequence[int] | None = None,
     max_margin: float | None = None,
     max_share: float | None = None,
+    active_rows: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
@@ -124,6 +125,10 @@ def subdivision_render(
         output_size: the grid to render on (e.g. the scan's own), default see above.
         max_margin: None renders N cells per step whatever their margin (the paper).
         max_share: None lets N be any share of the grid.
+        active_rows: call ``point_fn(coords, active)`` with ``active`` (B, N) bool, False on
+            the rows that only fill the batch (with ``max_margin``, images have different
+            numbers of uncertain cells) and whose values are discarded, so it can skip them;
+            ``active`` is None when every row counts.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -146,7 +151,8 @@ def subdivision_render(
         # with the margin, images of a batch have different numbers of uncertain cells: the
         # rows are filled with skipped cells, which keep their values
         keep = None if skip is None else skip.gather(1, indices)
-        values, point_gate = _split(point_fn(coords))
+        active = None if keep is None else ~keep
+        values, point_gate = _split(point_fn(coords, active) if active_rows else point_fn(coords))
         logits = scatter_to_grid(logits, indices, _unless(keep, values, logits, indices))
         if point_gate is not None:
             if gate is None:

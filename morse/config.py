@@ -47,7 +47,9 @@ class DataConfig:
     split_file: str | None = None
     """JSON {"train": [...], "val": [...], "test": [...]}; default: a seeded split by case."""
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    """Train, validation and test shares of the cases for the seeded split."""
     seed: int = 1337
+    """Seed of the case split (the same split for every training seed)."""
     normalize: str = "auto"
     """auto (per channel: CT -> ct-percentile, others -> zscore) | zscore (per volume, nonzero
     voxels) | ct-percentile (nnU-Net's CT: dataset foreground percentiles and mean/std) | ct
@@ -58,11 +60,13 @@ class DataConfig:
     spacing_file: str | None = None
     """synapse / acdc: JSON {"case0001": [0.76, 0.76, 3.0], ...}, one voxel size per case."""
     slice_size: list[int] | None = None
-    """2D: resize slices to this (H, W) for training; inference renders back at full size."""
+    """2D: resize slices to this (H, W); unset: pad them to a multiple of 32. Inference renders
+    back on each slice's own grid."""
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
     """3D: training patch and sliding-window size."""
     samples_per_volume: int = 4
     foreground_slices_only: bool = False
+    """2D: train on slices holding foreground (plus a few empty ones)."""
     downsample: int = 1
     """atlas-demo: integer downsampling of the 1 mm volume."""
     num_workers: int = 0
@@ -75,6 +79,7 @@ class ModelConfig(RendererConfig):
 
     backbone: str = "unet"
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the backbone (e.g. width, img_size, pretrained)."""
     renderer: bool = True
     """False: the plain backbone (the renderer's keys are then ignored)."""
 

@@ -122,7 +122,7 @@ def test_quick_comparison_end_to_end_skips_finished_runs_and_resumes_an_interrup
     out = tmp_path / "out"
     command = ["compare", str(config), "--quick", "-o", str(out)]
     assert main(command) == 0
-    result = json.loads((out / "comparison.json").read_text())
+    result = json.loads((out / "comparison_val.json").read_text())
     assert list(result["summary"]) == ["plain", "morse"]
     assert list(result["summary"]["plain"]) == ["coarse"]
     assert list(result["summary"]["morse"]) == ["rendered", "coarse"]
@@ -132,11 +132,11 @@ def test_quick_comparison_end_to_end_skips_finished_runs_and_resumes_an_interrup
     paired = result["paired"]["morse"]["dice"]
     assert paired["n_pairs"] == 1 and paired["mean"] == pytest.approx(
         morse["rendered"]["mean"]["disc"]["dice"] - plain["coarse"]["mean"]["disc"]["dice"])
-    text = (out / "comparison.md").read_text()
+    text = (out / "comparison_val.md").read_text()
     assert f"morse compare {config} --variants plain morse --seeds 0 -o {out} --subset val" in text
     assert "**val**" in text and "HD95 (mm)" in text and "NSD@2 mm" in text
     assert "Checkpoints scored: best.pt" in text
-    assert (out / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "paired_differences_val.png").read_bytes()[:4] == b"\x89PNG"
 
     calls = []
     real_train = compare_module.train

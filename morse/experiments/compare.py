@@ -66,7 +66,7 @@ QUICK_VARIANTS, QUICK_SEEDS = ("plain", "morse"), (0,)
 SUBSETS = ("val", "test")
 
 #: The plot's file name in the comparison folder.
-FIGURE = "paired_differences.png"
+FIGURE = "paired_differences_{subset}.png"
 
 #: Keys that may differ between sittings without changing a run's result.
 _FREE_KEYS = ("train.device", "train.check_data", "data.num_workers")
@@ -180,8 +180,9 @@ def compare(
     subset: str = "val",
     quick: bool = False,
 ) -> dict:
-    """Run (or finish) a comparison and write ``comparison.json``, ``comparison.md`` and
-    ``paired_differences.png`` into ``output``; see :func:`make_plan` for the arguments.
+    """Run (or finish) a comparison and write ``comparison_<subset>.json``, ``.md`` and
+    ``paired_differences_<subset>.png`` into ``output`` (a val and a test table side by side);
+    see :func:`make_plan` for the arguments.
 
     Returns:
         The content of ``comparison.json``.
@@ -192,14 +193,16 @@ def compare(
     for spec, path in zip(plan.runs, run_comparison(plan), strict=True):
         docs.setdefault(spec.variant, {})[spec.seed] = read_metrics(path)
     comparison = build_comparison(docs, plan.command_line(), plan.subset)
-    text = format_markdown(comparison, FIGURE if comparison["paired"] else None)
-    atomic_write_text(plan.output / "comparison.json",
-                      json.dumps(comparison, indent=2, allow_nan=False))
-    atomic_write_text(plan.output / "comparison.md", text)
+    figure = FIGURE.format(subset=plan.subset)
+    text = format_markdown(comparison, figure if comparison["paired"] else None)
+    table = plan.output / f"comparison_{plan.subset}.md"
+    atomic_write_text(table.with_suffix(".json"), json.dumps(comparison, indent=2,
+                                                             allow_nan=False))
+    atomic_write_text(table, text)
     if comparison["paired"]:
-        plot_paired_differences(comparison, plan.output / FIGURE)
-    print(f"\n{text}\nwrote {plan.output / 'comparison.md'}, comparison.json"
-          + (f" and {FIGURE}" if comparison["paired"] else ""))
+        plot_paired_differences(comparison, plan.output / figure)
+    print(f"\n{text}\nwrote {table}, {table.with_suffix('.json').name}"
+          + (f" and {figure}" if comparison["paired"] else ""))
     return comparison
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    files = [out_dir / f"rank{r}.pt" for r in range(WORLD_SIZE)]
+    try:
+        mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    except mp.ProcessExitedException:
+        # gloo on CPU sometimes aborts a process while tearing the group down, after its work
+        # is done and saved; a crash before that leaves a rank's file missing and fails here
+        if not all(f.exists() for f in files):
+            raise
+        warnings.warn("a DDP worker aborted in process-group teardown after saving its results",
+                      stacklevel=1)
+    return [torch.load(f, weights_only=True) for f in files]
 
 
 def _assert_same_params(a: dict, b: dict, atol: float = 0.0) -> None:

@@ -115,8 +115,17 @@ def _launch_env() -> dict[str, str]:
 
 
 def cleanup(ctx: DistributedContext) -> None:
-    """Leave the process group (call once at the end of training)."""
+    """Leave the process group (call once at the end of training).
+
+    Every rank waits for the others first: a rank that tears its connections down while a
+    peer is still finishing its last collective can abort that peer (gloo: "terminate called
+    without an active exception").
+    """
     if ctx.is_distributed and dist.is_initialized():
+        if ctx.backend == "nccl":
+            dist.barrier(device_ids=[ctx.local_rank])
+        else:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -185,7 +185,7 @@ def compare(
     see :func:`make_plan` for the arguments.
 
     Returns:
-        The content of ``comparison.json``.
+        The content of ``comparison_<subset>.json``.
     """
     plan = make_plan(config, overrides, output=output, variants=variants, seeds=seeds,
                      subset=subset, quick=quick)

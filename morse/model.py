@@ -15,6 +15,7 @@ from torch import nn
 from morse.backbone.checks import check_image
 from morse.renderer.config import RendererConfig, renderer_config
 from morse.renderer.module import MorseRenderer, check_task
+from morse.renderer.points import GridMap
 from morse.renderer.render import subdivision_render
 
 __all__ = ["Morse", "MorseOutput"]
@@ -106,7 +107,10 @@ class Morse(nn.Module):
         )
 
     def forward(
-        self, image: torch.Tensor, output_size: Sequence[int] | None = None
+        self,
+        image: torch.Tensor,
+        output_size: Sequence[int] | None = None,
+        grid_map: GridMap | None = None,
     ) -> MorseOutput:
         """Segment a batch.
 
@@ -114,6 +118,8 @@ class Morse(nn.Module):
             image: (B, C_in, *S) float.
             output_size: inference only: render on this grid instead of the default one
                 (e.g. the original scan's).
+            grid_map: inference only: where the ``output_size`` grid lies over the input
+                (``morse.renderer.points.GridMap``); None: it covers the input exactly.
 
         Returns:
             ``MorseOutput``.
@@ -123,12 +129,14 @@ class Morse(nn.Module):
         if self.renderer is None:
             logits = coarse
             if output_size is not None and not self.training:
-                logits = subdivision_render(coarse, None, 0, 0, output_size=output_size)[0]
+                logits = subdivision_render(coarse, None, 0, 0, output_size=output_size,
+                                            grid_map=grid_map)[0]
             return MorseOutput(coarse=coarse, logits=logits)
         if self.training:
             points = self.renderer(features, coarse)
             return MorseOutput(coarse, coarse, points.logits, points.coords, points.gate)
-        logits, rendered, gate = self.renderer.render(features, coarse, output_size)
+        logits, rendered, gate = self.renderer.render(features, coarse, output_size,
+                                                        grid_map)
         return MorseOutput(coarse=coarse, logits=logits, gate=gate, rendered=rendered)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from morse.renderer.points import GridMap
 from morse.renderer.render import plan_render_sizes, subdivision_render
 
 
@@ -157,3 +158,44 @@ def test_a_share_caps_the_cells_of_each_step_on_small_grids():
     _, rendered, _ = subdivision_render(torch.randn(1, 2, 8, 8), _recorder(seen), 100, steps=2,
                                         max_share=0.125)
     assert [coords.shape[1] for coords in seen] == [8, 8] and rendered.sum() == 16
+
+
+def _position_logits(coords):
+    """A point function whose logits depend on where the point is (3 classes)."""
+    return torch.stack([coords.sum(-1), coords[..., 0] * 3, -coords[..., -1]], dim=1)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_an_identity_grid_map_renders_what_no_map_renders(spatial_dims):
+    coarse = torch.randn(2, 3, *([6] * spatial_dims))
+    size = [9] * spatial_dims
+    plain = subdivision_render(coarse, _position_logits, 20, 2, output_size=size)
+    identity = GridMap((1.0,) * spatial_dims, (0.0,) * spatial_dims)
+    mapped = subdivision_render(coarse, _position_logits, 20, 2, output_size=size,
+                                grid_map=identity)
+    torch.testing.assert_close(mapped[0], plain[0])
+    assert torch.equal(mapped[1], plain[1])
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_grid_map_renders_a_window_as_the_whole_grid_renders_it(spatial_dims):
+    """The top-left quarter, rendered through a map onto the whole coarse map, holds the
+    values and rendered cells of the whole rendering there (every uncertain cell rendered)."""
+    coarse = torch.randn(1, 3, *([8] * spatial_dims))
+    whole = subdivision_render(coarse, _position_logits, 10**4, 1, output_size=[16] * spatial_dims,
+                               max_margin=0.5)
+    window = subdivision_render(coarse, _position_logits, 10**4, 1, output_size=[8] * spatial_dims,
+                                max_margin=0.5, grid_map=GridMap((0.5,) * spatial_dims,
+                                                                  (0.0,) * spatial_dims))
+    corner = (slice(None), slice(None), *[slice(0, 8)] * spatial_dims)
+    torch.testing.assert_close(window[0], whole[0][corner])
+    assert torch.equal(window[1], whole[1][corner]) and window[1].any()
+
+
+def test_a_grid_map_needs_an_output_size_and_no_upsampling():
+    identity = GridMap((1.0, 1.0), (0.0, 0.0))
+    with pytest.raises(ValueError, match="output_size"):
+        subdivision_render(torch.randn(1, 2, 4, 4), _position_logits, 4, 1, grid_map=identity)
+    with pytest.raises(ValueError, match="upsample"):
+        subdivision_render(torch.randn(1, 2, 4, 4), _position_logits, 4, 1, upsample=True,
+                           output_size=(8, 8), grid_map=identity)

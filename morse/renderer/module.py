@@ -27,7 +27,7 @@ from morse.renderer.config import RendererConfig, default_train_points, renderer
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
-from morse.renderer.points import sample_rows, sample_training_points, sampling_grid
+from morse.renderer.points import GridMap, sample_rows, sample_training_points, sampling_grid
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
 __all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
@@ -218,6 +218,7 @@ class MorseRenderer(nn.Module):
         features: Sequence[torch.Tensor],
         coarse: torch.Tensor,
         output_size: Sequence[int] | None = None,
+        grid_map: GridMap | None = None,
     ) -> Rendering:
         """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
 
@@ -229,6 +230,8 @@ class MorseRenderer(nn.Module):
             coarse: (B, K, *S) the backbone's logits.
             output_size: the grid to render on; default the coarse grid (2^steps times it
                 with ``render_upsample``).
+            grid_map: where the ``output_size`` grid lies over the coarse map (a scan's own
+                voxels, see ``subdivision_render``); None: it covers the map exactly.
 
         Returns:
             ``Rendering`` (logits (B, K, *S_out), rendered (B, 1, *S_out) bool, gate
@@ -236,15 +239,16 @@ class MorseRenderer(nn.Module):
         """
         self.check_inputs(features, coarse)
         cfg = self.config
-        sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, cfg.render_upsample,
-                                  output_size)
+        upsample = cfg.render_upsample and grid_map is None
+        sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, upsample, output_size)
         budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
                          math.prod(size)) for size in sizes)
         point_fn = functools.partial(self._chunked_point_logits,
                                      self.prepare(features, coarse, budget))
         logits, rendered, gate = subdivision_render(
-            coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
+            coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
             output_size, cfg.render_margin, cfg.render_share, active_rows=True,
+            grid_map=grid_map,
         )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),

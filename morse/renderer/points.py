@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ __all__ = [
     "cell_centres",
     "most_uncertain_cells",
     "scatter_to_grid",
+    "GridMap",
+    "grid_centres",
 ]
 
 
@@ -232,3 +235,45 @@ def scatter_to_grid(
     flat = grid.flatten(2)
     index = indices.unsqueeze(1).expand(-1, grid.shape[1], -1)
     return flat.scatter(2, index, values.to(flat.dtype)).view_as(grid)
+
+
+@dataclass(frozen=True)
+class GridMap:
+    """Where an output grid lies in the coarse map's coordinates, axis by axis.
+
+    A point at ``c`` in [0, 1]^D of the output grid is at ``c * scale + offset`` in the
+    coarse map's [0, 1]^D. This places a rendering grid anywhere over the network's input:
+    the unpadded part of a padded slice, a scan's own voxels inside a sliding window, a grid
+    finer or coarser than the network's. The output grid's axes follow the coarse map's.
+
+    >>> GridMap((0.5, 1.0), (0.25, 0.0)).apply(torch.tensor([[[0.0, 0.5], [1.0, 1.0]]]))
+    tensor([[[0.2500, 0.5000],
+             [0.7500, 1.0000]]])
+    """
+
+    scale: tuple[float, ...]
+    offset: tuple[float, ...]
+
+    def apply(self, coords: torch.Tensor) -> torch.Tensor:
+        """(..., D) output-grid coordinates -> (..., D) coarse-map coordinates, fp32."""
+        scale = torch.tensor(self.scale, dtype=torch.float32, device=coords.device)
+        offset = torch.tensor(self.offset, dtype=torch.float32, device=coords.device)
+        return coords.to(torch.float32) * scale + offset
+
+
+def grid_centres(size: Sequence[int], grid_map: GridMap, device=None) -> torch.Tensor:
+    """The centres of every cell of an output grid, in the coarse map's coordinates.
+
+    Args:
+        size: S_out, the output grid (D axes).
+        grid_map: where it lies over the coarse map.
+
+    Returns:
+        (*S_out, D) fp32 coordinates, ready for ``sampling_grid`` after a reshape.
+
+    >>> grid_centres((2,), GridMap((1.0,), (0.0,)))
+    tensor([[0.2500],
+            [0.7500]])
+    """
+    axes = [(torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n for n in size]
+    return grid_map.apply(torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1))

@@ -8,9 +8,17 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from morse.renderer.points import margin_uncertainty, most_uncertain_cells, scatter_to_grid
+from morse.renderer.points import (
+    GridMap,
+    grid_centres,
+    margin_uncertainty,
+    most_uncertain_cells,
+    sample_at,
+    sampling_grid,
+    scatter_to_grid,
+)
 
-__all__ = ["plan_render_sizes", "step_points", "subdivision_render"]
+__all__ = ["plan_render_sizes", "step_points", "subdivision_render", "onto_grid"]
 
 PointResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 PointFn = Callable[[torch.Tensor], PointResult]
@@ -65,6 +73,18 @@ def _resize(maps: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     return F.interpolate(maps, size=tuple(size), mode=mode, align_corners=False)
 
 
+def onto_grid(maps: torch.Tensor, size: Sequence[int], grid_map: GridMap) -> torch.Tensor:
+    """Linearly read maps (B, C, *S) at the centres of an output grid placed by ``grid_map``.
+
+    Returns:
+        (B, C, *size), fp32 (or wider). With the identity map this is ``F.interpolate``
+        (``align_corners=False``) inside the map; outside it the border value is kept.
+    """
+    centres = grid_centres(size, grid_map, maps.device)
+    grid = sampling_grid(centres.reshape(1, -1, len(size)).expand(maps.shape[0], -1, -1))
+    return sample_at(maps, grid).view(*maps.shape[:2], *size)
+
+
 def _split(result: PointResult) -> tuple[torch.Tensor, torch.Tensor | None]:
     return result if isinstance(result, tuple) else (result, None)
 
@@ -90,6 +110,7 @@ def subdivision_render(
     max_margin: float | None = None,
     max_share: float | None = None,
     active_rows: bool = False,
+    grid_map: GridMap | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
@@ -129,6 +150,10 @@ def subdivision_render(
             the rows that only fill the batch (with ``max_margin``, images have different
             numbers of uncertain cells) and whose values are discarded, so it can skip them;
             ``active`` is None when every row counts.
+        grid_map: where the ``output_size`` grid lies over the coarse map (e.g. a scan's
+            own voxels inside the network's resampled input); the coarse logits are read at
+            its cells' centres and ``point_fn`` gets the mapped coordinates. None: the output
+            grid covers the coarse map exactly. Needs ``output_size``; no ``upsample``.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -137,7 +162,11 @@ def subdivision_render(
         no cell was rendered), or None when ``point_fn`` gives no gate.
     """
     logits = coarse.to(torch.promote_types(coarse.dtype, torch.float32))
-    rendered = torch.zeros_like(coarse[:, :1], dtype=torch.bool)
+    if grid_map is not None:
+        if output_size is None or upsample:
+            raise ValueError("grid_map places an output grid: give output_size, no upsample")
+        logits = onto_grid(logits, output_size, grid_map)
+    rendered = torch.zeros_like(logits[:, :1], dtype=torch.bool)
     gate = exclude = None
     for size in plan_render_sizes(coarse.shape[2:], steps, upsample, output_size):
         if tuple(logits.shape[2:]) != size:
@@ -152,6 +181,8 @@ def subdivision_render(
         # rows are filled with skipped cells, which keep their values
         keep = None if skip is None else skip.gather(1, indices)
         active = None if keep is None else ~keep
+        if grid_map is not None:
+            coords = grid_map.apply(coords)
         values, point_gate = _split(point_fn(coords, active) if active_rows else point_fn(coords))
         logits = scatter_to_grid(logits, indices, _unless(keep, values, logits, indices))
         if point_gate is not None:

@@ -59,6 +59,14 @@ class DataConfig:
     loaded arrays (rows, columns, slices). Unset: distances are in voxels."""
     spacing_file: str | None = None
     """synapse / acdc: JSON {"case0001": [0.76, 0.76, 3.0], ...}, one voxel size per case."""
+    target_spacing: list[float] | str | None = "auto"
+    """Bring every case to RAS and resample it to this voxel size (mm along R, A, S), as
+    nnU-Net plans: auto (nnunet / msd: the training cases' median spacing; other formats:
+    off) | median | [sR, sA, sS] | null (grids as stored). Prediction renders back on each
+    scan's own grid."""
+    slice_axis: int | None = None
+    """2D with a target spacing: the RAS axis to slice across (0 sagittal, 1 coronal, 2
+    axial); null: the lowest-resolution axis (ties: axial)."""
     slice_size: list[int] | None = None
     """2D: resize slices to this (H, W); unset: pad them to a multiple of 32. Inference renders
     back on each slice's own grid."""
@@ -375,6 +383,15 @@ def _check_device(name: str, origin: str) -> None:
         )
 
 
+def _check_target_spacing(value: list[float] | str | None, origin: str) -> None:
+    if isinstance(value, str) and value not in ("auto", "median"):
+        raise ConfigError(f"{origin}: data.target_spacing must be auto, median, null or three "
+                          f"sizes in mm [sR, sA, sS]; got {value!r}")
+    if isinstance(value, list) and (len(value) != 3 or min(value) <= 0):
+        raise ConfigError(f"{origin}: data.target_spacing must be three positive sizes in mm "
+                          f"[sR, sA, sS]; got {value}")
+
+
 def _check_sizes(data: DataConfig, origin: str) -> None:
     fractions = data.split_fractions
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
@@ -382,6 +399,10 @@ def _check_sizes(data: DataConfig, origin: str) -> None:
             f"{origin}: data.split_fractions must be three non-negative fractions (train, val, "
             f"test) summing to 1; got {fractions}"
         )
+    _check_target_spacing(data.target_spacing, origin)
+    if data.slice_axis not in (None, 0, 1, 2):
+        raise ConfigError(f"{origin}: data.slice_axis must be null, 0, 1 or 2 (RAS axis); got "
+                          f"{data.slice_axis!r}")
     expected = {"slice_size": 2, "patch_size": 3}
     for key, length in expected.items():
         size = getattr(data, key)

@@ -15,6 +15,8 @@ from test_cli import TINY, make_dataset
 
 from morse.cli.main import main
 from morse.config import load_config
+from morse.data.volume import DataError
+from morse.inference.files import _check_oriented
 
 SHAPE = (20, 28, 3)  # 20 x 28 slices: the backbones need 32, the 2D path pads them itself
 
@@ -158,14 +160,48 @@ def test_held_out_faults_are_one_line_each(workflow, tmp_path, capsys):
     assert str(labels / "case4.nii.gz") in line
 
 
-def test_predict_warns_about_a_scan_without_orientation_and_keeps_its_header(
+def test_predict_refuses_a_scan_without_orientation_when_the_model_resamples(
     workflow, tmp_path, capsys
 ):
     scan = nib.load(workflow["data"] / "imagesTs" / "case3_0000.nii.gz")
     bare = tmp_path / "bare_0000.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(scan.dataobj), None), bare)
-    out = tmp_path / "out"
-    assert main(["predict", str(workflow["run"]), str(bare), "-o", str(out)]) == 0
+    line = _error(capsys, ["predict", str(workflow["run"]), str(bare), "-o", str(tmp_path)])
+    assert f"{bare}: no orientation in its header" in line and "set the scan's orientation" in line
+    assert not (tmp_path / "bare.nii.gz").exists()
+
+
+def test_a_scan_without_orientation_is_segmented_as_stored_with_a_warning_when_grids_are_kept(
+    tmp_path, capsys
+):
+    bare = tmp_path / "bare.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), None), bare)
+    _check_oriented(bare, needed=False)
     assert f"warning: {bare}: no orientation" in capsys.readouterr().err
-    header = nib.load(out / "bare.nii.gz").header
-    assert (int(header["qform_code"]), int(header["sform_code"])) == (0, 0)
+    with pytest.raises(DataError, match="no orientation"):
+        _check_oriented(bare, needed=True)
+
+
+def test_predict_gives_a_scan_stored_in_another_axis_order_the_same_labels(workflow, tmp_path):
+    """The run resamples to RAS at its planned spacing (recorded in the checkpoint); the same
+    scan stored transposed and flipped is labelled voxel for voxel alike, on its own grid."""
+    from morse.data.geometry import AxisMap
+    from morse.inference.trained import load_run
+
+    assert load_run(workflow["run"]).geometry["orientation"] == "RAS"
+    scan = nib.load(workflow["data"] / "imagesTs" / "case3_0000.nii.gz")
+    axes = AxisMap((2, 0, 1), (False, True, False))
+    moved = nib.Nifti1Image(axes.forward(np.asarray(scan.dataobj)),
+                            axes.affine(scan.affine, scan.shape))
+    nib.save(moved, tmp_path / "moved_0000.nii.gz")
+    for name in ("case3_0000", "moved_0000"):
+        source = tmp_path / f"{name}.nii.gz"
+        if name == "case3_0000":
+            shutil.copy(workflow["data"] / "imagesTs" / source.name, source)
+        assert main(["predict", str(workflow["run"]), str(source), "-o",
+                     str(tmp_path / "out"), "--coarse"]) == 0
+    for suffix in ("", "_coarse"):
+        first = np.asarray(nib.load(tmp_path / "out" / f"case3{suffix}.nii.gz").dataobj)
+        second = nib.load(tmp_path / "out" / f"moved{suffix}.nii.gz")
+        assert np.array_equal(axes.forward(first), np.asarray(second.dataobj))
+        assert np.allclose(second.affine, moved.affine)

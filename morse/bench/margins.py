@@ -47,10 +47,11 @@ def flip_curve(source: str, device: str = "cpu") -> dict:
     margins, flips = [], []
     for volume in volumes:
         _with_renderer(run, render_steps=0)
-        coarse = predict_case(run.model, run.config, volume, device, probabilities=True)
+        coarse = predict_case(run.model, run.config, volume, device, run.geometry,
+                              probabilities=True)
         _with_renderer(run, render_steps=1, render_points=2**62, render_margin=None,
                        render_share=None)
-        every = predict_case(run.model, run.config, volume, device)
+        every = predict_case(run.model, run.config, volume, device, run.geometry)
         top2 = np.log(np.sort(coarse.probabilities, axis=0)[-2:].astype(np.float64))
         margins.append((top2[1] - top2[0]).ravel())
         flips.append((every.rendered != coarse.rendered).ravel())
@@ -77,7 +78,7 @@ def budget_accuracy(
         per_case, rendered, seconds = {}, [], 0.0
         for volume in volumes:
             start = time.perf_counter()
-            prediction = predict_case(run.model, run.config, volume, device)
+            prediction = predict_case(run.model, run.config, volume, device, run.geometry)
             seconds += time.perf_counter() - start
             per_case[volume.case_id] = case_metrics(
                 prediction.rendered, volume.label, len(run.class_names), metric_spacing(volume))

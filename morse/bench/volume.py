@@ -17,6 +17,7 @@ import torch
 from morse.build import build_model
 from morse.config import load_config
 from morse.data.formats import data_format
+from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.data.volume import DataError
 from morse.inference.trained import load_run, predict_case
@@ -36,6 +37,8 @@ def _load(source: str | None, device: str):
         run = load_run(source, device)
         model, cfg, preprocessing = run.model, run.config, run.preprocessing
         volumes = load_eval_volumes(cfg.data, "test", preprocessing)
+        if run.geometry is not None:  # the network's own grid, as the overhead rows time it
+            volumes = [to_network(v, run.geometry) for v in volumes]
     else:
         cfg = load_config("demo")
         volumes = load_eval_volumes(cfg.data, "test")

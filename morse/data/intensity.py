@@ -25,7 +25,9 @@ predict`` (:func:`raw_to_network`)::
     {"version": 1, "in_channels": C,
      "axis_order": [1, 0, 2],                # training axes = nibabel axes permuted so
      "file_intensity": step,                 # what made the dataset files from raw scans
-     "intensity": [step, ...]}               # per channel, what training did to the files
+     "intensity": [step, ...],               # per channel, what training did to the files
+     "geometry": {...}}                      # optional: orientation and spacing the network
+                                             # was trained at (morse.data.geometry)
 
 Example:
     >>> import numpy as np
@@ -239,6 +241,10 @@ def check_record(record: Any, source: str) -> dict:
             f"{source}: no preprocessing record (how raw scans become the network's input) "
             f"saved with the model; {fix}"
         )
+    geometry = record.get("geometry")
+    if geometry is not None and not _valid_geometry(geometry):
+        raise DataError(f"{source}: preprocessing record has geometry {geometry!r}, which this "
+                        f"MORSE cannot apply; {fix}")
     steps = [record["file_intensity"], *record["intensity"]]
     unknown = [s for s in steps if s.get("scheme") not in _STEP_SCHEMES]
     if unknown:
@@ -247,6 +253,14 @@ def check_record(record: Any, source: str) -> dict:
             f"MORSE cannot apply (known: {_STEP_SCHEMES}); {fix}"
         )
     return record
+
+
+def _valid_geometry(geometry: Any) -> bool:
+    """A geometry record (:mod:`morse.data.geometry`) this code can apply."""
+    return (isinstance(geometry, dict) and geometry.get("orientation") == "RAS"
+            and isinstance(geometry.get("spacing"), list) and len(geometry["spacing"]) == 3
+            and all(isinstance(v, int | float) and v > 0 for v in geometry["spacing"])
+            and geometry.get("slice_axis") in (None, 0, 1, 2))
 
 
 def raw_to_network(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:

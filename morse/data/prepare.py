@@ -19,11 +19,12 @@ from morse.inference.volumes import PAD_MULTIPLE
 
 from .datasets import PatchDataset, SliceDataset
 from .formats import data_format
+from .geometry import plan_geometry, to_network
 from .intensity import check_record, normalize_volume
 from .split import Split
 from .volume import DataError, Volume
 
-__all__ = ["PreparedData", "prepare_data", "load_eval_volumes", "pad_slices"]
+__all__ = ["PreparedData", "prepare_data", "plan_dataset_geometry", "load_eval_volumes", "pad_slices"]
 
 
 @dataclass
@@ -60,11 +61,19 @@ def prepare_data(cfg: DataConfig, check: bool = True) -> PreparedData:
     if not train:
         raise DataError(f"{cfg.root}: the training subset is empty; check the split")
     record = fmt.preprocessing(cfg, lambda: train)
+    geometry = plan_dataset_geometry(cfg, train)
+    if geometry is not None:
+        record["geometry"] = geometry
     steps = record["intensity"]
-    train = [normalize_volume(v, steps) for v in train]
+
+    def network_ready(volume: Volume) -> Volume:
+        volume = normalize_volume(volume, steps)
+        return volume if geometry is None else to_network(volume, geometry)
+
+    train = [network_ready(v) for v in train]
     return PreparedData(
         train=_training_dataset(cfg, train),
-        val=[normalize_volume(v, steps) for v in loaded.volumes["val"]],
+        val=[network_ready(v) for v in loaded.volumes["val"]],
         class_names=fmt.class_names(cfg),
         in_channels=train[0].num_channels,
         preprocessing=record,
@@ -72,10 +81,26 @@ def prepare_data(cfg: DataConfig, check: bool = True) -> PreparedData:
     )
 
 
+def plan_dataset_geometry(cfg: DataConfig, train: Sequence[Volume]) -> dict | None:
+    """The geometry ``data.target_spacing`` asks for (see :mod:`morse.data.geometry`), planned
+    on the training volumes; None keeps the grids as stored."""
+    setting = cfg.target_spacing
+    if setting == "auto":
+        setting = "median" if cfg.format in ("nnunet", "msd") else None
+    if setting is None:
+        if cfg.slice_axis is not None:
+            raise DataError("data.slice_axis picks the axis of a resampled grid; set "
+                            "data.target_spacing (auto or median or sizes) or remove it")
+        return None
+    target = None if setting == "median" else setting
+    return plan_geometry(train, target, cfg.spatial_dims, cfg.slice_axis)
+
+
 def load_eval_volumes(
     cfg: DataConfig, subset: str = "test", preprocessing: dict | None = None
 ) -> list[Volume]:
-    """The labelled, normalised volumes of ``subset`` ("val" or "test").
+    """The labelled, normalised volumes of ``subset`` ("val" or "test"), on their own grids
+    (predict them with the record's ``geometry``, see :func:`morse.inference.trained.predict_case`).
 
     Args:
         cfg: the run's data config.

@@ -69,7 +69,7 @@ def evaluate(
     examples = []
     per_volume = -(-cfg.eval.num_examples // len(volumes))
     for volume in volumes:
-        prediction = predict_case(model, cfg, volume, torch_device, gate=True)
+        prediction = predict_case(model, cfg, volume, torch_device, run.geometry, gate=True)
         for output in outputs:
             results[output][volume.case_id] = case_metrics(
                 getattr(prediction, output), volume.label, len(class_names),

@@ -131,12 +131,19 @@ class ScanPrediction:
     seconds: float
 
 
-def _warn_unoriented(path: Path) -> None:
+def _check_oriented(path: Path, needed: bool) -> None:
+    """A scan without orientation is refused when the model resamples (``needed``): its
+    voxels cannot be placed in RAS; otherwise segmented as stored, with a warning."""
     header = nib.load(str(path)).header
-    if not any(int(header.get(key, 0)) for key in ("qform_code", "sform_code")):
-        tqdm.write(f"warning: {path}: no orientation in its header (qform_code and sform_code "
-                   "are 0); segmenting its voxel grid as stored (nnU-Net reads it as identity "
-                   "orientation); the label map gets the same header", file=sys.stderr)
+    if any(int(header.get(key, 0)) for key in ("qform_code", "sform_code")):
+        return
+    if needed:
+        raise DataError(f"{path}: no orientation in its header (qform_code and sform_code are "
+                        "0), and this model resamples scans to RAS at its training spacing; "
+                        "set the scan's orientation (e.g. nibabel's set_qform, fslorient) first")
+    tqdm.write(f"warning: {path}: no orientation in its header (qform_code and sform_code "
+               "are 0); segmenting its voxel grid as stored (nnU-Net reads it as identity "
+               "orientation); the label map gets the same header", file=sys.stderr)
 
 
 def segment_files(
@@ -178,11 +185,11 @@ def _segment_case(
     probabilities: bool,
 ) -> VolumePrediction:
     """One case's maps, from its raw channel files, in the files' axis order."""
-    _warn_unoriented(files[0])
+    _check_oriented(files[0], needed=run.geometry is not None)
     volume = _read_case(case, files, record["in_channels"])
     network_input = replace(volume, image=raw_to_network(volume.image, record))
     with torch.no_grad():
-        raw = predict_case(run.model, run.config, network_input, device,
+        raw = predict_case(run.model, run.config, network_input, device, run.geometry,
                            probabilities=probabilities)
     order = record["axis_order"]
     return VolumePrediction(

@@ -9,6 +9,7 @@ import torch
 
 from morse.build import build_model
 from morse.config import Config, config_from_dict, load_config
+from morse.data.geometry import network_axes, to_network
 from morse.data.volume import DataError, Volume
 from morse.inference.volumes import VolumePrediction, predict_volume
 from morse.model import Morse
@@ -75,6 +76,11 @@ class TrainedRun:
     path: Path
     step: int = 0
 
+    @property
+    def geometry(self) -> dict | None:
+        """The orientation and spacing the network was trained at (None: grids as stored)."""
+        return (self.preprocessing or {}).get("geometry")
+
 
 def load_run(
     source: str | Path, device: str | torch.device = "cpu", which: str | None = None
@@ -106,11 +112,29 @@ def _without_pretrained(cfg: Config) -> Config:
     return replace(cfg, model=replace(cfg.model, backbone_options=options))
 
 
-def predict_case(model: Morse, cfg: Config, volume: Volume, device, **options) -> VolumePrediction:
-    """``predict_volume`` with the settings of a run's config."""
-    return predict_volume(
-        model, volume.image, device=device, slice_size=cfg.data.slice_size,
-        patch_size=cfg.data.patch_size, slice_batch_size=cfg.eval.slice_batch_size,
-        sw_batch_size=cfg.eval.sw_batch_size, overlap=cfg.eval.overlap,
-        sw_device=cfg.eval.sw_device, precision=cfg.train.precision, **options,
+def predict_case(
+    model: Morse, cfg: Config, volume: Volume, device, geometry: dict | None = None, **options
+) -> VolumePrediction:
+    """``predict_volume`` with the settings of a run's config, on the volume's own grid.
+
+    With a ``geometry`` (the run's record, :mod:`morse.data.geometry`), the network runs on
+    the volume reoriented and resampled to what it was trained on, and the renderer writes
+    directly on the volume's own voxels; the coarse map is the backbone's logits read at
+    those voxels. No label map is resampled.
+    """
+    settings = dict(
+        device=device, slice_size=cfg.data.slice_size, patch_size=cfg.data.patch_size,
+        slice_batch_size=cfg.eval.slice_batch_size, sw_batch_size=cfg.eval.sw_batch_size,
+        overlap=cfg.eval.overlap, sw_device=cfg.eval.sw_device,
+        precision=cfg.train.precision, **options,
     )
+    if geometry is None:
+        return predict_volume(model, volume.image, **settings)
+    axes = network_axes(volume.affine, geometry, volume.source)
+    network = to_network(replace(volume, label=None), geometry)
+    prediction = predict_volume(model, network.image, output_shape=axes.shape(
+        volume.spatial_shape), **settings)
+    return VolumePrediction(**{
+        name: None if maps is None else axes.inverse(maps, leading=int(name == "probabilities"))
+        for name, maps in vars(prediction).items()
+    })

@@ -2,14 +2,19 @@
 
 Volumes are (C, *S) arrays in nibabel's order; 2D models see slices along the last axis.
 
-The renderer always writes on the grid of the slice or window it was given (``output_size``),
-whatever ``render_upsample`` says: a model that upsamples while rendering would otherwise
-return a map ``2**steps`` times the input, which the slice crop and the window stitching
-would place on the wrong voxels.
+The renderer writes on an *output grid* that spans the volume's field of view: by default the
+volume's own grid, or any other number of cells per axis (``output_shape``: a scan's own
+voxels when the network ran on a resampled copy of it). Points are placed at the output
+cells' centres through a ``GridMap``, so no label map is ever resampled; the coarse logits
+are read at the same centres. ``render_upsample`` does not apply here: a model that
+upsamples while rendering would return a map ``2**steps`` times the input, which the slice
+crop and the window stitching would place on the wrong voxels.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +26,8 @@ from monai.inferers import sliding_window_inference
 from morse.backbone import padded_size
 from morse.device import autocast_context
 from morse.model import Morse
+from morse.renderer.points import GridMap
+from morse.renderer.render import onto_grid
 
 __all__ = ["VolumePrediction", "predict_volume", "PAD_MULTIPLE"]
 
@@ -70,6 +77,7 @@ def predict_volume(
     precision: str = "fp32",
     probabilities: bool = False,
     gate: bool = False,
+    output_shape: Sequence[int] | None = None,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
@@ -87,15 +95,27 @@ def predict_volume(
         probabilities: also return the rendered softmax (K, *S).
         gate: also return the dominant expert of each re-predicted voxel (costs S float maps
             of the volume's size while stitching).
+        output_shape: the grid every map is written on, spanning the volume's field of view
+            with this many cells per axis (e.g. the scan's own grid when ``image`` is its
+            resampled copy); 2D models keep the slice axis (``output_shape[-1]`` must be
+            ``image.shape[-1]``). Default: the volume's own grid.
     """
     model.eval().to(device)
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    own = tuple(tensor.shape[1:])
+    out = own if output_shape is None else tuple(int(n) for n in output_shape)
+    if len(out) != len(own) or (model.spatial_dims == 2 and out[-1] != own[-1]):
+        raise ValueError(f"output_shape {out} does not fit a volume of shape {own} (2D models "
+                         "keep the slice axis)")
     with autocast_context(device, precision):
         if model.spatial_dims == 2:
-            maps = _predict_slices(model, tensor, device, slice_size, slice_batch_size, gate)
-        else:
+            maps = _predict_slices(model, tensor, device, slice_size, slice_batch_size, gate,
+                                   out[:2])
+        elif out == own:
             maps = _predict_sliding(model, tensor, device, patch_size, sw_batch_size, overlap,
                                     sw_device, gate)
+        else:
+            maps = _predict_windows(model, tensor, device, patch_size, overlap, gate, out)
     points = maps["points"][0] > 0
     return VolumePrediction(
         coarse=maps["coarse"].argmax(0).numpy().astype(np.int64),
@@ -128,33 +148,53 @@ def _predict_slices(
     slice_size: Sequence[int] | None,
     batch_size: int,
     want_gate: bool,
+    plane: tuple[int, ...],
 ) -> Maps:
-    """(C, H, W, Z) -> maps (C_map, H, W, Z) on the CPU, slice batch by slice batch."""
-    height, width = volume.shape[1:3]
+    """(C, H, W, Z) -> maps (C_map, *plane, Z) on the CPU, slice batch by slice batch."""
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, volume.shape[-1], batch_size):
         slices = volume[..., start : start + batch_size].permute(3, 0, 1, 2).to(device)
-        for name, maps in _predict_slice_batch(model, slices, slice_size, want_gate).items():
-            parts.setdefault(name, []).append(maps[..., :height, :width].cpu())
+        for name, maps in _predict_slice_batch(model, slices, slice_size, want_gate,
+                                               plane).items():
+            parts.setdefault(name, []).append(maps.cpu())
     return {name: torch.cat(maps).permute(1, 2, 3, 0) for name, maps in parts.items()}
 
 
 def _predict_slice_batch(
-    model: Morse, slices: torch.Tensor, slice_size: Sequence[int] | None, want_gate: bool
+    model: Morse,
+    slices: torch.Tensor,
+    slice_size: Sequence[int] | None,
+    want_gate: bool,
+    plane: tuple[int, ...],
 ) -> Maps:
-    """(B, C, H, W) -> maps (B, C_map, H', W') with H' >= H (padded) or H' = H (resized)."""
+    """(B, C, H, W) -> maps (B, C_map, *plane), the network run on the slices resized to
+    ``slice_size`` or padded to ``PAD_MULTIPLE`` at their far ends."""
     size = tuple(slices.shape[2:])
     if slice_size is not None and tuple(slice_size) != size:
-        resized = F.interpolate(slices, size=tuple(slice_size), mode="bilinear",
-                                align_corners=False)
-        maps = _named_maps(model(resized, output_size=size), want_gate)
-        maps["coarse"] = F.interpolate(maps["coarse"], size=size, mode="bilinear",
-                                       align_corners=False)
-        return maps
-    padded = padded_size(size, PAD_MULTIPLE)
-    pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
-    out = model(F.pad(slices, pad, mode="replicate") if any(pad) else slices, output_size=padded)
-    return _named_maps(out, want_gate)
+        net_input = F.interpolate(slices, size=tuple(slice_size), mode="bilinear",
+                                  align_corners=False)
+        scale = (1.0, 1.0)
+    else:
+        padded = padded_size(size, PAD_MULTIPLE)
+        pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
+        net_input = F.pad(slices, pad, mode="replicate") if any(pad) else slices
+        scale = tuple(n / p for n, p in zip(size, padded))
+    exact = scale == (1.0, 1.0) and plane == tuple(net_input.shape[2:])
+    return _mapped_maps(model, net_input, plane, None if exact else GridMap(scale, (0.0, 0.0)),
+                        want_gate)
+
+
+def _mapped_maps(
+    model: Morse, net_input: torch.Tensor, size: tuple[int, ...], grid_map: GridMap | None,
+    want_gate: bool,
+) -> Maps:
+    """The maps of one forward pass on an output grid of ``size`` placed by ``grid_map``
+    (None: the input's own grid), the coarse logits read at the same cells."""
+    out = model(net_input, output_size=size, grid_map=grid_map)
+    maps = _named_maps(out, want_gate)
+    if grid_map is not None:
+        maps["coarse"] = onto_grid(maps["coarse"], size, grid_map)
+    return maps
 
 
 def _predict_sliding(
@@ -182,3 +222,87 @@ def _predict_sliding(
         sw_device=sw_device or device, device="cpu",
     )
     return {name: maps[0].float() for name, maps in zip(names, stitched)}
+
+
+def _predict_windows(
+    model: Morse,
+    volume: torch.Tensor,
+    device: torch.device | str,
+    patch_size: Sequence[int] | None,
+    overlap: float,
+    want_gate: bool,
+    out_shape: tuple[int, ...],
+) -> Maps:
+    """(C, *S) -> maps (C_map, *out_shape) on an output grid spanning the volume's field of
+    view: windows of the network's grid (placed as MONAI's sliding window places them), each
+    rendering the output cells whose centres it holds, blended with MONAI's Gaussian
+    weights (sigma 0.125 of the window) taken at those cells."""
+    shape = tuple(volume.shape[1:])
+    roi = padded_size(shape, PAD_MULTIPLE) if patch_size is None else tuple(patch_size)
+    pads = [max(r - n, 0) for n, r in zip(shape, roi)]
+    if any(pads):
+        pad = [p for axis_pad in reversed(pads) for p in (0, axis_pad)]
+        volume = F.pad(volume[None], pad, mode="replicate")[0]
+    starts = [_window_starts(n + p, r, overlap) for n, p, r in zip(shape, pads, roi)]
+    sums: dict[str, torch.Tensor] = {}
+    weight = torch.zeros(out_shape)
+    for corner in itertools.product(*starts):
+        spans = [_covered_cells(s, r, n, m) for s, r, n, m in zip(corner, roi, shape, out_shape)]
+        if any(lo >= hi for lo, hi in spans):
+            continue
+        size = tuple(hi - lo for lo, hi in spans)
+        grid_map = GridMap(
+            tuple(k * n / (m * r) for k, n, m, r in zip(size, shape, out_shape, roi)),
+            tuple((lo * n / m - s) / r for (lo, _), n, m, s, r in
+                  zip(spans, shape, out_shape, corner, roi)),
+        )
+        window = volume[(slice(None), *[slice(s, s + r) for s, r in zip(corner, roi)])]
+        maps = _mapped_maps(model, window[None].to(device), size, grid_map, want_gate)
+        cells = tuple(slice(lo, hi) for lo, hi in spans)
+        weights = _gaussian_weights(size, grid_map)
+        weight[cells] += weights
+        for name, values in maps.items():
+            values = values[0].float().cpu()
+            if name not in sums:
+                sums[name] = torch.zeros(values.shape[0], *out_shape)
+            if name == "points":
+                sums[name][(slice(None), *cells)] = sums[name][(slice(None), *cells)].maximum(values)
+            else:
+                sums[name][(slice(None), *cells)] += values * weights
+    return {name: values if name == "points" else values / weight
+            for name, values in sums.items()}
+
+
+def _window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Where windows of ``roi`` cells start along an axis of ``size`` (MONAI's scan).
+
+    >>> _window_starts(100, 48, 0.5)
+    [0, 24, 48, 52]
+    """
+    interval = max(int(roi * (1 - overlap)), 1)
+    count = math.ceil(max(size - roi, 0) / interval) + 1
+    return sorted({min(i * interval, size - roi) for i in range(count)})
+
+
+def _covered_cells(start: int, roi: int, size: int, out_size: int) -> tuple[int, int]:
+    """The output cells (lo, hi) whose centres lie in the window ``[start, start + roi)`` of
+    the network axis of ``size`` cells (clipped to the volume), on an axis of ``out_size``.
+
+    >>> _covered_cells(0, 4, 8, 16), _covered_cells(4, 4, 8, 16)
+    ((0, 8), (8, 16))
+    """
+    def first_at_or_after(position: float) -> int:
+        return min(max(math.ceil(position * out_size / size - 0.5 - 1e-9), 0), out_size)
+
+    return first_at_or_after(start), first_at_or_after(min(start + roi, size))
+
+
+def _gaussian_weights(size: tuple[int, ...], grid_map: GridMap) -> torch.Tensor:
+    """(*size) product of per-axis Gaussians of the cells' positions in their window."""
+    weights = torch.ones(size)
+    for axis, (count, scale, offset) in enumerate(zip(size, grid_map.scale, grid_map.offset)):
+        position = ((torch.arange(count) + 0.5) / count) * scale + offset - 0.5
+        shape = [1] * len(size)
+        shape[axis] = count
+        weights = weights * torch.exp(-0.5 * (position / 0.125) ** 2).view(shape)
+    return weights

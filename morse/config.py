@@ -60,13 +60,15 @@ class DataConfig:
     spacing_file: str | None = None
     """synapse / acdc: JSON {"case0001": [0.76, 0.76, 3.0], ...}, one voxel size per case."""
     target_spacing: list[float] | str | None = "auto"
-    """Bring every case to RAS and resample it to this voxel size (mm along R, A, S), as
-    nnU-Net plans: auto (nnunet / msd: the training cases' median spacing; other formats:
-    off) | median | [sR, sA, sS] | null (grids as stored). Prediction renders back on each
-    scan's own grid."""
+    """auto (nnunet/msd: RAS at the median spacing) | median | [sR, sA, sS] mm | null (as stored).
+
+    As nnU-Net plans: every case is turned to RAS and resampled to this voxel size for the
+    network; auto is off for the other formats. Prediction renders back on each scan's own
+    grid."""
     slice_axis: int | None = None
-    """2D with a target spacing: the RAS axis to slice across (0 sagittal, 1 coronal, 2
-    axial); null: the lowest-resolution axis (ties: axial)."""
+    """2D: the RAS axis to slice across (0 sagittal, 1 coronal, 2 axial); null: the coarsest.
+
+    Needs a target spacing; ties go to axial."""
     slice_size: list[int] | None = None
     """2D: resize slices to this (H, W); unset: pad them to a multiple of 32. Inference renders
     back on each slice's own grid."""

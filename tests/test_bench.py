@@ -20,14 +20,14 @@ def test_overhead_rows_hold_ratios_and_spread(monkeypatch):
     monkeypatch.setitem(overhead.SETTINGS, "tiny", overhead.Setting("tiny", 2, 32, 1, 3, 0.25))
     monkeypatch.setattr(overhead, "_peak_memory_child", lambda *args: 100.0)
     row = overhead.run_overhead(["tiny"], repeats=2)["tiny"]
-    for name in ("train", "infer", "infer_fixed"):
+    for name in ("train", "infer", "infer_fixed", "infer_bf16"):
         name, suffix = name.split("_")[0], name[5:]
         key = f"{name}_time_ratio{suffix}"
         assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
     assert row["train_memory_ratio"] == 1.0 and row["dense_experts_time_ratio"] > 0
     # untrained weights: every cell is uncertain, both budgets render 2 steps x 12.5% of 32^2
     assert row["points_morse"] == row["points_fixed"] == 256
-    assert "interleaved" in overhead.format_rows({"tiny": row})
+    assert "bf16 renderer" in overhead.format_rows({"tiny": row})
 
 
 def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):

@@ -103,6 +103,22 @@ def test_bf16_autocast_renders_the_cells_and_values_of_fp32_on_a_512_grid():
     assert torch.equal(out.logits, reference.logits)
 
 
+def test_render_precision_bf16_runs_the_point_mlps_in_bf16_and_keeps_the_output_fp32():
+    renderer = _renderer(render_points=64)
+    features, coarse = _inputs((16, 16))
+    seen = []
+    renderer.head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    reference = renderer.render(features, coarse)
+    renderer.config = dataclasses.replace(renderer.config, render_precision="bf16")
+    out = renderer.render(features, coarse)
+    fp32_calls = len(seen) // 2
+    assert set(seen[:fp32_calls]) == {torch.float32} and set(seen[fp32_calls:]) == {torch.bfloat16}
+    assert out.logits.dtype == torch.float32
+    assert torch.equal(out.rendered, reference.rendered)  # the cells come from the coarse map
+    agree = (out.logits.argmax(1) == reference.logits.argmax(1)).float().mean()
+    assert agree > 0.95 and (out.logits - reference.logits).abs().max() < 0.5
+
+
 def test_unknown_or_invalid_options_name_the_fix():
     with pytest.raises(TypeError, match="did you mean 'train_points'"):
         MorseRenderer([8], 2, 2, train_point=10)

@@ -13,7 +13,8 @@ alike; each ratio is the median of the per-pair ratios, printed with their sprea
   budget (the default: uncertain cells only, at most ``render_points`` x ``render_steps``)
   and with the paper's fixed budget; ``points`` is the cells rendered per image by each.
   Untrained weights leave every cell uncertain, so here the adaptive budget renders its cap;
-  ``python -m morse.bench margins`` shows what it renders on trained runs.
+  ``python -m morse.bench margins`` shows what it renders on trained runs. ``bf16``: the
+  adaptive budget with the point MLPs in bf16 (``model.render_precision=bf16``).
 * ``dense_experts``: the authors' design, experts and a 3x3 conv gate on feature maps
   upsampled to full resolution before sampling the points, over ours (experts and gate on the
   sampled points only), same widths, forward + backward of the fusion alone (3D: forward only,
@@ -244,10 +245,12 @@ def run_overhead(
                  "morse", "plain")
         steps = {"plain": _infer_step(setting, False, torch_device),
                  "morse": _infer_step(setting, True, torch_device),
-                 "fixed": _infer_step(setting, True, torch_device, **FIXED)}
+                 "fixed": _infer_step(setting, True, torch_device, **FIXED),
+                 "bf16": _infer_step(setting, True, torch_device, render_precision="bf16")}
         times = _interleaved(steps, torch_device, repeats, warmup)
         _compare(row, "infer", times, "morse", "plain")
         _compare(row, "infer", times, "fixed", "plain", suffix="_fixed")
+        _compare(row, "infer", times, "bf16", "plain", suffix="_bf16")
         row["points_morse"] = _points_per_image(setting, torch_device)
         row["points_fixed"] = _points_per_image(setting, torch_device, **FIXED)
         for label, renderer in (("plain", False), ("morse", True)):
@@ -281,6 +284,8 @@ def format_rows(results: dict[str, dict[str, float]]) -> str:
                      f"{row['infer_s_morse']:>12.3f}{_ratio(row, 'infer')}")
         lines.append(f"  {'  fixed budget':<16}{'':>12}{row['infer_s_fixed']:>12.3f}"
                      f"{_ratio(row, 'infer', '_fixed')}")
+        lines.append(f"  {'  bf16 renderer':<16}{'':>12}{row['infer_s_bf16']:>12.3f}"
+                     f"{_ratio(row, 'infer', '_bf16')}")
         lines.append(f"  {'points/image':<16}{'adaptive':>12}{row['points_morse']:>12.0f}")
         lines.append(f"  {'':<16}{'fixed':>12}{row['points_fixed']:>12.0f}")
         lines.append(f"  {'fusion s':<16}{'dense':>12}{'points':>12}")

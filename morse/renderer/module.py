@@ -14,6 +14,7 @@ rendered Dice within 0.0006. It stays opt-in: CPUs and GPUs without native bf16 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -245,11 +246,12 @@ class MorseRenderer(nn.Module):
                          math.prod(size)) for size in sizes)
         point_fn = functools.partial(self._chunked_point_logits,
                                      self.prepare(features, coarse, budget))
-        logits, rendered, gate = subdivision_render(
-            coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
-            output_size, cfg.render_margin, cfg.render_share, active_rows=True,
-            grid_map=grid_map,
-        )
+        with point_precision(cfg.render_precision, coarse.device):
+            logits, rendered, gate = subdivision_render(
+                coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
+                output_size, cfg.render_margin, cfg.render_share, active_rows=True,
+                grid_map=grid_map,
+            )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),
                                     *logits.shape[2:])
@@ -303,6 +305,26 @@ def check_task(num_classes: int, spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bf16 natively (CUDA: Ampere on; CPU: AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def point_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the point MLPs when ``precision`` asks for it (``auto``: where the
+    device has native bf16); a no-op for fp32 (an outer autocast then still applies)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:

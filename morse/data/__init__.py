@@ -28,6 +28,7 @@ from .atlas_demo import (
 from .check import Problem, check_dataset, format_problems
 from .dataset_json import DatasetSpec, parse_dataset_json, read_dataset_json
 from .datasets import PatchDataset, SliceDataset, item_seed
+from .geometry import AxisMap, network_axes, plan_geometry, to_network
 from .intensity import (
     INTENSITY_SCHEMES,
     apply_intensity,

@@ -107,6 +107,11 @@ __all__ = [
     "subset_counts",
     "save_split",
     "load_split",
+    # orientation and spacing
+    "AxisMap",
+    "network_axes",
+    "plan_geometry",
+    "to_network",
     # atlas demo
     "DEFAULT_TEMPLATE_DIR",
     "AAL_GROUPS",

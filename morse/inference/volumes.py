@@ -261,16 +261,23 @@ def _predict_windows(
         cells = tuple(slice(lo, hi) for lo, hi in spans)
         weights = _gaussian_weights(size, grid_map)
         weight[cells] += weights
-        for name, values in maps.items():
-            values = values[0].float().cpu()
-            if name not in sums:
-                sums[name] = torch.zeros(values.shape[0], *out_shape)
-            if name == "points":
-                sums[name][(slice(None), *cells)] = sums[name][(slice(None), *cells)].maximum(values)
-            else:
-                sums[name][(slice(None), *cells)] += values * weights
+        _blend(sums, maps, cells, weights, out_shape)
     return {name: values if name == "points" else values / weight
             for name, values in sums.items()}
+
+
+def _blend(sums: dict[str, torch.Tensor], maps: Maps, cells: tuple[slice, ...],
+           weights: torch.Tensor, out_shape: tuple[int, ...]) -> None:
+    """Add one window's maps (1, C_map, *cells) into the running sums (C_map, *out_shape):
+    weighted, except the rendered-cell map, which is the maximum (any window rendered it)."""
+    for name, values in maps.items():
+        values = values[0].float().cpu()
+        total = sums.setdefault(name, torch.zeros(values.shape[0], *out_shape))
+        region = (slice(None), *cells)
+        if name == "points":
+            total[region] = total[region].maximum(values)
+        else:
+            total[region] += values * weights
 
 
 def _window_starts(size: int, roi: int, overlap: float) -> list[int]:

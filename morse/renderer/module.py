@@ -218,6 +218,8 @@ class MorseRenderer(nn.Module):
         features: Sequence[torch.Tensor],
         coarse: torch.Tensor,
         output_size: Sequence[int] | None = None,
+        *,
+        static_shapes: bool = False,
     ) -> Rendering:
         """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
 
@@ -229,6 +231,9 @@ class MorseRenderer(nn.Module):
             coarse: (B, K, *S) the backbone's logits.
             output_size: the grid to render on; default the coarse grid (2^steps times it
                 with ``render_upsample``).
+            static_shapes: run the point network on all N rows of every step, the rows of
+                certain or already rendered cells included, and discard those; every shape
+                then follows from the input's (for export). Same cells and values.
 
         Returns:
             ``Rendering`` (logits (B, K, *S_out), rendered (B, 1, *S_out) bool, gate
@@ -244,7 +249,8 @@ class MorseRenderer(nn.Module):
                                      self.prepare(features, coarse, budget))
         logits, rendered, gate = subdivision_render(
             coarse, point_fn, cfg.render_points, cfg.render_steps, cfg.render_upsample,
-            output_size, cfg.render_margin, cfg.render_share, active_rows=True,
+            output_size, cfg.render_margin, cfg.render_share, active_rows=not static_shapes,
+            static_shapes=static_shapes,
         )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),

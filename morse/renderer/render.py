@@ -90,6 +90,7 @@ def subdivision_render(
     max_margin: float | None = None,
     max_share: float | None = None,
     active_rows: bool = False,
+    static_shapes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
@@ -129,6 +130,11 @@ def subdivision_render(
             the rows that only fill the batch (with ``max_margin``, images have different
             numbers of uncertain cells) and whose values are discarded, so it can skip them;
             ``active`` is None when every row counts.
+        static_shapes: every step asks for exactly N cells (``step_points``, at most the
+            grid's cells), never fewer because fewer are left: rows beyond the cells left are
+            filled with skipped cells and keep their values, as with ``max_margin``. No shape
+            then depends on the logits' values (for tracing and export; give it without
+            ``active_rows``); the cells rendered and their values are the same.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -145,7 +151,8 @@ def subdivision_render(
             exclude = None
         skip = _or(exclude, _certain(logits, max_margin))
         indices, coords = most_uncertain_cells(
-            logits, step_points(num_points, size, max_share), skip, fill=True)
+            logits, step_points(num_points, size, max_share), skip, fill=True,
+            clip=not static_shapes)
         if indices.shape[1] == 0:
             continue
         # with the margin, images of a batch have different numbers of uncertain cells: the

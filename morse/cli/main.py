@@ -2,8 +2,8 @@
 
     morse train CONFIG [section.key=value ...] [-o RUN_DIR] | morse train --resume RUN_DIR
     morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset all|test|val|heldout]
-                   [--images DIR --labels DIR] [-o OUT]
-    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse]
+                   [--images DIR --labels DIR] [-o OUT] [--tta]
+    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse] [--tta]
     morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing]
     morse check DATA
     morse demo [-o RUN_DIR]
@@ -89,13 +89,17 @@ class Evaluate:
     checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
+    tta: bool | None = _option("flip test-time augmentation: the backbone's logits averaged over "
+                               "the 2^D mirrorings, then rendered; 2^D backbone passes "
+                               "(default: the run's eval.tta)", "--tta",
+                               action=argparse.BooleanOptionalAction, default=None)
 
     def run(self) -> int:
         from morse.evaluation.heldout import evaluate_run
 
         evaluate_run(self.source, self.output, subset=self.subset, data_root=self.data,
                      images=self.images, labels=self.labels, device=self.device,
-                     checkpoint=self.checkpoint)
+                     checkpoint=self.checkpoint, tta=self.tta)
         return 0
 
 
@@ -116,6 +120,10 @@ class Predict:
     overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
                               action="store_true")
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
+    tta: bool | None = _option("flip test-time augmentation: the backbone's logits averaged over "
+                               "the 2^D mirrorings, then rendered; 2^D backbone passes "
+                               "(default: the run's eval.tta)", "--tta",
+                               action=argparse.BooleanOptionalAction, default=None)
 
     def run(self) -> int:
         from morse.inference.files import predict_files
@@ -123,7 +131,7 @@ class Predict:
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
                                   coarse=self.coarse, overwrite=self.overwrite,
-                                  device=self.device):
+                                  device=self.device, tta=self.tta):
             print(path)
         return 0
 

@@ -20,6 +20,7 @@ from monai.inferers import sliding_window_inference
 
 from morse.backbone import padded_size
 from morse.device import autocast_context
+from morse.inference.tta import FlipAveraged
 from morse.model import Morse
 
 __all__ = ["VolumePrediction", "predict_volume", "PAD_MULTIPLE"]
@@ -50,6 +51,9 @@ class VolumePrediction:
     gate: np.ndarray | None = None
 
 
+Forward = Morse | FlipAveraged
+"""What maps a batch (B, C_in, *S) and an ``output_size`` to a ``MorseOutput``."""
+
 Maps = dict[str, torch.Tensor]
 """Named maps of one forward pass: coarse (B, K, *S), rendered (B, K, *S), points (B, 1, *S)
 and, when asked for and available, gate (B, S_experts, *S)."""
@@ -70,6 +74,7 @@ def predict_volume(
     precision: str = "fp32",
     probabilities: bool = False,
     gate: bool = False,
+    tta: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
@@ -87,14 +92,17 @@ def predict_volume(
         probabilities: also return the rendered softmax (K, *S).
         gate: also return the dominant expert of each re-predicted voxel (costs S float maps
             of the volume's size while stitching).
+        tta: flip test-time augmentation (``morse.inference.tta``): the backbone's logits
+            averaged over the 2^D mirrorings of each slice or window, then rendered.
     """
     model.eval().to(device)
+    forward: Forward = FlipAveraged(model) if tta else model
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
     with autocast_context(device, precision):
         if model.spatial_dims == 2:
-            maps = _predict_slices(model, tensor, device, slice_size, slice_batch_size, gate)
+            maps = _predict_slices(forward, tensor, device, slice_size, slice_batch_size, gate)
         else:
-            maps = _predict_sliding(model, tensor, device, patch_size, sw_batch_size, overlap,
+            maps = _predict_sliding(forward, tensor, device, patch_size, sw_batch_size, overlap,
                                     sw_device, gate)
     points = maps["points"][0] > 0
     return VolumePrediction(
@@ -122,7 +130,7 @@ def _named_maps(out, want_gate: bool) -> Maps:
 
 
 def _predict_slices(
-    model: Morse,
+    model: Forward,
     volume: torch.Tensor,
     device: torch.device | str,
     slice_size: Sequence[int] | None,
@@ -140,7 +148,7 @@ def _predict_slices(
 
 
 def _predict_slice_batch(
-    model: Morse, slices: torch.Tensor, slice_size: Sequence[int] | None, want_gate: bool
+    model: Forward, slices: torch.Tensor, slice_size: Sequence[int] | None, want_gate: bool
 ) -> Maps:
     """(B, C, H, W) -> maps (B, C_map, H', W') with H' >= H (padded) or H' = H (resized)."""
     size = tuple(slices.shape[2:])
@@ -158,7 +166,7 @@ def _predict_slice_batch(
 
 
 def _predict_sliding(
-    model: Morse,
+    model: Forward,
     volume: torch.Tensor,
     device: torch.device | str,
     patch_size: Sequence[int] | None,

@@ -11,6 +11,7 @@
     morse config PRESET_OR_FILE [section.key=value ...]
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
                   [--subset val|test] [--quick]
+    morse export RUN_DIR_or_CHECKPOINT OUT [--format torchscript|onnx] [--size N ...]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
 """
@@ -265,7 +266,40 @@ class Compare:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare)
+@dataclass
+class Export:
+    """Write a run's model (backbone and renderer) as one TorchScript or ONNX graph for
+    deployment, and next to it OUT.json: the input it takes (channels, size, the
+    preprocessing record), the classes, and its check against the checkpoint."""
+
+    name: ClassVar[str] = "export"
+    source: str = _option("run folder or checkpoint")
+    output: str = _option("the model file to write, e.g. model.pt (TorchScript) or model.onnx")
+    format: str = _option("torchscript or onnx (ONNX needs pip install -e '.[export]')",
+                          "--format", default="torchscript")
+    size: list[int] | None = _option("spatial input size, H W (2D) or X Y Z (3D) (default: "
+                                     "data.slice_size in 2D, data.patch_size in 3D)", "--size",
+                                     nargs="+", type=int, default=None)
+    checkpoint: str | None = _option("export best.pt or last.pt of a run folder (default: the "
+                                     "run's eval.checkpoint)", "--checkpoint", default=None,
+                                     choices=["best", "last"])
+    overwrite: bool = _option("replace existing files", "--overwrite", default=False,
+                              action="store_true")
+
+    def run(self) -> int:
+        from morse.inference.export import export_run
+
+        result = export_run(self.source, self.output, fmt=self.format, size=self.size,
+                            checkpoint=self.checkpoint, overwrite=self.overwrite)
+        check = ("not checked: onnxruntime is not installed" if result.max_difference is None
+                 else f"against the checkpoint on a random input: max |difference| "
+                      f"{result.max_difference:.2g}, rendered labels agree on "
+                      f"{100 * result.labels_agree:.2f}% of cells")
+        print(f"wrote {result.model} and {result.description}; {check}")
+        return 0
+
+
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export)
 
 
 def build_parser() -> argparse.ArgumentParser:

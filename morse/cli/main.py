@@ -4,7 +4,8 @@
     morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset all|test|val|heldout]
                    [--images DIR --labels DIR] [-o OUT] [--tta]
     morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse] [--tta]
-    morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing]
+    morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing] [--nsd MM ...]
+                [--biou MM]
     morse check DATA
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
@@ -169,12 +170,17 @@ class Score:
     allow_missing: bool = _option("score the cases found in both folders and record the others "
                                   "(default: refuse)", "--allow-missing", default=False,
                                   action="store_true")
+    nsd: list[float] | None = _option("normalised surface Dice tolerances in mm (default: 1 2)",
+                                      "--nsd", nargs="+", type=float, default=None)
+    biou: float | None = _option("boundary IoU band width in mm (default: 2)", "--biou",
+                                 type=float, default=None)
 
     def run(self) -> int:
-        from morse.evaluation.score import score_folders
+        from morse.evaluation.score import flag_settings, score_folders
 
         score_folders(self.predictions, self.labels, self.output or self.predictions,
-                      classes=self.classes, allow_missing=self.allow_missing)
+                      classes=self.classes, allow_missing=self.allow_missing,
+                      settings=flag_settings(self.nsd, self.biou))
         return 0
 
 

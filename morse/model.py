@@ -146,7 +146,8 @@ class Morse(nn.Module):
         Args:
             coarse: (B, K, *S) logits; the coarse output and what the renderer ranks by.
             features: S maps (B, c_s, *S_s), coarsest first.
-            output_size: the grid to render on (default the coarse one).
+            output_size: the grid to render on (default: the coarse grid, 2^steps times it
+                with ``render_upsample``).
             static_shapes: every tensor's shape follows from the input's alone (see
                 ``subdivision_render``), for export; same cells and values.
 

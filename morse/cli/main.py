@@ -40,6 +40,10 @@ def _option(help: str, *flags: str, **kwargs: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+_TTA_HELP = ("flip test-time augmentation: the backbone's logits averaged over the 2^D "
+             "mirrorings, then rendered; 2^D backbone passes (default: the run's eval.tta)")
+
+
 @dataclass
 class Train:
     """Train a model (or resume a run) from a YAML config or preset."""
@@ -91,10 +95,8 @@ class Evaluate:
     checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
-    tta: bool | None = _option("flip test-time augmentation: the backbone's logits averaged over "
-                               "the 2^D mirrorings, then rendered; 2^D backbone passes "
-                               "(default: the run's eval.tta)", "--tta",
-                               action=argparse.BooleanOptionalAction, default=None)
+    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+                               default=None)
 
     def run(self) -> int:
         from morse.evaluation.heldout import evaluate_run
@@ -122,10 +124,8 @@ class Predict:
     overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
                               action="store_true")
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
-    tta: bool | None = _option("flip test-time augmentation: the backbone's logits averaged over "
-                               "the 2^D mirrorings, then rendered; 2^D backbone passes "
-                               "(default: the run's eval.tta)", "--tta",
-                               action=argparse.BooleanOptionalAction, default=None)
+    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+                               default=None)
 
     def run(self) -> int:
         from morse.inference.files import predict_files

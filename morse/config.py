@@ -160,6 +160,9 @@ class EvalConfig:
     """Normalised surface Dice at each tolerance (in voxels for data without a voxel size)."""
     biou_width_mm: float = 2.0
     """Boundary IoU band width (in voxels for data without a voxel size)."""
+    tta: bool = False
+    """Flip test-time augmentation in predict and evaluate: backbone logits averaged over the 2^D
+    mirrorings before rendering (2^D backbone passes; validation in training never uses it)."""
     checkpoint: str = "best"
     """Which checkpoint of a run to score: best (best validation Dice) or last (the final
     model, TransUNet's Synapse protocol). A run without validation cases records last."""

@@ -124,19 +124,54 @@ class Morse(nn.Module):
         Returns:
             ``MorseOutput``.
         """
+        coarse, features = self.backbone_outputs(image)
+        if not self.training:
+            return self.render(coarse, features, output_size, grid_map)
+        if self.renderer is None:
+            return MorseOutput(coarse=coarse, logits=coarse)
+        points = self.renderer(features, coarse)
+        return MorseOutput(coarse, coarse, points.logits, points.coords, points.gate)
+
+    def backbone_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The backbone's coarse logits (B, K, *S) and S feature maps (B, c_s, *S_s),
+        coarsest first (none for a backbone that gives only logits and is not tapped)."""
         check_image(image, spatial_dims=self.spatial_dims, in_channels=None, name="MORSE")
-        coarse, features = _split_backbone_output(self.backbone(image))
+        return _split_backbone_output(self.backbone(image))
+
+    def render(
+        self,
+        coarse: torch.Tensor,
+        features: Sequence[torch.Tensor],
+        output_size: Sequence[int] | None = None,
+        grid_map: GridMap | None = None,
+        *,
+        static_shapes: bool = False,
+    ) -> MorseOutput:
+        """Inference from the backbone's outputs (``forward`` in eval mode is
+        ``render(*backbone_outputs(image))``).
+
+        Args:
+            coarse: (B, K, *S) logits; the coarse output and what the renderer ranks by.
+            features: S maps (B, c_s, *S_s), coarsest first.
+            output_size: the grid to render on (default: the coarse grid, 2^steps times it
+                with ``render_upsample``).
+            grid_map: where the ``output_size`` grid lies over the input
+                (``morse.renderer.points.GridMap``); None: it covers the input exactly.
+            static_shapes: every tensor's shape follows from the input's alone (see
+                ``subdivision_render``), for export; same cells and values.
+
+        Returns:
+            ``MorseOutput`` with ``logits`` (B, K, *S_out) and, with the renderer on,
+            ``rendered`` and ``gate``.
+        """
         if self.renderer is None:
             logits = coarse
-            if output_size is not None and not self.training:
+            if output_size is not None:
                 logits = subdivision_render(coarse, None, 0, 0, output_size=output_size,
                                             grid_map=grid_map)[0]
             return MorseOutput(coarse=coarse, logits=logits)
-        if self.training:
-            points = self.renderer(features, coarse)
-            return MorseOutput(coarse, coarse, points.logits, points.coords, points.gate)
-        logits, rendered, gate = self.renderer.render(features, coarse, output_size,
-                                                        grid_map)
+        logits, rendered, gate = self.renderer.render(features, coarse, output_size, grid_map,
+                                                      static_shapes=static_shapes)
         return MorseOutput(coarse=coarse, logits=logits, gate=gate, rendered=rendered)
 
 

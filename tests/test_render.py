@@ -199,3 +199,31 @@ def test_a_grid_map_needs_an_output_size_and_no_upsampling():
     with pytest.raises(ValueError, match="upsample"):
         subdivision_render(torch.randn(1, 2, 4, 4), _position_logits, 4, 1, upsample=True,
                            output_size=(8, 8), grid_map=identity)
+
+
+def test_static_shapes_ask_n_rows_every_step_and_render_the_same_cells_and_values():
+    """With a margin, ragged images and steps that run out of cells, the export path (N rows
+    always, none skipped) writes exactly what the default path writes."""
+    coarse = torch.zeros(2, 3, 6, 6)
+    coarse[:, 0] = 5.0
+    uncertain = torch.zeros(2, 6, 6, dtype=torch.bool)
+    uncertain[0, 1, :3] = True  # 3 uncertain cells: fewer than N
+    uncertain[1, 2:4] = True  # 12: more than N, all rendered by the third step
+    coarse[:, 1][uncertain] = 4.0 + torch.rand(int(uncertain.sum()))
+    shapes: dict[bool, list[int]] = {True: [], False: []}
+
+    def point_fn(static):
+        def values(coords, active=None):
+            shapes[static].append(coords.shape[1])
+            position = coords.sum(-1).unsqueeze(1)  # (B, 1, N): each row its own value
+            return 9.0 * position.expand(-1, 3, -1).clone(), position.expand(-1, 2, -1).clone()
+        return values
+
+    default = subdivision_render(coarse, point_fn(False), 5, steps=4, max_margin=2.0,
+                                 active_rows=True)
+    static = subdivision_render(coarse, point_fn(True), 5, steps=4, max_margin=2.0,
+                                static_shapes=True)
+    assert shapes == {False: [5, 5, 2], True: [5, 5, 5, 5]}
+    for a, b in zip(default, static):
+        assert torch.equal(a, b)
+    assert torch.equal(static[1][:, 0], uncertain)

@@ -13,7 +13,7 @@ from test_cli import oblique_affine
 
 from morse.cli.main import main
 from morse.data import DataError
-from morse.evaluation.metrics import case_metrics
+from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.score import label_files, score_folders
 
 SHAPE = (12, 10, 4)
@@ -68,6 +68,21 @@ def test_command_prints_the_table_and_writes_into_the_predictions_folder(folders
     out = capsys.readouterr().out
     assert "prediction" in out and "HD95 (mm)" in out and "scored 2 case(s)" in out
     assert (preds / "metrics.json").is_file()
+
+
+def test_nsd_and_biou_flags_set_the_tolerances_scored_and_recorded(folders, capsys):
+    preds, refs = folders
+    assert main(["score", str(preds), str(refs), "--nsd", "0.5", "3", "--biou", "1"]) == 0
+    doc = json.loads((preds / "metrics.json").read_text())
+    assert doc["settings"] == {"nsd_tolerances": [0.5, 3.0], "biou_width": 1.0}
+    expected = case_metrics(box(1), box(), 2, (0.7, 0.9, 3.0), MetricSettings((0.5, 3.0), 1.0))
+    scored = doc["prediction"]["per_case"]["a"]["label_1"]
+    for name in ("nsd_0.5mm", "nsd_3mm", "biou"):
+        assert scored[name] == pytest.approx(expected[1].values[name]), name
+    assert "nsd_1mm" not in scored and "NSD@0.5 mm" in capsys.readouterr().out
+    line = one_line_error(capsys, ["score", str(preds), str(refs), "--nsd", "1", "-2"])
+    assert line.endswith("--nsd 1 -2 --biou 2: NSD tolerances must be distinct and the "
+                         "tolerances and the band width finite and >= 0 (mm)")
 
 
 def test_class_names_come_from_dataset_json_next_to_the_labels(folders, tmp_path):

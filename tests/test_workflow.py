@@ -205,3 +205,21 @@ def test_predict_gives_a_scan_stored_in_another_axis_order_the_same_labels(workf
         second = nib.load(tmp_path / "out" / f"moved{suffix}.nii.gz")
         assert np.array_equal(axes.forward(first), np.asarray(second.dataobj))
         assert np.allclose(second.affine, moved.affine)
+
+
+def test_predict_with_tta_scores_as_evaluate_with_tta_and_metrics_record_it(workflow, tmp_path):
+    run = str(workflow["run"])
+    out = tmp_path / "eval_tta"
+    assert main(["evaluate", run, "--subset", "heldout", "--tta", "-o", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["tta"] is True
+    plain = workflow["run"] / "eval_imagesTs" / "metrics.json"
+    assert json.loads(plain.read_text())["tta"] is False
+    predictions = tmp_path / "predictions"
+    _predict(workflow, predictions, "--tta")
+    assert main(["score", str(predictions), str(workflow["data"] / "labelsTs")]) == 0
+    scored = _per_case(predictions / "metrics.json", "prediction")
+    evaluated = _per_case(out / "metrics.json", "rendered")
+    for case in ("case3", "case4"):
+        assert scored[case]["disc"]["dice"] == pytest.approx(evaluated[case]["disc"]["dice"])
+    assert [evaluated[c]["disc"]["dice"] for c in ("case3", "case4")] != [
+        _per_case(plain, "rendered")[c]["disc"]["dice"] for c in ("case3", "case4")]

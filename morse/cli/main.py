@@ -2,15 +2,17 @@
 
     morse train CONFIG [section.key=value ...] [-o RUN_DIR] | morse train --resume RUN_DIR
     morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset all|test|val|heldout]
-                   [--images DIR --labels DIR] [-o OUT]
-    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse]
-    morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing]
+                   [--images DIR --labels DIR] [-o OUT] [--tta]
+    morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse] [--tta]
+    morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing] [--nsd MM ...]
+                [--biou MM]
     morse check DATA
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
     morse config PRESET_OR_FILE [section.key=value ...]
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
                   [--subset val|test] [--quick]
+    morse export RUN_DIR_or_CHECKPOINT OUT [--format torchscript|onnx] [--size N ...]
 
 Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
 """
@@ -36,6 +38,10 @@ def _option(help: str, *flags: str, **kwargs: Any) -> Any:
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+_TTA_HELP = ("flip test-time augmentation: the backbone's logits averaged over the 2^D "
+             "mirrorings, then rendered; 2^D backbone passes (default: the run's eval.tta)")
 
 
 @dataclass
@@ -89,13 +95,15 @@ class Evaluate:
     checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
+    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+                               default=None)
 
     def run(self) -> int:
         from morse.evaluation.heldout import evaluate_run
 
         evaluate_run(self.source, self.output, subset=self.subset, data_root=self.data,
                      images=self.images, labels=self.labels, device=self.device,
-                     checkpoint=self.checkpoint)
+                     checkpoint=self.checkpoint, tta=self.tta)
         return 0
 
 
@@ -116,6 +124,8 @@ class Predict:
     overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
                               action="store_true")
     device: str = _option("auto, cpu or cuda", "--device", default="auto")
+    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+                               default=None)
 
     def run(self) -> int:
         from morse.inference.files import predict_files
@@ -123,7 +133,7 @@ class Predict:
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
                                   coarse=self.coarse, overwrite=self.overwrite,
-                                  device=self.device):
+                                  device=self.device, tta=self.tta):
             print(path)
         return 0
 
@@ -160,12 +170,17 @@ class Score:
     allow_missing: bool = _option("score the cases found in both folders and record the others "
                                   "(default: refuse)", "--allow-missing", default=False,
                                   action="store_true")
+    nsd: list[float] | None = _option("normalised surface Dice tolerances in mm (default: 1 2)",
+                                      "--nsd", nargs="+", type=float, default=None)
+    biou: float | None = _option("boundary IoU band width in mm (default: 2)", "--biou",
+                                 type=float, default=None)
 
     def run(self) -> int:
-        from morse.evaluation.score import score_folders
+        from morse.evaluation.score import flag_settings, score_folders
 
         score_folders(self.predictions, self.labels, self.output or self.predictions,
-                      classes=self.classes, allow_missing=self.allow_missing)
+                      classes=self.classes, allow_missing=self.allow_missing,
+                      settings=flag_settings(self.nsd, self.biou))
         return 0
 
 
@@ -257,7 +272,40 @@ class Compare:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare)
+@dataclass
+class Export:
+    """Write a run's model (backbone and renderer) as one TorchScript or ONNX graph for
+    deployment, and next to it OUT.json: the input it takes (channels, size, the
+    preprocessing record), the classes, and its check against the checkpoint."""
+
+    name: ClassVar[str] = "export"
+    source: str = _option("run folder or checkpoint")
+    output: str = _option("the model file to write, e.g. model.pt (TorchScript) or model.onnx")
+    format: str = _option("torchscript or onnx (ONNX needs pip install -e '.[export]')",
+                          "--format", default="torchscript")
+    size: list[int] | None = _option("spatial input size, H W (2D) or X Y Z (3D) (default: "
+                                     "data.slice_size in 2D, data.patch_size in 3D)", "--size",
+                                     nargs="+", type=int, default=None)
+    checkpoint: str | None = _option("export best.pt or last.pt of a run folder (default: the "
+                                     "run's eval.checkpoint)", "--checkpoint", default=None,
+                                     choices=["best", "last"])
+    overwrite: bool = _option("replace existing files", "--overwrite", default=False,
+                              action="store_true")
+
+    def run(self) -> int:
+        from morse.inference.export import export_run
+
+        result = export_run(self.source, self.output, fmt=self.format, size=self.size,
+                            checkpoint=self.checkpoint, overwrite=self.overwrite)
+        check = ("not checked: onnxruntime is not installed" if result.max_difference is None
+                 else f"against the checkpoint on a random input: max |difference| "
+                      f"{result.max_difference:.2g}, rendered labels agree on "
+                      f"{100 * result.labels_agree:.2f}% of cells")
+        print(f"wrote {result.model} and {result.description}; {check}")
+        return 0
+
+
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,14 +79,15 @@ def evaluate(
                      for k in _example_slices(volume.label, per_volume)]
     scored = {"file": run.path.name, "step": run.step}
     write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
-                  checkpoint=scored)
+                  checkpoint=scored, extra={"tta": cfg.eval.tta})
     _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
         if model.renderer is None:
             print("renderer off (model.renderer=false): only the backbone's output is scored")
         print(format_table(summaries, class_names, unit))
-        print(f"scored {run.path} (step {run.step}); NSD tolerances "
+        tta = ", flip TTA" if cfg.eval.tta else ""
+        print(f"scored {run.path} (step {run.step}{tta}); NSD tolerances "
               f"{list(settings.nsd_tolerances)} {unit}, boundary IoU band {settings.biou_width} "
               f"{unit}; wrote {out_dir / 'metrics.json'}")
     return summaries

@@ -134,11 +134,14 @@ def evaluate_heldout(
     out_dir = Path(out_dir) if out_dir else run.path.parent / f"eval_{images.name}"
     write_metrics(out_dir, results, names, settings=settings,
                   checkpoint={"file": run.path.name, "step": run.step},
-                  extra={"images": str(images), "labels": str(labels)})
+                  extra={"images": str(images), "labels": str(labels),
+                         "tta": run.config.eval.tta})
     summaries = {name: summarise(per_case, names) for name, per_case in results.items()}
     if verbose:
         print(format_table(summaries, names))
-        print(f"scored {run.path} (step {run.step}) on {images}; wrote {out_dir / 'metrics.json'}")
+        tta = ", flip TTA" if run.config.eval.tta else ""
+        print(f"scored {run.path} (step {run.step}{tta}) on {images}; wrote "
+              f"{out_dir / 'metrics.json'}")
     return summaries
 
 
@@ -164,6 +167,7 @@ def evaluate_run(
     labels: str | Path | None = None,
     device: str = "auto",
     checkpoint: str | None = None,
+    tta: bool | None = None,
 ) -> dict[str, dict]:
     """``morse evaluate``: the split's test (or val) subset and/or a held-out folder pair.
 
@@ -175,6 +179,7 @@ def evaluate_run(
         subset: one of :data:`SUBSETS`.
         data_root: the dataset folder instead of the run's.
         images, labels: a held-out pair instead of the dataset's imagesTs + labelsTs.
+        tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
 
     Returns:
         ``{set name: {"coarse": summary, "rendered": summary}}`` of the sets scored.
@@ -182,7 +187,7 @@ def evaluate_run(
     if subset not in SUBSETS:
         raise DataError(f"--subset {subset}: unknown; choose one of {', '.join(SUBSETS)}")
     torch_device = resolve_device(device)
-    run = load_run(source, torch_device, checkpoint)
+    run = load_run(source, torch_device, checkpoint, tta=tta)
     if data_root is not None:
         run.config = replace(run.config, data=replace(run.config.data, root=data_root))
     scored = {}

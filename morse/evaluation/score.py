@@ -37,6 +37,7 @@ __all__ = [
     "LabelMap",
     "ScoreResult",
     "image_grid",
+    "flag_settings",
     "label_files",
     "pair_problem",
     "pair_metrics",
@@ -254,6 +255,26 @@ def _check_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[int, bool]:
         largest = max([largest, *(int(m.label.max()) for m in (pred, ref) if m.label.size)])
         oriented = oriented and ref.oriented
     return largest, oriented
+
+
+def flag_settings(nsd: Sequence[float] | None, biou: float | None) -> MetricSettings:
+    """The metric settings of ``morse score --nsd MM ... --biou MM`` (None: the default).
+
+    >>> flag_settings([0.5, 3], None).names[-3:]
+    ('nsd_0.5mm', 'nsd_3mm', 'biou')
+
+    Raises:
+        DataError: a negative, infinite or repeated value, naming the flags.
+    """
+    default = MetricSettings()
+    tolerances = tuple(nsd) if nsd else default.nsd_tolerances
+    width = default.biou_width if biou is None else biou
+    try:
+        return MetricSettings(tolerances, width)
+    except ValueError:
+        shown = " ".join(f"{t:g}" for t in tolerances)
+        raise DataError(f"--nsd {shown} --biou {width:g}: NSD tolerances must be distinct and the "
+                        "tolerances and the band width finite and >= 0 (mm)") from None
 
 
 def score_folders(

@@ -221,6 +221,7 @@ def predict_files(
     overwrite: bool = False,
     device: str = "auto",
     progress: bool = True,
+    tta: bool | None = None,
 ) -> list[Path]:
     """Segment NIfTI files; writes ``CASE.nii.gz`` label maps (and optional maps) to out_dir.
 
@@ -236,9 +237,10 @@ def predict_files(
         coarse: also write ``CASE_coarse.nii.gz``, the backbone's own label map.
         overwrite: replace existing outputs (default: refuse, naming the file).
         progress: show a progress bar over cases on stderr.
+        tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
     """
     torch_device = resolve_device(device)
-    run = load_run(checkpoint, torch_device)
+    run = load_run(checkpoint, torch_device, tta=tta)
     if points and run.model.renderer is None:
         raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
                         "re-predicted; predict without --points")

@@ -83,11 +83,16 @@ class TrainedRun:
 
 
 def load_run(
-    source: str | Path, device: str | torch.device = "cpu", which: str | None = None
+    source: str | Path,
+    device: str | torch.device = "cpu",
+    which: str | None = None,
+    *,
+    tta: bool | None = None,
 ) -> TrainedRun:
     """Rebuild the model of a checkpoint (safe loading) from its config, classes and channels.
 
-    ``which`` picks a run folder's checkpoint (see :func:`resolve_checkpoint`).
+    ``which`` picks a run folder's checkpoint (see :func:`resolve_checkpoint`); ``tta``
+    replaces the config's ``eval.tta`` (None keeps the run's).
     """
     path = resolve_checkpoint(source, which)
     state = load_checkpoint(path)
@@ -98,6 +103,8 @@ def load_run(
             "before MORSE saved in_channels); retrain it with this version"
         )
     cfg = config_from_dict(state["config"], origin=str(path))
+    if tta is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, tta=tta))
     class_names = list(state["class_names"])
     model = build_model(_without_pretrained(cfg), int(state["in_channels"]), len(class_names))
     model.load_state_dict(state["model"])
@@ -115,7 +122,8 @@ def _without_pretrained(cfg: Config) -> Config:
 def predict_case(
     model: Morse, cfg: Config, volume: Volume, device, geometry: dict | None = None, **options
 ) -> VolumePrediction:
-    """``predict_volume`` with the settings of a run's config, on the volume's own grid.
+    """``predict_volume`` with the settings of a run's config (``eval.tta`` included), on the
+    volume's own grid.
 
     With a ``geometry`` (the run's record, :mod:`morse.data.geometry`), the network runs on
     the volume reoriented and resampled to what it was trained on, and the renderer writes
@@ -126,7 +134,7 @@ def predict_case(
         device=device, slice_size=cfg.data.slice_size, patch_size=cfg.data.patch_size,
         slice_batch_size=cfg.eval.slice_batch_size, sw_batch_size=cfg.eval.sw_batch_size,
         overlap=cfg.eval.overlap, sw_device=cfg.eval.sw_device,
-        precision=cfg.train.precision, **options,
+        precision=cfg.train.precision, tta=cfg.eval.tta, **options,
     )
     if geometry is None:
         return predict_volume(model, volume.image, **settings)

@@ -25,6 +25,7 @@ from monai.inferers import sliding_window_inference
 
 from morse.backbone import padded_size
 from morse.device import autocast_context
+from morse.inference.tta import FlipAveraged
 from morse.model import Morse
 from morse.renderer.points import GridMap
 from morse.renderer.render import onto_grid
@@ -57,6 +58,9 @@ class VolumePrediction:
     gate: np.ndarray | None = None
 
 
+Forward = Morse | FlipAveraged
+"""What maps a batch (B, C_in, *S) and an ``output_size`` to a ``MorseOutput``."""
+
 Maps = dict[str, torch.Tensor]
 """Named maps of one forward pass: coarse (B, K, *S), rendered (B, K, *S), points (B, 1, *S)
 and, when asked for and available, gate (B, S_experts, *S)."""
@@ -78,6 +82,7 @@ def predict_volume(
     probabilities: bool = False,
     gate: bool = False,
     output_shape: Sequence[int] | None = None,
+    tta: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
@@ -99,8 +104,11 @@ def predict_volume(
             with this many cells per axis (e.g. the scan's own grid when ``image`` is its
             resampled copy); 2D models keep the slice axis (``output_shape[-1]`` must be
             ``image.shape[-1]``). Default: the volume's own grid.
+        tta: flip test-time augmentation (``morse.inference.tta``): the backbone's logits
+            averaged over the 2^D mirrorings of each slice or window, then rendered.
     """
     model.eval().to(device)
+    forward: Forward = FlipAveraged(model) if tta else model
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
     own = tuple(tensor.shape[1:])
     out = own if output_shape is None else tuple(int(n) for n in output_shape)
@@ -109,13 +117,13 @@ def predict_volume(
                          "keep the slice axis)")
     with autocast_context(device, precision):
         if model.spatial_dims == 2:
-            maps = _predict_slices(model, tensor, device, slice_size, slice_batch_size, gate,
+            maps = _predict_slices(forward, tensor, device, slice_size, slice_batch_size, gate,
                                    out[:2])
         elif out == own:
-            maps = _predict_sliding(model, tensor, device, patch_size, sw_batch_size, overlap,
+            maps = _predict_sliding(forward, tensor, device, patch_size, sw_batch_size, overlap,
                                     sw_device, gate)
         else:
-            maps = _predict_windows(model, tensor, device, patch_size, overlap, gate, out)
+            maps = _predict_windows(forward, tensor, device, patch_size, overlap, gate, out)
     points = maps["points"][0] > 0
     return VolumePrediction(
         coarse=maps["coarse"].argmax(0).numpy().astype(np.int64),
@@ -142,7 +150,7 @@ def _named_maps(out, want_gate: bool) -> Maps:
 
 
 def _predict_slices(
-    model: Morse,
+    model: Forward,
     volume: torch.Tensor,
     device: torch.device | str,
     slice_size: Sequence[int] | None,
@@ -161,7 +169,7 @@ def _predict_slices(
 
 
 def _predict_slice_batch(
-    model: Morse,
+    model: Forward,
     slices: torch.Tensor,
     slice_size: Sequence[int] | None,
     want_gate: bool,
@@ -185,7 +193,7 @@ def _predict_slice_batch(
 
 
 def _mapped_maps(
-    model: Morse, net_input: torch.Tensor, size: tuple[int, ...], grid_map: GridMap | None,
+    model: Forward, net_input: torch.Tensor, size: tuple[int, ...], grid_map: GridMap | None,
     want_gate: bool,
 ) -> Maps:
     """The maps of one forward pass on an output grid of ``size`` placed by ``grid_map``
@@ -198,7 +206,7 @@ def _mapped_maps(
 
 
 def _predict_sliding(
-    model: Morse,
+    model: Forward,
     volume: torch.Tensor,
     device: torch.device | str,
     patch_size: Sequence[int] | None,
@@ -225,7 +233,7 @@ def _predict_sliding(
 
 
 def _predict_windows(
-    model: Morse,
+    model: Forward,
     volume: torch.Tensor,
     device: torch.device | str,
     patch_size: Sequence[int] | None,

@@ -220,6 +220,8 @@ class MorseRenderer(nn.Module):
         coarse: torch.Tensor,
         output_size: Sequence[int] | None = None,
         grid_map: GridMap | None = None,
+        *,
+        static_shapes: bool = False,
     ) -> Rendering:
         """Inference: subdivision rendering (see ``subdivision_render``), chunked if asked.
 
@@ -233,6 +235,9 @@ class MorseRenderer(nn.Module):
                 with ``render_upsample``).
             grid_map: where the ``output_size`` grid lies over the coarse map (a scan's own
                 voxels, see ``subdivision_render``); None: it covers the map exactly.
+            static_shapes: run the point network on all N rows of every step, the rows of
+                certain or already rendered cells included, and discard those; every shape
+                then follows from the input's (for export). Same cells and values.
 
         Returns:
             ``Rendering`` (logits (B, K, *S_out), rendered (B, 1, *S_out) bool, gate
@@ -249,8 +254,8 @@ class MorseRenderer(nn.Module):
         with point_precision(cfg.render_precision, coarse.device):
             logits, rendered, gate = subdivision_render(
                 coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
-                output_size, cfg.render_margin, cfg.render_share, active_rows=True,
-                grid_map=grid_map,
+                output_size, cfg.render_margin, cfg.render_share,
+                active_rows=not static_shapes, static_shapes=static_shapes, grid_map=grid_map,
             )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),

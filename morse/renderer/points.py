@@ -182,6 +182,7 @@ def most_uncertain_cells(
     num_points: int,
     exclude: torch.Tensor | None = None,
     fill: bool = False,
+    clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The N grid cells whose current prediction is least sure (inference).
 
@@ -192,11 +193,15 @@ def most_uncertain_cells(
         fill: when images have different numbers of cells left, N' is the most of them
             (clipped to N) and an image with fewer gets excluded cells to fill its row (find
             them with ``exclude.gather(1, indices)``); without it, the fewest.
+        clip: False: N' = min(N, prod(S)) whatever is excluded, a shape known without
+            reading the values (rows beyond the cells left are excluded cells, as with
+            ``fill``).
 
     Returns:
         indices (B, N') flat cell indices, unique per image and never excluded (unless
-        ``fill``), and their fp32 centres (B, N', D). N' = min(N, cells not excluded), the
-        fewest (``fill``: the most) over the batch; N' = 0 when no cell is left.
+        ``fill`` or not ``clip``), and their fp32 centres (B, N', D). N' = min(N, cells not
+        excluded), the fewest (``fill``: the most) over the batch; N' = 0 when no cell is
+        left.
 
     >>> logits = torch.tensor([[[0.0, 1.0, 3.0]]]).expand(1, 2, 3).clone()
     >>> logits[0, 1] = torch.tensor([0.0, 0.0, 0.0])
@@ -208,6 +213,7 @@ def most_uncertain_cells(
     num_points = min(num_points, uncertainty.shape[1])
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
+    if exclude is not None and clip:
         # topk would fill N beyond the cells left with excluded ones (-inf ranks last, not out)
         left = (~exclude).sum(1)
         num_points = min(num_points, int(left.max() if fill else left.min()))

@@ -111,6 +111,7 @@ def subdivision_render(
     max_share: float | None = None,
     active_rows: bool = False,
     grid_map: GridMap | None = None,
+    static_shapes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render the uncertain cells of a coarse prediction with a point function.
 
@@ -154,6 +155,11 @@ def subdivision_render(
             own voxels inside the network's resampled input); the coarse logits are read at
             its cells' centres and ``point_fn`` gets the mapped coordinates. None: the output
             grid covers the coarse map exactly. Needs ``output_size``; no ``upsample``.
+        static_shapes: every step asks for exactly N cells (``step_points``, at most the
+            grid's cells), never fewer because fewer are left: rows beyond the cells left are
+            filled with skipped cells and keep their values, as with ``max_margin``. No shape
+            then depends on the logits' values (for tracing and export; give it without
+            ``active_rows``); the cells rendered and their values are the same.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -174,7 +180,8 @@ def subdivision_render(
             exclude = None
         skip = _or(exclude, _certain(logits, max_margin))
         indices, coords = most_uncertain_cells(
-            logits, step_points(num_points, size, max_share), skip, fill=True)
+            logits, step_points(num_points, size, max_share), skip, fill=True,
+            clip=not static_shapes)
         if indices.shape[1] == 0:
             continue
         # with the margin, images of a batch have different numbers of uncertain cells: the

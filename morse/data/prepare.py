@@ -24,7 +24,9 @@ from .intensity import check_record, normalize_volume
 from .split import Split
 from .volume import DataError, Volume
 
-__all__ = ["PreparedData", "prepare_data", "plan_dataset_geometry", "load_eval_volumes", "pad_slices"]
+__all__ = [
+    "PreparedData", "prepare_data", "plan_dataset_geometry", "load_eval_volumes", "pad_slices",
+]
 
 
 @dataclass

@@ -85,6 +85,21 @@ def test_paired_differences_pair_each_seed_and_class_with_plain_of_the_same_seed
     assert "+0.0750 [" in text
 
 
+def test_rendering_is_paired_with_the_same_runs_coarse_output():
+    morse = {seed: _doc("rendered", {"a": 0.6 + seed / 10, "b": 0.5}) for seed in (0, 1)}
+    for seed, doc in morse.items():
+        doc["coarse"] = _doc("coarse", {"a": 0.5 + seed / 10, "b": 0.5})["coarse"]
+    result = build_comparison({"plain": {0: _doc("coarse", {"a": 0.0, "b": 0.0})},
+                               "morse": morse}, "morse compare x", "test")
+    assert list(result["rendering"]) == ["morse"]  # plain has no rendered output
+    pairs = result["rendering"]["morse"]["dice"]["pairs"]
+    assert [(p["seed"], p["class"], round(p["difference"], 6)) for p in pairs] == [
+        (0, "a", 0.1), (0, "b", 0.0), (1, "a", 0.1), (1, "b", 0.0)]
+    text = format_markdown(result)
+    assert "## Rendering against the same runs' coarse output" in text
+    assert "| morse (same runs) | 4 | +0.0500 [" in text
+
+
 def test_a_run_trained_with_other_settings_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     run = out / "plain" / "seed0"

@@ -102,10 +102,14 @@ def summarise_variant(by_seed: Mapping[int, dict], output: str, metrics: list[st
 
 
 def paired_differences(
-    plain: Mapping[int, dict], variant: Mapping[int, dict], metric: str
+    plain: Mapping[int, dict], variant: Mapping[int, dict], metric: str,
+    outputs: tuple[str, str] | None = None,
 ) -> list[dict]:
     """One ``{"seed", "class", "difference"}`` per seed of both and foreground class: the
     variant's output minus plain's, per-class means over cases.
+
+    ``outputs`` names the two outputs compared, e.g. ``("coarse", "rendered")`` for what
+    rendering changes in the same runs; default: each side's first output.
 
     >>> doc = lambda o, a, b: {o: {"mean": {"a": {"dice": a}, "b": {"dice": b}}}}
     >>> paired_differences({0: doc("coarse", 0.5, 0.7)}, {0: doc("rendered", 0.75, 0.7)}, "dice")
@@ -113,8 +117,10 @@ def paired_differences(
     """
     pairs = []
     for seed in sorted(set(plain) & set(variant)):
-        base = plain[seed][outputs_of(plain[seed])[0]]["mean"]
-        other = variant[seed][outputs_of(variant[seed])[0]]["mean"]
+        base_output, other_output = outputs or (outputs_of(plain[seed])[0],
+                                                outputs_of(variant[seed])[0])
+        base = plain[seed][base_output]["mean"]
+        other = variant[seed][other_output]["mean"]
         for name in base:
             if name != FOREGROUND and name in other:
                 difference = other[name][metric] - base[name][metric]
@@ -122,10 +128,11 @@ def paired_differences(
     return pairs
 
 
-def _paired(plain: Mapping[int, dict], variant: Mapping[int, dict], metrics: list[str]) -> dict:
+def _paired(plain: Mapping[int, dict], variant: Mapping[int, dict], metrics: list[str],
+            outputs: tuple[str, str] | None = None) -> dict:
     out = {}
     for metric in metrics:
-        pairs = paired_differences(plain, variant, metric)
+        pairs = paired_differences(plain, variant, metric, outputs)
         mean, low, high = paired_bootstrap_ci([p["difference"] for p in pairs])
         out[metric] = {"mean": mean, "ci95": [low, high], "n_pairs": len(pairs), "pairs": pairs}
     return out
@@ -135,7 +142,9 @@ def build_comparison(
     docs: Mapping[str, Mapping[int, dict]], command: str, subset: str
 ) -> dict:
     """Everything ``comparison.json`` holds: the command, the subset, per-variant summaries
-    of each output and, when ``plain`` is among the variants, paired differences to it."""
+    of each output, when ``plain`` is among the variants paired differences to it, and for
+    every variant with a renderer its rendered output paired with its own coarse output
+    (what rendering changes in the same runs, the backbone held fixed)."""
     _check_alike(docs)
     _, first = _first(docs)
     metrics = table_metrics(first)
@@ -156,6 +165,10 @@ def build_comparison(
     if PLAIN in docs:
         comparison["paired"] = {v: _paired(docs[PLAIN], by_seed, metrics)
                                 for v, by_seed in docs.items() if v != PLAIN}
+    comparison["rendering"] = {
+        v: _paired(by_seed, by_seed, metrics, ("coarse", "rendered"))
+        for v, by_seed in docs.items() if "rendered" in outputs_of(next(iter(by_seed.values())))
+    }
     return comparison
 
 
@@ -182,12 +195,13 @@ def _summary_table(comparison: dict) -> list[str]:
     return lines
 
 
-def _paired_table(comparison: dict) -> list[str]:
+def _paired_table(comparison: dict, key: str = "paired") -> list[str]:
     metrics, unit = comparison["metrics"], comparison["distance_unit"]
-    lines = [_row([f"variant − {PLAIN}", "pairs", *(metric_header(m, unit) for m in metrics)]),
+    first = f"variant − {PLAIN}" if key == "paired" else "variant: rendered − coarse"
+    lines = [_row([first, "pairs", *(metric_header(m, unit) for m in metrics)]),
              _row(["---"] * (2 + len(metrics)))]
-    for variant, by_metric in comparison["paired"].items():
-        output = next(iter(comparison["summary"][variant]))
+    for variant, by_metric in comparison[key].items():
+        output = next(iter(comparison["summary"][variant])) if key == "paired" else "same runs"
         cells = [f"{_number(m, by_metric[m]['mean'], True)} "
                  f"[{_number(m, by_metric[m]['ci95'][0], True)}, "
                  f"{_number(m, by_metric[m]['ci95'][1], True)}]" for m in metrics]
@@ -231,4 +245,11 @@ def format_markdown(comparison: dict, figure: str | None = None) -> str:
             lines += [f"![paired differences per class]({figure})", ""]
     else:
         lines += [f"No paired differences: {PLAIN} is not among the variants.", ""]
+    if comparison.get("rendering"):
+        lines += [
+            "## Rendering against the same runs' coarse output", "",
+            "Each renderer variant's rendered output minus its own coarse (backbone) output, "
+            "per (seed, foreground class) pair, bootstrap as above: what rendering changes "
+            "with the backbone held fixed.", "", *_paired_table(comparison, "rendering"), "",
+        ]
     return "\n".join(lines)

@@ -221,9 +221,14 @@ def _series(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _series_label(margin: float | None, share: float | None, steps: int) -> str:
-    """``"adaptive (margin 3), share none, 2 steps"``."""
+    """``"adaptive (margin 3), share none, 2 steps"``.
+
+    >>> _series_label(None, 0.125, 1)
+    'fixed, share 0.125, 1 step'
+    """
     budget = Knob(0, steps, margin, share).budget
-    return f"{budget}, share {share if share is not None else 'none'}, {steps} steps"
+    plural = "" if steps == 1 else "s"
+    return f"{budget}, share {share if share is not None else 'none'}, {steps} step{plural}"
 
 
 def format_knobs(result: dict) -> str:
@@ -280,7 +285,7 @@ def plot_knobs(result: dict, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     subsets = list(result["subsets"])
-    figure = Figure(figsize=(4.6 * len(subsets), 6.4), layout="constrained")
+    figure = Figure(figsize=(4.6 * len(subsets), 7.0), layout="constrained")
     axes = figure.subplots(2, len(subsets), squeeze=False)
     styles = {}
     for column, subset in enumerate(subsets):
@@ -293,16 +298,21 @@ def plot_knobs(result: dict, path: Path) -> Path:
                 axes[row, column].plot(xs, [r[metric] for r in rows], style, marker="o",
                                        markersize=3, color=f"C{steps}",
                                        label=_series_label(margin, share, steps))
+        points = sorted({r["points"] for r in block["rows"]})
         for row, metric in enumerate(("dice", "seconds")):
             ax = axes[row, column]
             ax.axhline(block["baseline"][metric], color="0.4", linestyle=":", linewidth=1,
                        label="backbone alone")
             ax.set_xscale("log", base=2)
+            ax.set_xticks(points, [str(p) for p in points], minor=False)
+            ax.minorticks_off()
             ax.set_xlabel("points per step")
             ax.set_ylabel("rendered Dice" if metric == "dice" else "seconds per pass")
             ax.set_title(f"{subset}: {'Dice' if metric == 'dice' else 'prediction time'}",
                          fontsize=9)
-    axes[0, 0].legend(fontsize=6)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7,
+                  frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path

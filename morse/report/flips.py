@@ -27,9 +27,9 @@ from morse.report.figures import _display_range
 __all__ = ["FLIP_COLOURS", "FlipCounts", "count_flips", "flip_masks", "flip_rgba",
            "load_examples", "make_flip_figure", "main", "volume_flips"]
 
-#: RGBA of each kind of flip: right green, wrong magenta, other (wrong both times) pale grey.
+#: RGBA of each kind of flip: right green, wrong magenta, other (wrong both times) light blue.
 FLIP_COLOURS = {"right": (0.1, 0.85, 0.2, 1.0), "wrong": (0.95, 0.1, 0.75, 1.0),
-                "other": (0.85, 0.85, 0.85, 0.6)}
+                "other": (0.3, 0.75, 1.0, 0.8)}
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def make_flip_figure(
     rendered: np.ndarray,
     titles: Sequence[str] | None = None,
     *,
-    columns: int = 3,
+    columns: int = 2,
     suptitle: str | None = None,
 ):
     """A grid of slices, each in grey with its flips coloured and counted.
@@ -141,7 +141,7 @@ def make_flip_figure(
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
     height, width = image.shape[1:]
-    panel = 2.6
+    panel = 3.6  # inches per column
     figure = Figure(figsize=(panel * columns, panel * rows * height / width + 1.0),
                     layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", choices=["val", "test"],
                         help="also count flips over every voxel of this subset (SOURCE must be "
                              "the run folder)")
-    parser.add_argument("--columns", type=int, default=3)
+    parser.add_argument("--columns", type=int, default=2)
     parser.add_argument("-o", "--output", help="PNG path (default: flips.png beside the npz)")
     args = parser.parse_args(argv)
     source = Path(args.source)

@@ -59,3 +59,19 @@ def test_command_line_draws_the_examples_of_an_evaluation(tmp_path, capsys):
     np.savez(tmp_path / "plain.npz", image=s["image"], truth=s["truth"], coarse=s["coarse"])
     with pytest.raises(ValueError, match="no rendered array"):
         main([str(tmp_path / "plain.npz")])
+
+
+def test_volume_counts_split_every_changed_voxel_by_its_true_class(tmp_path):
+    from test_cli import TINY, make_dataset, write_config
+
+    from morse.cli.main import main as morse_main
+    from morse.report.flips import volume_flips
+
+    config = write_config(tmp_path / "tiny.yaml", make_dataset(tmp_path / "Dataset001_Disc"), 2)
+    run = tmp_path / "run"
+    assert morse_main(["train", str(config), *TINY, "model.render_points=256", "-o",
+                       str(run)]) == 0
+    (counts,) = volume_flips(run, "val").values()
+    assert set(counts) <= {"all", "background", "disc"} and "background" in counts
+    by_class = [c for name, c in counts.items() if name != "all"]
+    assert sum(by_class, FlipCounts(0, 0, 0)) == counts["all"] and counts["all"].changed > 0

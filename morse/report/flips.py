@@ -5,7 +5,8 @@ rendered correct and coarse wrong, a **wrong flip** coarse correct and rendered 
 other flips are wrong both times (one wrong class for another).
 
     python -m morse.report.flips runs/demo                  # examples.npz of `morse evaluate`
-    python -m morse.report.flips runs/demo --volumes test   # and counts over every voxel
+    python -m morse.report.flips runs/demo --volumes test   # and counts over every voxel,
+                                                            # in all and by true class
 
 The figure draws the example slices ``morse evaluate`` saved (``examples.npz``: ``image``,
 ``truth``, ``coarse``, ``rendered``, (N, H, W)) in grey with right flips in green and wrong
@@ -25,7 +26,7 @@ import numpy as np
 from morse.report.figures import _display_range
 
 __all__ = ["FLIP_COLOURS", "FlipCounts", "count_flips", "flip_masks", "flip_rgba",
-           "load_examples", "make_flip_figure", "main", "volume_flips"]
+           "flips_by_class", "load_examples", "make_flip_figure", "main", "volume_flips"]
 
 #: RGBA of each kind of flip: right green, wrong magenta, other (wrong both times) light blue.
 FLIP_COLOURS = {"right": (0.1, 0.85, 0.2, 1.0), "wrong": (0.95, 0.1, 0.75, 1.0),
@@ -167,9 +168,27 @@ def make_flip_figure(
     return figure
 
 
+def flips_by_class(truth: np.ndarray, coarse: np.ndarray, rendered: np.ndarray,
+                   class_names: Sequence[str]) -> dict[str, FlipCounts]:
+    """:class:`FlipCounts` of the voxels of each true class (label ``c`` named
+    ``class_names[c]``, background first), for the classes present in ``truth``.
+
+    >>> flips_by_class(np.array([0, 1, 1]), np.array([1, 0, 1]), np.array([0, 1, 0]), ["bg", "a"])
+    {'bg': FlipCounts(right=1, wrong=0, other=0), 'a': FlipCounts(right=1, wrong=1, other=0)}
+    """
+    masks = flip_masks(truth, coarse, rendered)
+    out = {}
+    for label in np.unique(truth):
+        inside = np.asarray(truth) == label
+        out[str(class_names[int(label)])] = FlipCounts(
+            *(int((masks[k] & inside).sum()) for k in ("right", "wrong", "other")))
+    return out
+
+
 def volume_flips(source: str | Path, subset: str = "test", device: str = "cpu"
-                 ) -> dict[str, FlipCounts]:
-    """Flip counts over every voxel of each case of a run's subset, by case id; predicted by
+                 ) -> dict[str, dict[str, FlipCounts]]:
+    """Flip counts over every voxel of each case of a run's subset: ``{case id: {"all":
+    counts, class name: counts of its true voxels}}``; predicted by
     :func:`morse.inference.trained.predict_case`, as ``morse evaluate`` predicts."""
     from morse.data.prepare import load_eval_volumes
     from morse.inference.trained import load_run, predict_case
@@ -178,8 +197,9 @@ def volume_flips(source: str | Path, subset: str = "test", device: str = "cpu"
     counts = {}
     for volume in load_eval_volumes(run.config.data, subset, run.preprocessing):
         prediction = predict_case(run.model, run.config, volume, device)
-        counts[volume.case_id] = count_flips(volume.label, prediction.coarse,
-                                             prediction.rendered)
+        maps = (volume.label, prediction.coarse, prediction.rendered)
+        counts[volume.case_id] = {"all": count_flips(*maps),
+                                  **flips_by_class(*maps, run.class_names)}
     return counts
 
 
@@ -206,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     for title, *maps in zip(data["title"], data["truth"], data["coarse"], data["rendered"]):
         print(f"{title}: {count_flips(*maps).text()}")
     if args.volumes:
-        for case, counts in volume_flips(source, args.volumes).items():
-            print(f"{case}, every voxel: {counts.changed} changed: {counts.text()}")
+        for case, by_class in volume_flips(source, args.volumes).items():
+            for name, counts in by_class.items():
+                print(f"{case}, every voxel, {name}: {counts.changed} changed: {counts.text()}")
     print(f"wrote {output}")
     return 0
 

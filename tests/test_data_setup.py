@@ -64,3 +64,28 @@ def test_demo_normalises_every_subset_with_the_training_statistics():
     image = raw["test"][0].image
     expected = np.where(image != 0, (image - step["mean"]) / step["std"], 0)
     np.testing.assert_allclose(test.image, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not (Path(DEFAULT_TEMPLATE_DIR) / "aal.nii.gz").exists(),
+                    reason="Debian's mricron-data is not installed")
+def test_demo3d_trains_on_3d_patches_of_the_left_hemisphere_and_scores_whole_slabs(tmp_path):
+    import json
+
+    from morse.cli.main import main
+
+    small = ["data.downsample=4", "data.patch_size=[16,16,16]"]
+    cfg = load_config("demo3d", small).data
+    data = prepare_data(cfg)
+    sample = data.train[0]
+    assert tuple(sample["image"].shape) == (1, 16, 16, 16)
+    assert tuple(sample["label"].shape) == (1, 16, 16, 16) and int(sample["label"].max()) > 0
+    (val,) = data.val
+    assert val.spatial_dims == 3 and val.spatial_shape[-1] < 16  # a thin slab: padded windows
+    run = tmp_path / "run"
+    tiny = ["train.iterations=2", "train.val_every=2", "train.batch_size=2",
+            "model.backbone_options={width: 0.25}", "model.expert_width=8", "model.head_width=8",
+            "model.num_frequencies=4", "model.train_points=32", "model.render_points=32"]
+    assert main(["train", "demo3d", *small, *tiny, "-o", str(run)]) == 0
+    assert main(["evaluate", str(run), "--subset", "val"]) == 0
+    scored = json.loads((run / "eval_val" / "metrics.json").read_text())
+    assert scored["distance_unit"] == "mm" and len(scored["rendered"]["per_case"]) == 1

@@ -18,7 +18,8 @@ import inspect
 import textwrap
 from functools import cache
 
-from morse.config import _MAXIMUM, _MINIMUM, Config, _choices
+from morse.config import Config
+from morse.config_values import _MAXIMUM, _MINIMUM, _choices
 
 __all__ = ["describe_config", "field_docs"]
 

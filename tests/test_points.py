@@ -42,6 +42,15 @@ def test_margin_uncertainty_is_zero_on_ties_and_negative_otherwise():
     torch.testing.assert_close(margin_uncertainty(logits), torch.tensor([[[0.0, -2.5]]]))
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 9), (3, 9, 5, 6), (1, 5, 4, 3, 6)])
+def test_margin_uncertainty_equals_the_top2_of_a_sort(shape):
+    logits = torch.randn(shape).round(decimals=1)  # rounding makes ties, 2 classes included
+    logits[:, :, 0] = 1.5  # every class equal at one position: margin 0
+    top2 = logits.sort(dim=1, descending=True).values[:, :2]
+    expected = (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+    assert torch.equal(margin_uncertainty(logits), expected)
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_importance_ratio_one_keeps_the_most_uncertain_candidates(spatial_dims):
     coarse = torch.randn(2, 3, *([8] * spatial_dims))

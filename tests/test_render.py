@@ -227,3 +227,16 @@ def test_static_shapes_ask_n_rows_every_step_and_render_the_same_cells_and_value
     for a, b in zip(default, static):
         assert torch.equal(a, b)
     assert torch.equal(static[1][:, 0], uncertain)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_rendering_writes_its_own_grid_never_the_callers_logits(layout):
+    coarse = torch.randn(2, 3, 6, 5)
+    if layout == "channels_last":
+        coarse = coarse.to(memory_format=torch.channels_last)
+    before = coarse.clone()
+    logits, rendered, _ = subdivision_render(
+        coarse, lambda c: torch.full((c.shape[0], 3, c.shape[1]), 9.0), num_points=4, steps=2)
+    assert torch.equal(coarse, before)
+    assert logits[rendered.expand_as(logits)].eq(9.0).all()
+    assert int(rendered.sum()) == 2 * 2 * 4

@@ -97,15 +97,25 @@ def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
         logits: (B, K, ...) with K >= 2.
 
     Returns:
-        (B, 1, ...) values <= 0; larger means less sure.
+        (B, 1, ...) values <= 0; larger means less sure (no gradient: it ranks cells).
 
     >>> margin_uncertainty(torch.tensor([[[3.0, 1.0], [1.0, 1.0]]]).transpose(1, 2))
     tensor([[[-2.,  0.]]])
     """
     if logits.shape[1] < 2:
         raise ValueError(f"need at least 2 classes for a margin, got logits {tuple(logits.shape)}")
-    top2 = logits.topk(2, dim=1).values
-    return (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+    # A running top-2 over the K class maps, elementwise: the same values as
+    # ``topk(2, dim=1)`` (ties give 0), 20-70x faster on CPU, where topk across a
+    # non-contiguous class axis of a 96^3 patch took 17 ms a call.
+    logits = logits.detach()  # it ranks cells; nothing is learnt through it
+    first = logits[:, 0].clone()
+    second = torch.minimum(first, logits[:, 1])
+    torch.maximum(first, logits[:, 1], out=first)
+    for index in range(2, logits.shape[1]):
+        candidate = logits[:, index]
+        torch.maximum(second, torch.minimum(first, candidate), out=second)
+        torch.maximum(first, candidate, out=first)
+    return second.sub_(first).unsqueeze(1)
 
 
 def sample_training_points(
@@ -183,6 +193,7 @@ def most_uncertain_cells(
     exclude: torch.Tensor | None = None,
     fill: bool = False,
     clip: bool = True,
+    uncertainty: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The N grid cells whose current prediction is least sure (inference).
 
@@ -196,6 +207,8 @@ def most_uncertain_cells(
         clip: False: N' = min(N, prod(S)) whatever is excluded, a shape known without
             reading the values (rows beyond the cells left are excluded cells, as with
             ``fill``).
+        uncertainty: (B, prod(S)) ``margin_uncertainty`` of ``logits``, flattened, when the
+            caller has it already (it is computed from ``logits`` otherwise).
 
     Returns:
         indices (B, N') flat cell indices, unique per image and never excluded (unless
@@ -209,7 +222,8 @@ def most_uncertain_cells(
     tensor([[1, 2]])
     """
     spatial_shape = logits.shape[2:]
-    uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S))
+    if uncertainty is None:
+        uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S))
     num_points = min(num_points, uncertainty.shape[1])
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
@@ -222,17 +236,18 @@ def most_uncertain_cells(
 
 
 def scatter_to_grid(
-    grid: torch.Tensor, indices: torch.Tensor, values: torch.Tensor
+    grid: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, inplace: bool = False
 ) -> torch.Tensor:
-    """Write point values back into their grid cells (out of place).
+    """Write point values back into their grid cells (out of place unless ``inplace``).
 
     Args:
-        grid: (B, C, *S).
+        grid: (B, C, *S), contiguous when ``inplace``.
         indices: (B, N) flat cell indices.
         values: (B, C, N).
+        inplace: write into ``grid`` itself (saves copying the whole grid).
 
     Returns:
-        (B, C, *S) with the N cells replaced.
+        (B, C, *S) with the N cells replaced (``grid`` itself when ``inplace``).
 
     >>> scatter_to_grid(torch.zeros(1, 1, 2, 2), torch.tensor([[3]]), torch.ones(1, 1, 1))
     tensor([[[[0., 0.],
@@ -240,6 +255,11 @@ def scatter_to_grid(
     """
     flat = grid.flatten(2)
     index = indices.unsqueeze(1).expand(-1, grid.shape[1], -1)
+    if inplace:
+        if not grid.is_contiguous():
+            raise ValueError("scatter_to_grid(inplace=True) needs a contiguous grid")
+        flat.scatter_(2, index, values.to(flat.dtype))
+        return grid
     return flat.scatter(2, index, values.to(flat.dtype)).view_as(grid)
 
 

@@ -172,16 +172,20 @@ def subdivision_render(
         if output_size is None or upsample:
             raise ValueError("grid_map places an output grid: give output_size, no upsample")
         logits = onto_grid(logits, output_size, grid_map)
+    if logits is coarse:  # written in place below: never the caller's tensor
+        logits = logits.clone(memory_format=torch.contiguous_format)
+    logits = logits.contiguous()
     rendered = torch.zeros_like(logits[:, :1], dtype=torch.bool)
     gate = exclude = None
     for size in plan_render_sizes(coarse.shape[2:], steps, upsample, output_size):
         if tuple(logits.shape[2:]) != size:
             logits, rendered, gate = _resize_all(logits, rendered, gate, size)
             exclude = None
-        skip = _or(exclude, _certain(logits, max_margin))
+        uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S)), once a step
+        skip = _or(exclude, _certain(uncertainty, max_margin))
         indices, coords = most_uncertain_cells(
             logits, step_points(num_points, size, max_share), skip, fill=True,
-            clip=not static_shapes)
+            clip=not static_shapes, uncertainty=uncertainty)
         if indices.shape[1] == 0:
             continue
         # with the margin, images of a batch have different numbers of uncertain cells: the
@@ -191,11 +195,12 @@ def subdivision_render(
         if grid_map is not None:
             coords = grid_map.apply(coords)
         values, point_gate = _split(point_fn(coords, active) if active_rows else point_fn(coords))
-        logits = scatter_to_grid(logits, indices, _unless(keep, values, logits, indices))
+        # the grids are this function's own (copies, resized or zeros): written in place
+        scatter_to_grid(logits, indices, _unless(keep, values, logits, indices), inplace=True)
         if point_gate is not None:
             if gate is None:
                 gate = logits.new_zeros(logits.shape[0], point_gate.shape[1], *size)
-            gate = scatter_to_grid(gate, indices, _unless(keep, point_gate, gate, indices))
+            scatter_to_grid(gate, indices, _unless(keep, point_gate, gate, indices), inplace=True)
         picked = torch.zeros_like(rendered.flatten(1)).scatter_(
             1, indices, True if keep is None else ~keep)
         exclude = picked if exclude is None else exclude | picked
@@ -205,11 +210,12 @@ def subdivision_render(
     return logits, rendered, gate
 
 
-def _certain(logits: torch.Tensor, max_margin: float | None) -> torch.Tensor | None:
-    """(B, prod(S)) bool: top-2 margin at least ``max_margin``; None without a margin."""
+def _certain(uncertainty: torch.Tensor, max_margin: float | None) -> torch.Tensor | None:
+    """(B, prod(S)) bool from the (B, prod(S)) ``margin_uncertainty``: top-2 margin at least
+    ``max_margin``; None without a margin."""
     if max_margin is None:
         return None
-    return (margin_uncertainty(logits) <= -max_margin).flatten(1)
+    return uncertainty <= -max_margin
 
 
 def _or(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -4,6 +4,7 @@ bad input is one line with exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def _labels(logits) -> np.ndarray:
 
 
 def _checkpoint_prediction(run: Path, image: np.ndarray):
-    return predict_volume(load_run(run).model, image, probabilities=True)
+    """The checkpoint's own prediction, its renderer in fp32 as the exported graph's."""
+    model = load_run(run).model
+    model.renderer.config = dataclasses.replace(model.renderer.config, render_precision="fp32")
+    return predict_volume(model, image, probabilities=True)
 
 
 def test_torchscript_gives_the_checkpoints_coarse_and_rendered_labels_on_a_volume(run, tmp_path):
@@ -108,7 +112,7 @@ def test_a_graph_traced_where_few_cells_are_uncertain_renders_as_the_model_where
 ):
     """Nothing the trace saw may stick: how many cells were uncertain, or the batch size."""
     torch.manual_seed(0)
-    model = small_morse(spatial_dims, render_points=100).eval()
+    model = small_morse(spatial_dims, render_points=100, render_precision="fp32").eval()
     model.backbone = _ImageLogits(model.backbone)
     size = (16,) * spatial_dims
     example = torch.ones(2, 1, *size)

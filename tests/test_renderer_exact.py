@@ -10,7 +10,7 @@ from morse.renderer.render import subdivision_render
 
 from toys import small_morse
 
-SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
+SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0, render_precision="fp32",
              stochastic_gating=False, render_margin=None, render_share=None)
 
 
@@ -104,6 +104,7 @@ def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, 
     """Skipping the rows that only fill the batch changes no rendered value or gate weight."""
     torch.manual_seed(3)
     model = small_morse(spatial_dims, render_points=40, render_margin=0.5, render_share=None,
+                        render_precision="fp32",
                         render_chunk=chunk).eval()
     image = torch.randn(3, 1, *([16] * spatial_dims))
     _, features = model.backbone(image)

@@ -9,6 +9,7 @@ from monai.networks.nets import BasicUNet
 from morse import MorseLoss, MorseOutput, MorseRenderer, RendererConfig, point_loss
 from morse.backbone import FeatureTap
 from morse.config import ModelConfig
+from morse.renderer import module
 
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, train_points=64, render_points=32)
 
@@ -104,7 +105,7 @@ def test_bf16_autocast_renders_the_cells_and_values_of_fp32_on_a_512_grid():
 
 
 def test_render_precision_bf16_runs_the_point_mlps_in_bf16_and_keeps_the_output_fp32():
-    renderer = _renderer(render_points=64)
+    renderer = _renderer(render_points=64, render_precision="fp32")
     features, coarse = _inputs((16, 16))
     seen = []
     renderer.head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
@@ -117,6 +118,33 @@ def test_render_precision_bf16_runs_the_point_mlps_in_bf16_and_keeps_the_output_
     assert torch.equal(out.rendered, reference.rendered)  # the cells come from the coarse map
     agree = (out.logits.argmax(1) == reference.logits.argmax(1)).float().mean()
     assert agree > 0.95 and (out.logits - reference.logits).abs().max() < 0.5
+
+
+def test_render_precision_bf16_trains_the_point_mlps_in_bf16_with_fp32_outputs_and_gradients():
+    renderer = _renderer(render_precision="bf16").train()
+    features, coarse = _inputs((16, 16))
+    features = [maps.requires_grad_() for maps in features]
+    seen = []
+    renderer.head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    points = renderer(features, coarse)
+    assert seen == [torch.bfloat16]
+    assert points.logits.dtype == points.gate.dtype == torch.float32
+    torch.testing.assert_close(points.gate.sum(1), torch.ones(2, 64))
+    points.logits.logsumexp(1).sum().backward()
+    for maps in features:
+        assert maps.grad.dtype == torch.float32 and maps.grad.abs().sum() > 0
+    assert all(p.grad.dtype == torch.float32 for p in renderer.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_render_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch, native):
+    monkeypatch.setattr(module, "native_bf16", lambda device: native)
+    renderer = _renderer()  # the default: auto
+    assert renderer.config.render_precision == "auto"
+    seen = []
+    renderer.head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    renderer.render(*_inputs((16, 16)))
+    assert set(seen) == {torch.bfloat16 if native else torch.float32}
 
 
 def test_unknown_or_invalid_options_name_the_fix():

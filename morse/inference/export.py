@@ -53,10 +53,15 @@ class RenderedLogits(nn.Module):
 
     ``forward(image (B, C_in, *S))`` returns ``coarse`` (B, K, *S) and the rendered
     ``logits`` (B, K, *S) fp32, rendered on the input's grid as ``morse predict`` does.
+    The graph runs in fp32 throughout: the model's renderer is set to
+    ``render_precision="fp32"`` (its ``auto`` default would record bf16 casts).
     """
 
     def __init__(self, model: Morse, size: Sequence[int]) -> None:
         super().__init__()
+        if model.renderer is not None:
+            model.renderer.config = dataclasses.replace(model.renderer.config,
+                                                        render_precision="fp32")
         self.model = model
         self.size = tuple(int(s) for s in size)
         self.eval()

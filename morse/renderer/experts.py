@@ -189,20 +189,22 @@ class StochasticExperts(nn.Module):
             entered: per scale, whether its features come through the first layer already.
 
         Returns:
-            fused (..., width) and gate weights (..., S) (zero for dropped experts).
+            fused (..., width) and gate weights (..., S) fp32 (zero for dropped experts).
         """
         entered = entered or [False] * self.num_experts
         outputs = [expert.rows(features, done)
                    for expert, features, done in zip(self.experts, point_features, entered)]
-        weights = split_linear_rows(self.gate, outputs).softmax(dim=-1)  # (..., S)
+        # (..., S), fp32 even under bf16 autocast: the weights of a point sum to 1 exactly
+        weights = split_linear_rows(self.gate, outputs).float().softmax(dim=-1)
         if self.training and self.stochastic and self.num_experts > 1:
             mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device, generator)
-            weights = weights * mask.to(weights.dtype)
+            weights = weights * mask
             if self.renormalize:
                 weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        fused = outputs[0] * weights[..., :1]
+        mixing = weights.to(outputs[0].dtype)
+        fused = outputs[0] * mixing[..., :1]
         for index in range(1, self.num_experts):
-            fused.addcmul_(outputs[index], weights[..., index : index + 1])
+            fused.addcmul_(outputs[index], mixing[..., index : index + 1])
         return self.fuse[1](self.fuse[0].rows(fused)), weights
 
 

@@ -4,12 +4,11 @@ It takes what a backbone gives (coarse logits and feature maps at S scales) and 
 so it fits into any training loop. Shapes: B images, K classes, S feature scales, P points,
 D spatial dims, ``*S`` spatial shape.
 
-Precision: under bf16 autocast (``train.precision=bf16``, which also covers prediction) the
-point MLPs run in bf16 while coordinates, sampling and the rendered logits stay fp32. On a CPU
-with bf16 instructions (2D, paper sizes, one thread) that made the renderer 2.3x faster at
-inference and 2.4x in training; on four trained demo runs the rendered labels agreed with
-fp32 on 99.94% of validation voxels (renderer alone in bf16; 99.8% with the backbone too),
-rendered Dice within 0.0006. It stays opt-in: CPUs and GPUs without native bf16 run it slower.
+Precision: ``render_precision`` (default ``auto``: bf16 where the device has it natively) runs
+the point MLPs in bf16, in training and at inference, while coordinates, sampling, the gate
+weights and the logits stay fp32; an outer autocast (``train.precision=bf16``) also covers the
+backbone. On a CPU with bf16 instructions (2D, paper sizes, one thread) the renderer ran 2.3x
+faster at inference and 2.4x in training.
 """
 
 from __future__ import annotations
@@ -139,15 +138,17 @@ class MorseRenderer(nn.Module):
             generator: optional generator for the point draws.
 
         Returns:
-            ``PointPrediction`` (logits (B, K, P), coords (B, P, D), gate (B, S, P) or None).
+            ``PointPrediction`` (logits (B, K, P), coords (B, P, D), gate (B, S, P) or None),
+            logits and gate in fp32 whatever ``render_precision``.
         """
         self.check_inputs(features, coarse)
         cfg = self.config
         coords = sample_training_points(
             coarse, self.train_points, cfg.oversample_ratio, cfg.importance_ratio, generator
         )
-        logits, gate = self.point_logits(features, coarse, coords)
-        return PointPrediction(logits, coords, gate)
+        with point_precision(cfg.render_precision, coarse.device):
+            logits, gate = self.point_logits(features, coarse, coords)
+        return PointPrediction(logits.float(), coords, None if gate is None else gate.float())
 
     def point_logits(
         self, features: Sequence[torch.Tensor], coarse: torch.Tensor, coords: torch.Tensor

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from morse.bench import overhead, volume
+from test_cli import TINY, make_dataset
+
+from morse.bench import overhead, trained, volume
+from morse.cli.main import main
 from morse.data.volume import DataError
+from morse.inference.trained import load_run
 
 
 def test_interleaved_timings_alternate_and_give_one_time_per_repeat():
@@ -20,14 +24,14 @@ def test_overhead_rows_hold_ratios_and_spread(monkeypatch):
     monkeypatch.setitem(overhead.SETTINGS, "tiny", overhead.Setting("tiny", 2, 32, 1, 3, 0.25))
     monkeypatch.setattr(overhead, "_peak_memory_child", lambda *args: 100.0)
     row = overhead.run_overhead(["tiny"], repeats=2)["tiny"]
-    for name in ("train", "infer", "infer_fixed", "infer_bf16"):
+    for name in ("train", "train_fp32", "infer", "infer_fixed", "infer_fp32"):
         name, suffix = name.split("_")[0], name[5:]
         key = f"{name}_time_ratio{suffix}"
         assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
     assert row["train_memory_ratio"] == 1.0 and row["dense_experts_time_ratio"] > 0
     # untrained weights: every cell is uncertain, both budgets render 2 steps x 12.5% of 32^2
     assert row["points_morse"] == row["points_fixed"] == 256
-    assert "bf16 renderer" in overhead.format_rows({"tiny": row})
+    assert "fp32 renderer" in overhead.format_rows({"tiny": row})
 
 
 def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):
@@ -38,3 +42,20 @@ def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):
     row = volume.run_volume()
     assert row == {"note": "skipped (no demo data): /nowhere: no such folder"}
     assert "skipped" in volume.format_volume(row)
+
+
+def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
+    data = make_dataset(tmp_path / "Dataset007_Disc", cases=3)
+    assert main(["train", "nnunet_2d", f"data.root={data}", *TINY, "train.iterations=2",
+                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp_path / "run")]) == 0
+    run = load_run(tmp_path / "run")
+    batch = trained.network_batch(run, batch=3)
+    assert batch.shape == (3, 1, 32, 32)  # 32 x 32 slices, already a multiple of 32
+    row = trained.run_trained(str(tmp_path / "run"), repeats=2, warmup=0)
+    for suffix in ("", "_fixed", "_fp32"):
+        key = f"infer_time_ratio{suffix}"
+        assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
+    assert row["points_morse"] == row["points_fp32"] <= row["points_fixed"]
+    assert row["render_precision"] == "auto" and load_run(row["run"]).model.renderer.config == (
+        run.model.renderer.config)  # the run on disk is left as it was
+    assert "points/image" in trained.format_trained(row)

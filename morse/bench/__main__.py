@@ -2,6 +2,7 @@
 
     python -m morse.bench overhead            # MORSE over the plain backbone, dense experts
     python -m morse.bench overhead --only 2d  # one setting
+    python -m morse.bench overhead --run RUN  # + a trained run's model on its own slices
     python -m morse.bench chunked             # large-volume prediction, chunked vs not
     python -m morse.bench margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
 """
@@ -22,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--repeats", type=int, default=5,
                           help="interleaved timed repeats per row (median and spread)")
     overhead.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    overhead.add_argument("--run", help="trained run for the whole-volume rows (default: the "
-                          "demo preset's data with untrained weights)")
+    overhead.add_argument("--run", help="trained run: its model on a batch of its own test "
+                          "images, and for the whole-volume rows (default: no trained rows; "
+                          "the volume rows use the demo preset's data with untrained weights)")
     overhead.add_argument("--no-volume", action="store_true",
                           help="skip the whole-volume prediction rows")
     chunked = sub.add_parser("chunked", help="peak memory and time of large-volume prediction")
@@ -46,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.bench == "overhead":
         from morse.bench.overhead import format_rows, run_overhead
+        from morse.bench.trained import format_trained, run_trained
         from morse.bench.volume import format_volume, run_volume
 
         results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats)
+        trained = None if args.run is None else run_trained(args.run, args.device,
+                                                             repeats=args.repeats)
         volume = None if args.no_volume else run_volume(args.run, args.device)
         if args.json:
             flat: dict = {key: row for key, row in results.items()}
@@ -56,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                 flat.update({k: results["2d"][k] for k in (
                     "train_time_ratio", "train_memory_ratio", "infer_time_ratio",
                     "infer_time_ratio_fixed", "dense_experts_time_ratio")})
+            if trained is not None:
+                flat["trained"] = trained
             if volume is not None:
                 flat["volume"] = volume
             print(json.dumps(flat, indent=2))
         else:
             print(format_rows(results))
+            if trained is not None:
+                print(format_trained(trained))
             if volume is not None:
                 print(format_volume(volume))
         return 0

@@ -5,16 +5,17 @@ interleaved (plain, MORSE, plain, MORSE, ...) after a warm-up, so a noisy neighb
 alike; each ratio is the median of the per-pair ratios, printed with their spread (min-max).
 
 * ``train``: one SGD step (forward, loss, backward, update) of MORSE over the plain backbone
-  (the same network with the renderer off).
+  (the same network with the renderer off), with the default ``render_precision`` (``auto``:
+  bf16 point MLPs where the device has bf16) and with fp32 point MLPs.
 * ``memory``: peak memory of a training step, MORSE over plain (CUDA: allocator peak; CPU:
   growth of the process' peak resident memory over its size before the first step, each
   variant in a fresh process).
 * ``infer``: an inference forward pass over the plain backbone's forward, with the adaptive
   budget (the default: uncertain cells only, at most ``render_points`` x ``render_steps``)
   and with the paper's fixed budget; ``points`` is the cells rendered per image by each.
-  Untrained weights leave every cell uncertain, so here the adaptive budget renders its cap;
-  ``python -m morse.bench margins`` shows what it renders on trained runs. ``bf16``: the
-  adaptive budget with the point MLPs in bf16 (``model.render_precision=bf16``).
+  Untrained weights leave every cell uncertain, so here the adaptive budget renders its cap
+  (``morse.bench.trained`` times a trained run's model on its own slices). ``fp32``: the
+  adaptive budget with the point MLPs in fp32 (``model.render_precision=fp32``).
 * ``dense_experts``: the authors' design, experts and a 3x3 conv gate on feature maps
   upsampled to full resolution before sampling the points, over ours (experts and gate on the
   sampled points only), same widths, forward + backward of the fusion alone (3D: forward only,
@@ -59,6 +60,8 @@ class Setting:
 
 FIXED = {"render_margin": None}
 """The paper's fixed budget (the default is adaptive: ``RendererConfig.render_margin``)."""
+FP32 = {"render_precision": "fp32"}
+"""Point MLPs in fp32 (the default, ``auto``, is bf16 where the device has it)."""
 
 SETTINGS = {
     "2d": Setting("2D UNet 256x256, batch 4", 2, 256, 4),
@@ -118,8 +121,10 @@ def _compare(row: dict[str, float], name: str, times: dict[str, list[float]],
     row[f"{name}_time_ratio{suffix}_max"] = max(ratios)
 
 
-def _train_step(setting: Setting, renderer: bool, device: torch.device) -> Callable[[], None]:
-    model = _model(setting, renderer).to(device).train()
+def _train_step(
+    setting: Setting, renderer: bool, device: torch.device, **options: Any
+) -> Callable[[], None]:
+    model = _model(setting, renderer, **options).to(device).train()
     loss_fn = MorseLoss(setting.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     image, label = _inputs(setting, device)
@@ -239,18 +244,20 @@ def run_overhead(
     for key in settings:
         setting = SETTINGS[key]
         row: dict[str, float] = {"repeats": repeats}
-        steps = {label: _train_step(setting, renderer, torch_device)
-                 for label, renderer in (("plain", False), ("morse", True))}
-        _compare(row, "train", _interleaved(steps, torch_device, repeats, warmup),
-                 "morse", "plain")
+        steps = {"plain": _train_step(setting, False, torch_device),
+                 "morse": _train_step(setting, True, torch_device),
+                 "fp32": _train_step(setting, True, torch_device, **FP32)}
+        times = _interleaved(steps, torch_device, repeats, warmup)
+        _compare(row, "train", times, "morse", "plain")
+        _compare(row, "train", times, "fp32", "plain", suffix="_fp32")
         steps = {"plain": _infer_step(setting, False, torch_device),
                  "morse": _infer_step(setting, True, torch_device),
                  "fixed": _infer_step(setting, True, torch_device, **FIXED),
-                 "bf16": _infer_step(setting, True, torch_device, render_precision="bf16")}
+                 "fp32": _infer_step(setting, True, torch_device, **FP32)}
         times = _interleaved(steps, torch_device, repeats, warmup)
         _compare(row, "infer", times, "morse", "plain")
         _compare(row, "infer", times, "fixed", "plain", suffix="_fixed")
-        _compare(row, "infer", times, "bf16", "plain", suffix="_bf16")
+        _compare(row, "infer", times, "fp32", "plain", suffix="_fp32")
         row["points_morse"] = _points_per_image(setting, torch_device)
         row["points_fixed"] = _points_per_image(setting, torch_device, **FIXED)
         for label, renderer in (("plain", False), ("morse", True)):
@@ -278,14 +285,16 @@ def format_rows(results: dict[str, dict[str, float]]) -> str:
         lines.append(f"  {'row':<16}{'plain':>12}{'MORSE':>12}{'ratio':>9}  (spread)")
         lines.append(f"  {'train step s':<16}{row['train_s_plain']:>12.3f}"
                      f"{row['train_s_morse']:>12.3f}{_ratio(row, 'train')}")
+        lines.append(f"  {'  fp32 renderer':<16}{'':>12}{row['train_s_fp32']:>12.3f}"
+                     f"{_ratio(row, 'train', '_fp32')}")
         lines.append(f"  {'train peak MiB':<16}{row['train_mib_plain']:>12.0f}"
                      f"{row['train_mib_morse']:>12.0f}{row['train_memory_ratio']:>9.2f}")
         lines.append(f"  {'inference s':<16}{row['infer_s_plain']:>12.3f}"
                      f"{row['infer_s_morse']:>12.3f}{_ratio(row, 'infer')}")
         lines.append(f"  {'  fixed budget':<16}{'':>12}{row['infer_s_fixed']:>12.3f}"
                      f"{_ratio(row, 'infer', '_fixed')}")
-        lines.append(f"  {'  bf16 renderer':<16}{'':>12}{row['infer_s_bf16']:>12.3f}"
-                     f"{_ratio(row, 'infer', '_bf16')}")
+        lines.append(f"  {'  fp32 renderer':<16}{'':>12}{row['infer_s_fp32']:>12.3f}"
+                     f"{_ratio(row, 'infer', '_fp32')}")
         lines.append(f"  {'points/image':<16}{'adaptive':>12}{row['points_morse']:>12.0f}")
         lines.append(f"  {'':<16}{'fixed':>12}{row['points_fixed']:>12.0f}")
         lines.append(f"  {'fusion s':<16}{'dense':>12}{'points':>12}")

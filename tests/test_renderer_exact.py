@@ -125,3 +125,21 @@ def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, 
     torch.testing.assert_close(fast.logits, full[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.gate, full[2], rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.rendered, full[1])
+
+
+def test_point_logits_of_fill_rows_only_are_zeros():
+    """A chunk can hold fill rows only (no active row): zeros, and no sampling error."""
+    model = small_morse(2, render_precision="fp32").eval()
+    _, features = model.backbone(torch.randn(2, 1, 16, 16))
+    coarse = torch.randn(2, 3, 16, 16)
+    renderer = model.renderer
+    inputs = renderer.prepare(features, coarse, 10)
+    coords = torch.rand(2, 5, 2)
+    with torch.no_grad():
+        logits, gate = renderer._point_logits(inputs, coords, torch.zeros(2, 5, dtype=torch.bool))
+        some = torch.tensor([[True, False, True, False, False], [False] * 5])
+        partial, _ = renderer._point_logits(inputs, coords, some)
+        full, _ = renderer._point_logits(inputs, coords)
+    assert logits.shape == (2, 3, 5) and not logits.any() and not gate.any()
+    torch.testing.assert_close(partial[0][:, [0, 2]], full[0][:, [0, 2]])
+    assert not partial[1].any()

@@ -27,7 +27,13 @@ from morse.renderer.config import RendererConfig, default_train_points, renderer
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
-from morse.renderer.points import GridMap, sample_rows, sample_training_points, sampling_grid
+from morse.renderer.points import (
+    GridMap,
+    sample_at,
+    sample_rows,
+    sample_training_points,
+    sampling_grid,
+)
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
 __all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
@@ -198,17 +204,20 @@ class MorseRenderer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``point_logits`` from prepared maps: logits (B, K, P), gate (B, S, P) or None.
 
-        With ``active`` (B, P) bool, the experts and the head run on the active rows only
-        (every layer works row by row, so their values are those of the full pass); the
-        other rows come back as zeros.
+        With ``active`` (B, P) bool, only the active rows are sampled and run through the
+        experts and the head (every step works point by point, so their values are those of
+        the full pass); the other rows come back as zeros.
         """
-        grid = sampling_grid(coords)
-        rows = [sample_rows(maps, grid) for maps in inputs.maps]
-        coarse_rows = sample_rows(inputs.coarse, grid)
-        code = [] if self.encoding is None else [self.encoding(coords)]
-        if active is not None:
-            rows, coarse_rows, code = ([r[active] for r in rows], coarse_rows[active],
-                                       [c[active] for c in code])
+        if active is None:
+            grid = sampling_grid(coords)
+            rows = [sample_rows(maps, grid) for maps in inputs.maps]
+            coarse_rows = sample_rows(inputs.coarse, grid)
+            points = coords
+        else:
+            points = coords[active]  # (M, D), image by image
+            rows, coarse_rows = _sample_active(
+                [*inputs.maps, inputs.coarse], points, active.sum(1).tolist())
+        code = [] if self.encoding is None else [self.encoding(points)]
         fused, gate = self.fusion(rows, entered=inputs.entered)
         logits = self.head([*code, fused], coarse_rows)
         if active is not None:
@@ -336,6 +345,22 @@ def point_precision(precision: str, device: torch.device) -> contextlib.Abstract
 def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
     """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
     return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
+
+
+def _sample_active(
+    maps: Sequence[torch.Tensor], points: torch.Tensor, counts: Sequence[int]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Read maps (B, c, *S) at the active points only: (M, D) points, ``counts[b]`` of them
+    in image b, in order. Returns each map's rows (M, c) (a transposed view, which
+    ``F.linear`` reads as it is) with the last map's split off."""
+    grids = [(index, sampling_grid(part[None]))
+             for index, part in enumerate(points.split(list(counts))) if part.shape[0]]
+    if not grids:  # a chunk of fill rows only
+        return [m.new_zeros(0, m.shape[1], dtype=points.dtype) for m in maps[:-1]], \
+            maps[-1].new_zeros(0, maps[-1].shape[1], dtype=points.dtype)
+    rows = [torch.cat([sample_at(m[index : index + 1], grid)[0] for index, grid in grids],
+                      dim=1).t() for m in maps]
+    return rows[:-1], rows[-1]
 
 
 def _scatter_rows(values: torch.Tensor | None, active: torch.Tensor) -> torch.Tensor | None:

@@ -143,3 +143,30 @@ def test_point_logits_of_fill_rows_only_are_zeros():
     assert logits.shape == (2, 3, 5) and not logits.any() and not gate.any()
     torch.testing.assert_close(partial[0][:, [0, 2]], full[0][:, [0, 2]])
     assert not partial[1].any()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_reading_maps_through_cell_tables_equals_grid_sample_with_gradients(spatial_dims):
+    renderer = MorseRenderer([16, 20, 6], 3, spatial_dims, **SIZES).train()
+    shapes = [[2] * spatial_dims, [4] * spatial_dims, [8] * spatial_dims]
+    features = [torch.randn(2, c, *s, requires_grad=True) for c, s in zip([16, 20, 6], shapes)]
+    coarse = torch.randn(2, 3, *([8] * spatial_dims), requires_grad=True)
+    coords = torch.rand(2, 40, spatial_dims)
+    coords[0, :2] = torch.tensor([0.0, 1.0]).unsqueeze(1)  # the borders
+    active = torch.rand(2, 40) > 0.3
+    results = []
+    for tables in (True, False):
+        inputs = renderer.prepare(features, coarse, 64, tables=tables)
+        tabled = [True, True, spatial_dims == 2]  # at most 64 cells (8^3 has more)
+        assert [t is not None for t in inputs.tables] == (tabled if tables else [False] * 3)
+        logits, gate = renderer._point_logits(inputs, coords)
+        some, _ = renderer._point_logits(inputs, coords, active)
+        grads = torch.autograd.grad((logits.sum() + gate.sum() + some.sum()),
+                                    [*features, coarse])
+        results.append((logits, gate, some, grads))
+    (logits, gate, some, grads), (logits_g, gate_g, some_g, grads_g) = results
+    torch.testing.assert_close(logits, logits_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gate, gate_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(some, some_g, rtol=1e-5, atol=1e-5)
+    for grad, grad_g in zip(grads, grads_g):
+        torch.testing.assert_close(grad, grad_g, rtol=1e-4, atol=1e-5)

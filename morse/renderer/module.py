@@ -29,8 +29,11 @@ from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
 from morse.renderer.points import (
     GridMap,
+    cell_table,
+    corner_weights,
     sample_at,
     sample_rows,
+    sample_table,
     sample_training_points,
     sampling_grid,
 )
@@ -48,6 +51,9 @@ class PointInputs(NamedTuple):
     """Per scale: the map already went through its expert's first layer."""
     coarse: torch.Tensor
     """(B, K, *S) the coarse logits."""
+    tables: list[torch.Tensor | None]
+    """Per map: its ``cell_table`` (B * cells, c) to read points from, or None (read the map
+    with ``grid_sample``)."""
 
 
 class PointPrediction(NamedTuple):
@@ -172,7 +178,8 @@ class MorseRenderer(nn.Module):
         return self._point_logits(self.prepare(features, coarse, coords.shape[1]), coords)
 
     def prepare(
-        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, num_points: int
+        self, features: Sequence[torch.Tensor], coarse: torch.Tensor, num_points: int,
+        tables: bool = True,
     ) -> PointInputs:
         """The maps to read points from, once for all the points of a pass (any chunking).
 
@@ -185,10 +192,17 @@ class MorseRenderer(nn.Module):
         1.76 / 0.60 s with that rule, 1.92 / 0.61 s never entering, 1.85 / 0.74 s entering
         every map with fewer cells than points (sampling 256 channels instead of 64-128).
 
+        Maps that are channels-last already (entered ones) or have no more cells than there
+        are points are read through a ``cell_table`` (one fused gather per point, see
+        ``sample_table``) instead of ``grid_sample``, whose 3D kernel is slow on CPU: the
+        same values up to float rounding. The copy into a table costs a pass over the map,
+        so the largest maps keep ``grid_sample``.
+
         Args:
             features: S maps (B, c_s, *S_s).
             coarse: (B, K, *S).
             num_points: points per image that will be read (all steps and chunks together).
+            tables: False reads every map with ``grid_sample`` (for export).
         """
         entries = self.fusion.entries
         maps, entered = [], []
@@ -197,7 +211,10 @@ class MorseRenderer(nn.Module):
                      and feature_map.shape[1] >= entries[index].out_channels)
             maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
             entered.append(enter)
-        return PointInputs(maps, entered, coarse)
+        cells_last = [tables and (enter or math.prod(m.shape[2:]) <= num_points)
+                      for m, enter in zip(maps, entered)]
+        return PointInputs(maps, entered, coarse,
+                           [cell_table(m) if last else None for m, last in zip(maps, cells_last)])
 
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
@@ -208,15 +225,9 @@ class MorseRenderer(nn.Module):
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros.
         """
-        if active is None:
-            grid = sampling_grid(coords)
-            rows = [sample_rows(maps, grid) for maps in inputs.maps]
-            coarse_rows = sample_rows(inputs.coarse, grid)
-            points = coords
-        else:
-            points = coords[active]  # (M, D), image by image
-            rows, coarse_rows = _sample_active(
-                [*inputs.maps, inputs.coarse], points, active.sum(1).tolist())
+        rows = _point_rows(inputs, coords, active)
+        points = coords if active is None else coords[active]
+        coarse_rows = rows.pop()
         code = [] if self.encoding is None else [self.encoding(points)]
         fused, gate = self.fusion(rows, entered=inputs.entered)
         logits = self.head([*code, fused], coarse_rows)
@@ -260,7 +271,7 @@ class MorseRenderer(nn.Module):
         budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
                          math.prod(size)) for size in sizes)
         point_fn = functools.partial(self._chunked_point_logits,
-                                     self.prepare(features, coarse, budget))
+                                     self.prepare(features, coarse, budget, not static_shapes))
         with point_precision(cfg.render_precision, coarse.device):
             logits, rendered, gate = subdivision_render(
                 coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
@@ -347,20 +358,52 @@ def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
     return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
 
 
-def _sample_active(
-    maps: Sequence[torch.Tensor], points: torch.Tensor, counts: Sequence[int]
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Read maps (B, c, *S) at the active points only: (M, D) points, ``counts[b]`` of them
-    in image b, in order. Returns each map's rows (M, c) (a transposed view, which
-    ``F.linear`` reads as it is) with the last map's split off."""
-    grids = [(index, sampling_grid(part[None]))
+def _point_rows(
+    inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """Every prepared map read at the points, the coarse logits last.
+
+    Args:
+        coords: (B, P, D) in [0, 1].
+        active: (B, P) bool, the rows to read (None: all).
+
+    Returns:
+        S + 1 row blocks: (B, P, c) each without ``active``, (M, c) for the M active rows
+        with it (in ``coords[active]`` order); grid-sampled blocks are transposed views,
+        which ``F.linear`` reads as they are.
+    """
+    batch, count, spatial_dims = coords.shape
+    if active is None:
+        points = coords.reshape(-1, spatial_dims)
+        images = torch.arange(batch, device=coords.device).repeat_interleave(count)
+        lead: tuple[int, ...] = (batch, count)
+        grid = sampling_grid(coords)
+        by_grid = functools.partial(sample_rows, grid=grid)
+    else:
+        points, images = coords[active], active.nonzero()[:, 0]
+        lead = (points.shape[0],)
+        by_grid = functools.partial(_sample_image_by_image, points=points,
+                                    counts=active.sum(1).tolist())
+    rows = []
+    for maps, table in zip([*inputs.maps, inputs.coarse], [*inputs.tables, None]):
+        if table is None:
+            rows.append(by_grid(maps))
+        else:
+            corners = corner_weights(points, images, maps.shape[2:])
+            rows.append(sample_table(table, *corners).view(*lead, table.shape[1]))
+    return rows
+
+
+def _sample_image_by_image(
+    maps: torch.Tensor, points: torch.Tensor, counts: Sequence[int]
+) -> torch.Tensor:
+    """Read maps (B, c, *S) at (M, D) points, ``counts[b]`` of them in image b, in order:
+    (M, c), a transposed view (zeros (0, c) when M is 0)."""
+    parts = [sample_at(maps[index : index + 1], sampling_grid(part[None]))[0]
              for index, part in enumerate(points.split(list(counts))) if part.shape[0]]
-    if not grids:  # a chunk of fill rows only
-        return [m.new_zeros(0, m.shape[1], dtype=points.dtype) for m in maps[:-1]], \
-            maps[-1].new_zeros(0, maps[-1].shape[1], dtype=points.dtype)
-    rows = [torch.cat([sample_at(m[index : index + 1], grid)[0] for index, grid in grids],
-                      dim=1).t() for m in maps]
-    return rows[:-1], rows[-1]
+    if not parts:  # a chunk of fill rows only
+        return maps.new_zeros(0, maps.shape[1], dtype=points.dtype)
+    return torch.cat(parts, dim=1).t()
 
 
 def _scatter_rows(values: torch.Tensor | None, active: torch.Tensor) -> torch.Tensor | None:

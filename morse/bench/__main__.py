@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     margins.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.bench == "margins":
-        from morse.bench.margins import budget_accuracy, flip_curve, format_margins
+        from morse.bench.margins import budget_accuracy, flip_curve, format_margins, over_runs
 
         curves = [flip_curve(run, args.device) for run in args.runs]
         accuracy = [budget_accuracy(run, device=args.device) for run in args.runs]
-        print(json.dumps({"curves": curves, "accuracy": accuracy}, indent=2) if args.json
+        print(json.dumps({"curves": curves, "accuracy": accuracy,
+                          "over_runs": over_runs(accuracy)}, indent=2) if args.json
               else format_margins(curves, accuracy))
         return 0
     if args.bench == "overhead":

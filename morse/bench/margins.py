@@ -24,7 +24,7 @@ from morse.evaluation.metrics import case_metrics
 from morse.evaluation.tables import summarise
 from morse.inference.trained import TrainedRun, load_run, predict_case
 
-__all__ = ["EDGES", "flip_curve", "budget_accuracy", "format_margins"]
+__all__ = ["EDGES", "flip_curve", "budget_accuracy", "over_runs", "format_margins"]
 
 EDGES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 6.0, 8.0, float("inf"))
 """Bin edges of the coarse margin (logits)."""
@@ -90,6 +90,22 @@ def budget_accuracy(
     return {"run": str(source), "variants": rows}
 
 
+def over_runs(accuracy: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per variant and measure, the mean and standard deviation over runs (seeds).
+
+    >>> rows = [{"variants": {"fixed": {"dice": d, "hd95": 2.0, "rendered_share": 0.5,
+    ...          "seconds": 1.0}}} for d in (0.5, 0.7)]
+    >>> over_runs(rows)["fixed"]["dice"]
+    (0.6, 0.1414)
+    """
+    names = accuracy[0]["variants"] if accuracy else {}
+    return {name: {measure: (round(float(np.mean(values)), 4),
+                             round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4))
+                   for measure in ("dice", "hd95", "rendered_share", "seconds")
+                   for values in [[row["variants"][name][measure] for row in accuracy]]}
+            for name in names}
+
+
 def format_margins(curves: list[dict], accuracy: list[dict]) -> str:
     """The flip curves (one column per run) and the accuracy rows, as text."""
     lines = ["label flips / cells per coarse-margin bin (every validation cell rendered)",
@@ -109,4 +125,10 @@ def format_margins(curves: list[dict], accuracy: list[dict]) -> str:
         for name, v in row["variants"].items():
             lines.append(f"  {name:<12}{v['dice']:>8.4f}{v['hd95']:>8.2f}"
                          f"{v['rendered_share']:>8.1%}{v['seconds']:>8.2f}")
+    if len(accuracy) > 1:
+        lines.append(f"mean ± std over the {len(accuracy)} runs: Dice, HD95, share, seconds")
+        for name, v in over_runs(accuracy).items():
+            lines.append(f"  {name:<12}" + "".join(
+                f"  {v[m][0]:.4g} ± {v[m][1]:.2g}" for m in ("dice", "hd95", "rendered_share",
+                                                          "seconds")))
     return "\n".join(lines)

@@ -4,14 +4,16 @@ what the straightforward path does: 1x1 Conv1d layers on concatenated (B, C, P) 
 import pytest
 import torch
 
+from morse.renderer import module
 from morse.renderer.module import MorseRenderer
 from morse.renderer.points import point_sample
 from morse.renderer.render import subdivision_render
 
 from toys import small_morse
 
-SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0, render_precision="fp32",
-             stochastic_gating=False, render_margin=None, render_share=None)
+SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
+             stochastic_gating=False, render_margin=None, render_share=None,
+             render_precision="fp32")
 
 
 def straightforward_point_logits(renderer, features, coarse, coords):
@@ -170,3 +172,20 @@ def test_reading_maps_through_cell_tables_equals_grid_sample_with_gradients(spat
     torch.testing.assert_close(some, some_g, rtol=1e-5, atol=1e-5)
     for grad, grad_g in zip(grads, grads_g):
         torch.testing.assert_close(grad, grad_g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("margin", [None, 0.5])
+def test_point_mlps_on_a_few_rows_at_a_time_give_the_values_of_all_at_once(
+        monkeypatch, spatial_dims, margin):
+    torch.manual_seed(4)
+    model = small_morse(spatial_dims, render_points=40, render_margin=margin,
+                        render_share=None, render_precision="fp32").eval()
+    image = torch.randn(3, 1, *([16] * spatial_dims))
+    with torch.no_grad():
+        whole = model(image)
+        monkeypatch.setattr(module, "MLP_ROWS", 7)  # 7 rows (fewer than a batch row) at a time
+        pieces = model(image)
+    assert torch.equal(pieces.rendered, whole.rendered)
+    torch.testing.assert_close(pieces.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pieces.gate, whole.gate, rtol=1e-5, atol=1e-5)

@@ -41,6 +41,12 @@ from morse.renderer.render import plan_render_sizes, step_points, subdivision_re
 
 __all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
 
+MLP_ROWS = 2048
+"""Rows the point MLPs take at a time without autograd (inference): activations of 2048 x 256
+stay in a core's cache, and no large buffer is allocated and touched anew per layer. On this
+project's 2-core CPU (bf16, paper sizes, 16384 points per image) that rendered a 256x256 batch
+of 4 in 0.245 s instead of 0.384 s (all rows at once); a 96^3 patch took the same time."""
+
 
 class PointInputs(NamedTuple):
     """What the point function reads, prepared once per pass (``MorseRenderer.prepare``)."""
@@ -227,13 +233,30 @@ class MorseRenderer(nn.Module):
         """
         rows = _point_rows(inputs, coords, active)
         points = coords if active is None else coords[active]
-        coarse_rows = rows.pop()
-        code = [] if self.encoding is None else [self.encoding(points)]
-        fused, gate = self.fusion(rows, entered=inputs.entered)
-        logits = self.head([*code, fused], coarse_rows)
+        rows.append(points)
+        axis = 1 if active is None else 0  # the points' axis: (B, P, c) or (M, c) rows
+        step = max(1, MLP_ROWS // (coords.shape[0] if active is None else 1))
+        if torch.is_grad_enabled() or rows[0].shape[axis] <= step:
+            logits, gate = self._mlps(rows, inputs.entered)
+        else:  # without autograd, a few thousand rows at a time keep the activations in cache
+            parts = [self._mlps([r.narrow(axis, start, min(step, r.shape[axis] - start))
+                                 for r in rows], inputs.entered)
+                     for start in range(0, rows[0].shape[axis], step)]
+            logits = torch.cat([part[0] for part in parts], axis)
+            gate = None if parts[0][1] is None else torch.cat([part[1] for part in parts], axis)
         if active is not None:
             logits, gate = _scatter_rows(logits, active), _scatter_rows(gate, active)
         return logits.transpose(1, 2), None if gate is None else gate.transpose(1, 2)
+
+    def _mlps(
+        self, rows: list[torch.Tensor], entered: list[bool]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Experts, gate and head on sampled rows: S map blocks, the coarse logits and the
+        points, each (..., c); returns logits (..., K) and gate (..., S) or None."""
+        *maps, coarse_rows, points = rows
+        code = [] if self.encoding is None else [self.encoding(points)]
+        fused, gate = self.fusion(maps, entered=entered)
+        return self.head([*code, fused], coarse_rows), gate
 
     def render(
         self,

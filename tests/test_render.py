@@ -77,7 +77,7 @@ def _recorder(seen, classes=2):
 def test_steps_asking_for_more_cells_than_are_left_render_each_cell_once():
     seen = []
     _, rendered, _ = subdivision_render(torch.randn(2, 2, 8, 8), _recorder(seen), 30, steps=4)
-    assert [coords.shape[1] for coords in seen] == [30, 30, 4]  # the 4th step finds none left
+    assert [coords.shape[1] for coords in seen] == [64]  # 4 x 30 asked, all 64 cells once
     for image in range(2):
         assert torch.unique(torch.cat(seen, 1)[image], dim=0).shape[0] == 64
     assert rendered.all()
@@ -157,7 +157,7 @@ def test_a_share_caps_the_cells_of_each_step_on_small_grids():
     seen = []
     _, rendered, _ = subdivision_render(torch.randn(1, 2, 8, 8), _recorder(seen), 100, steps=2,
                                         max_share=0.125)
-    assert [coords.shape[1] for coords in seen] == [8, 8] and rendered.sum() == 16
+    assert [coords.shape[1] for coords in seen] == [16] and rendered.sum() == 16  # 2 x 8
 
 
 def _position_logits(coords):
@@ -223,7 +223,7 @@ def test_static_shapes_ask_n_rows_every_step_and_render_the_same_cells_and_value
                                  active_rows=True)
     static = subdivision_render(coarse, point_fn(True), 5, steps=4, max_margin=2.0,
                                 static_shapes=True)
-    assert shapes == {False: [5, 5, 2], True: [5, 5, 5, 5]}
+    assert shapes == {False: [12], True: [20]}  # 4 steps of 5 on one grid: one round
     for a, b in zip(default, static):
         assert torch.equal(a, b)
     assert torch.equal(static[1][:, 0], uncertain)

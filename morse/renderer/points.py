@@ -172,9 +172,10 @@ def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     first = logits[:, 0].clone()
     second = torch.minimum(first, logits[:, 1])
     torch.maximum(first, logits[:, 1], out=first)
+    low = torch.empty_like(first)
     for index in range(2, logits.shape[1]):
         candidate = logits[:, index]
-        torch.maximum(second, torch.minimum(first, candidate), out=second)
+        torch.maximum(second, torch.minimum(first, candidate, out=low), out=second)
         torch.maximum(first, candidate, out=first)
     return second.sub_(first).unsqueeze(1)
 

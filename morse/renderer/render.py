@@ -129,8 +129,10 @@ def subdivision_render(
     Steps and ranking: on one grid (no ``upsample``) the rendered cells are left out of the
     next ranking and no other cell changes, so the rendered values never re-rank anything:
     two steps of N points render exactly the cells (and values) of one step of 2N, the N
-    next cells of the same ranking. When the grid changes between steps (``upsample``), the
-    rendered values are interpolated onto the new grid and do shape the next ranking.
+    next cells of the same ranking. So consecutive steps on one grid run as one round of
+    k N cells (one margin map, one top-k, one call of ``point_fn``). When the grid changes
+    between steps (``upsample``), the rendered values are interpolated onto the new grid and
+    do shape the next ranking.
 
     The logits are kept in fp32 (or wider) and cell centres are fp32 whatever the autocast
     setting, so under bf16 autocast the cells picked from given logits and their centres are
@@ -177,15 +179,16 @@ def subdivision_render(
     logits = logits.contiguous()
     rendered = torch.zeros_like(logits[:, :1], dtype=torch.bool)
     gate = exclude = None
-    for size in plan_render_sizes(coarse.shape[2:], steps, upsample, output_size):
+    for size, cells in _merged_steps(
+            plan_render_sizes(coarse.shape[2:], steps, upsample, output_size),
+            num_points, max_share):
         if tuple(logits.shape[2:]) != size:
             logits, rendered, gate = _resize_all(logits, rendered, gate, size)
             exclude = None
         uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S)), once a step
         skip = _or(exclude, _certain(uncertainty, max_margin))
         indices, coords = most_uncertain_cells(
-            logits, step_points(num_points, size, max_share), skip, fill=True,
-            clip=not static_shapes, uncertainty=uncertainty)
+            logits, cells, skip, fill=True, clip=not static_shapes, uncertainty=uncertainty)
         if indices.shape[1] == 0:
             continue
         # with the margin, images of a batch have different numbers of uncertain cells: the
@@ -208,6 +211,28 @@ def subdivision_render(
     if output_size is not None and tuple(logits.shape[2:]) != tuple(output_size):
         logits, rendered, gate = _resize_all(logits, rendered, gate, output_size)
     return logits, rendered, gate
+
+
+def _merged_steps(
+    sizes: Sequence[tuple[int, ...]], num_points: int, max_share: float | None
+) -> list[tuple[tuple[int, ...], int]]:
+    """(grid size, cells to pick) per round: consecutive steps on the same grid become one.
+
+    On one grid, rendered cells leave the ranking and no other cell changes, so k steps of N
+    cells render exactly the k N first cells of the first step's ranking: one selection (one
+    margin map, one top-k) does them all.
+
+    >>> _merged_steps([(16, 16), (32, 32), (32, 32)], 100, 0.125)
+    [((16, 16), 32), ((32, 32), 200)]
+    """
+    rounds: list[tuple[tuple[int, ...], int]] = []
+    for size in sizes:
+        cells = step_points(num_points, size, max_share)
+        if rounds and rounds[-1][0] == size:
+            rounds[-1] = (size, rounds[-1][1] + cells)
+        else:
+            rounds.append((size, cells))
+    return rounds
 
 
 def _certain(uncertainty: torch.Tensor, max_margin: float | None) -> torch.Tensor | None:

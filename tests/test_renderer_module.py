@@ -9,7 +9,7 @@ from monai.networks.nets import BasicUNet
 from morse import MorseLoss, MorseOutput, MorseRenderer, RendererConfig, point_loss
 from morse.backbone import FeatureTap
 from morse.config import ModelConfig
-from morse.renderer import module
+from morse.renderer import precision
 
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, train_points=64, render_points=32)
 
@@ -138,7 +138,7 @@ def test_render_precision_bf16_trains_the_point_mlps_in_bf16_with_fp32_outputs_a
 
 @pytest.mark.parametrize("native", [True, False])
 def test_render_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch, native):
-    monkeypatch.setattr(module, "native_bf16", lambda device: native)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
     renderer = _renderer()  # the default: auto
     assert renderer.config.render_precision == "auto"
     seen = []

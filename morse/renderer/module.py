@@ -13,60 +13,30 @@ faster at inference and 2.2x in training (``python -m morse.bench overhead``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from morse.renderer.config import RendererConfig, default_train_points, renderer_config
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
-from morse.renderer.points import (
-    GridMap,
-    cell_table,
-    corner_weights,
-    sample_at,
-    sample_rows,
-    sample_table,
-    sample_training_points,
-    sampling_grid,
-)
+from morse.renderer.points import GridMap, sample_training_points
+from morse.renderer.precision import point_precision
+from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
-__all__ = ["MorseRenderer", "PointInputs", "PointPrediction", "Rendering", "enter_map"]
-
-TABLE_CELLS_PER_POINT = {2: 1, 3: 8}
-"""A map is read through a cell table when it has at most this many cells per point read
-(per image); the copy into the table costs a pass over the map. CPU ``grid_sample`` is
-vectorised in 2D but not in 3D, where a table pays for a map of up to 8 cells per point
-(rendering a 96^3 patch, 16384 points, paper sizes, 2 CPU threads: 0.110 s with 1, 0.0995 s
-with 8, which also tables the 48^3 map, 0.131 s with every map tabled; medians of 15)."""
+__all__ = ["MorseRenderer", "PointPrediction", "Rendering", "check_task"]
 
 MLP_ROWS = 2048
 """Rows the point MLPs take at a time without autograd (inference): activations of 2048 x 256
 stay in a core's cache, and no large buffer is allocated and touched anew per layer. On this
 project's 2-core CPU (bf16, paper sizes, 16384 points per image) that rendered a 256x256 batch
 of 4 in 0.245 s instead of 0.384 s (all rows at once); a 96^3 patch took the same time."""
-
-
-class PointInputs(NamedTuple):
-    """What the point function reads, prepared once per pass (``MorseRenderer.prepare``)."""
-
-    maps: list[torch.Tensor]
-    """S maps (B, c_s, *S_s), or (B, width, *S_s) where ``entered``."""
-    entered: list[bool]
-    """Per scale: the map already went through its expert's first layer."""
-    coarse: torch.Tensor
-    """(B, K, *S) the coarse logits."""
-    tables: list[torch.Tensor | None]
-    """Per map: its ``cell_table`` (B * cells, c) to read points from, or None (read the map
-    with ``grid_sample``)."""
 
 
 class PointPrediction(NamedTuple):
@@ -205,11 +175,7 @@ class MorseRenderer(nn.Module):
         1.76 / 0.60 s with that rule, 1.92 / 0.61 s never entering, 1.85 / 0.74 s entering
         every map with fewer cells than points (sampling 256 channels instead of 64-128).
 
-        Maps that are channels-last already (entered ones) or have no more cells than there
-        are points are read through a ``cell_table`` (one fused gather per point, see
-        ``sample_table``) instead of ``grid_sample``, whose 3D kernel is slow on CPU: the
-        same values up to float rounding. The copy into a table costs a pass over the map,
-        so the largest maps keep ``grid_sample``.
+        Entered maps and small ones are read through cell tables (``prepare_inputs``).
 
         Args:
             features: S maps (B, c_s, *S_s).
@@ -217,18 +183,7 @@ class MorseRenderer(nn.Module):
             num_points: points per image that will be read (all steps and chunks together).
             tables: False reads every map with ``grid_sample`` (for export).
         """
-        entries = self.fusion.entries
-        maps, entered = [], []
-        for index, feature_map in enumerate(features):
-            enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
-                     and feature_map.shape[1] >= entries[index].out_channels)
-            maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
-            entered.append(enter)
-        most = num_points * TABLE_CELLS_PER_POINT[self.spatial_dims]
-        cells_last = [tables and (enter or math.prod(m.shape[2:]) <= most)
-                      for m, enter in zip(maps, entered)]
-        return PointInputs(maps, entered, coarse,
-                           [cell_table(m) if last else None for m, last in zip(maps, cells_last)])
+        return prepare_inputs(self.fusion.entries, features, coarse, num_points, tables)
 
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
@@ -239,7 +194,7 @@ class MorseRenderer(nn.Module):
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros.
         """
-        rows = _point_rows(inputs, coords, active)
+        rows = point_rows(inputs, coords, active)
         points = coords if active is None else coords[active]
         rows.append(points)
         axis = 1 if active is None else 0  # the points' axis: (B, P, c) or (M, c) rows
@@ -362,79 +317,6 @@ def check_task(num_classes: int, spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes in bf16 natively (CUDA: Ampere on; CPU: AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def point_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the point MLPs when ``precision`` asks for it (``auto``: where the
-    device has native bf16); a no-op for fp32 (an outer autocast then still applies)."""
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
-    """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
-    return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
-
-
-def _point_rows(
-    inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
-) -> list[torch.Tensor]:
-    """Every prepared map read at the points, the coarse logits last.
-
-    Args:
-        coords: (B, P, D) in [0, 1].
-        active: (B, P) bool, the rows to read (None: all).
-
-    Returns:
-        S + 1 row blocks: (B, P, c) each without ``active``, (M, c) for the M active rows
-        with it (in ``coords[active]`` order); grid-sampled blocks are transposed views,
-        which ``F.linear`` reads as they are.
-    """
-    batch, count, spatial_dims = coords.shape
-    if active is None:
-        points = coords.reshape(-1, spatial_dims)
-        images = torch.arange(batch, device=coords.device).repeat_interleave(count)
-        lead: tuple[int, ...] = (batch, count)
-        grid = sampling_grid(coords)
-        by_grid = functools.partial(sample_rows, grid=grid)
-    else:
-        points, images = coords[active], active.nonzero()[:, 0]
-        lead = (points.shape[0],)
-        by_grid = functools.partial(_sample_image_by_image, points=points,
-                                    counts=active.sum(1).tolist())
-    rows = []
-    for maps, table in zip([*inputs.maps, inputs.coarse], [*inputs.tables, None]):
-        if table is None:
-            rows.append(by_grid(maps))
-        else:
-            corners = corner_weights(points, images, maps.shape[2:])
-            rows.append(sample_table(table, *corners).view(*lead, table.shape[1]))
-    return rows
-
-
-def _sample_image_by_image(
-    maps: torch.Tensor, points: torch.Tensor, counts: Sequence[int]
-) -> torch.Tensor:
-    """Read maps (B, c, *S) at (M, D) points, ``counts[b]`` of them in image b, in order:
-    (M, c), a transposed view (zeros (0, c) when M is 0)."""
-    parts = [sample_at(maps[index : index + 1], sampling_grid(part[None]))[0]
-             for index, part in enumerate(points.split(list(counts))) if part.shape[0]]
-    if not parts:  # a chunk of fill rows only
-        return maps.new_zeros(0, maps.shape[1], dtype=points.dtype)
-    return torch.cat(parts, dim=1).t()
 
 
 def _scatter_rows(values: torch.Tensor | None, active: torch.Tensor) -> torch.Tensor | None:

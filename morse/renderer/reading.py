@@ -1,0 +1,138 @@
+"""Reading a backbone's maps at points: prepared once per pass, read by table or by sampling.
+
+``prepare_inputs`` runs each expert's first layer on the maps where that is cheaper than on
+the points (a linear layer commutes with linear interpolation) and turns the maps that pay
+for it into cell tables; ``point_rows`` reads every map at the points, as rows (..., c).
+Shapes: B images, S feature scales, P points per image, M active points, D spatial dims.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from morse.renderer.points import (
+    cell_table,
+    corner_weights,
+    sample_at,
+    sample_rows,
+    sample_table,
+    sampling_grid,
+)
+
+__all__ = ["TABLE_CELLS_PER_POINT", "PointInputs", "prepare_inputs", "enter_map", "point_rows"]
+
+TABLE_CELLS_PER_POINT = {2: 1, 3: 8}
+"""A map is read through a cell table when it has at most this many cells per point read
+(per image); the copy into the table costs a pass over the map. CPU ``grid_sample`` is
+vectorised in 2D but not in 3D, where a table pays for a map of up to 8 cells per point
+(rendering a 96^3 patch, 16384 points, paper sizes, 2 CPU threads: 0.110 s with 1, 0.0995 s
+with 8, which also tables the 48^3 map, 0.131 s with every map tabled; medians of 15)."""
+
+
+class PointInputs(NamedTuple):
+    """What the point function reads, prepared once per pass (``MorseRenderer.prepare``)."""
+
+    maps: list[torch.Tensor]
+    """S maps (B, c_s, *S_s), or (B, width, *S_s) where ``entered``."""
+    entered: list[bool]
+    """Per scale: the map already went through its expert's first layer."""
+    coarse: torch.Tensor
+    """(B, K, *S) the coarse logits."""
+    tables: list[torch.Tensor | None]
+    """Per map: its ``cell_table`` (B * cells, c) to read points from, or None (read the map
+    with ``grid_sample``)."""
+
+
+def prepare_inputs(
+    entries: Sequence[nn.Conv1d],
+    features: Sequence[torch.Tensor],
+    coarse: torch.Tensor,
+    num_points: int,
+    tables: bool = True,
+) -> PointInputs:
+    """The maps to read, with first layers entered and cell tables made where they pay.
+
+    A map is entered (its expert's first layer run on every cell) when it has fewer cells
+    than ``num_points`` and at least as many channels as the layer's output. It is read
+    through a ``cell_table`` (one fused gather per point, ``sample_table``) when it is
+    entered (channels-last already) or has at most ``TABLE_CELLS_PER_POINT`` cells per point;
+    else by ``grid_sample``. Both are exact up to float rounding, gradients included.
+
+    Args:
+        entries: each scale's first expert layer (none for the experts-off ablation).
+        features: S maps (B, c_s, *S_s).
+        coarse: (B, K, *S) the coarse logits (always read by ``grid_sample``).
+        num_points: points per image that will be read (all steps and chunks together).
+        tables: False reads every map with ``grid_sample`` (for export).
+    """
+    maps, entered = [], []
+    for index, feature_map in enumerate(features):
+        enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
+                 and feature_map.shape[1] >= entries[index].out_channels)
+        maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
+        entered.append(enter)
+    most = num_points * TABLE_CELLS_PER_POINT[coarse.dim() - 2]
+    cells_last = [tables and (enter or math.prod(m.shape[2:]) <= most)
+                  for m, enter in zip(maps, entered)]
+    return PointInputs(maps, entered, coarse,
+                       [cell_table(m) if last else None for m, last in zip(maps, cells_last)])
+
+
+def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
+    """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
+    return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
+
+
+def point_rows(
+    inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """Every prepared map read at the points, the coarse logits last.
+
+    Args:
+        coords: (B, P, D) in [0, 1].
+        active: (B, P) bool, the rows to read (None: all).
+
+    Returns:
+        S + 1 row blocks: (B, P, c) each without ``active``, (M, c) for the M active rows
+        with it (in ``coords[active]`` order); grid-sampled blocks are transposed views,
+        which ``F.linear`` reads as they are.
+    """
+    batch, count, spatial_dims = coords.shape
+    if active is None:
+        points = coords.reshape(-1, spatial_dims)
+        images = torch.arange(batch, device=coords.device).repeat_interleave(count)
+        lead: tuple[int, ...] = (batch, count)
+        grid = sampling_grid(coords)
+        by_grid = functools.partial(sample_rows, grid=grid)
+    else:
+        points, images = coords[active], active.nonzero()[:, 0]
+        lead = (points.shape[0],)
+        by_grid = functools.partial(_sample_image_by_image, points=points,
+                                    counts=active.sum(1).tolist())
+    rows = []
+    for maps, table in zip([*inputs.maps, inputs.coarse], [*inputs.tables, None]):
+        if table is None:
+            rows.append(by_grid(maps))
+        else:
+            corners = corner_weights(points, images, maps.shape[2:])
+            rows.append(sample_table(table, *corners).view(*lead, table.shape[1]))
+    return rows
+
+
+def _sample_image_by_image(
+    maps: torch.Tensor, points: torch.Tensor, counts: Sequence[int]
+) -> torch.Tensor:
+    """Read maps (B, c, *S) at (M, D) points, ``counts[b]`` of them in image b, in order:
+    (M, c), a transposed view (zeros (0, c) when M is 0)."""
+    parts = [sample_at(maps[index : index + 1], sampling_grid(part[None]))[0]
+             for index, part in enumerate(points.split(list(counts))) if part.shape[0]]
+    if not parts:  # a chunk of fill rows only
+        return maps.new_zeros(0, maps.shape[1], dtype=points.dtype)
+    return torch.cat(parts, dim=1).t()

@@ -59,3 +59,13 @@ def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
     assert row["render_precision"] == "auto" and load_run(row["run"]).model.renderer.config == (
         run.model.renderer.config)  # the run on disk is left as it was
     assert "points/image" in trained.format_trained(row)
+
+
+def test_trained_rows_of_a_3d_run_time_one_window_of_its_patch_size(tmp_path):
+    data = make_dataset(tmp_path / "Dataset008_Disc", cases=3)
+    assert main(["train", "unet3d", f"data.root={data}", *TINY, "train.iterations=2",
+                 "data.patch_size=[16,16,16]", "model.backbone_options={width: 0.25}",
+                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp_path / "run")]) == 0
+    assert trained.network_batch(load_run(tmp_path / "run")).shape == (1, 1, 16, 16, 16)
+    row = trained.run_trained(str(tmp_path / "run"), repeats=1, warmup=0)
+    assert row["input"] == [1, 1, 16, 16, 16] and row["points_morse"] <= row["points_fixed"]

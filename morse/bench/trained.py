@@ -15,14 +15,13 @@ and precision, whatever the run recorded: adaptive, ``auto``), ``fixed`` (the pa
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import ResizeWithPadOrCrop
 
 from morse.bench.overhead import FIXED, FP32, _compare, _interleaved
+from morse.bench.volume import _variant
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.data.volume import DataError
@@ -59,12 +58,6 @@ def network_batch(run: TrainedRun, batch: int = 4) -> torch.Tensor:
                              align_corners=False)
     pad = [(-n) % PAD_MULTIPLE for n in slices.shape[:1:-1]]
     return F.pad(slices, [p for side in pad for p in (0, side)], mode="replicate")
-
-
-def _variant(model: Morse, renderer, base: RendererConfig, options: dict | None) -> None:
-    model.renderer = None if options is None else renderer
-    if options is not None:
-        renderer.config = dataclasses.replace(base, **options)
 
 
 def _step(model: Morse, renderer, base: RendererConfig, options: dict | None, image):

@@ -194,8 +194,7 @@ class MorseRenderer(nn.Module):
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros.
         """
-        rows = point_rows(inputs, coords, active)
-        points = coords if active is None else coords[active]
+        rows, points = point_rows(inputs, coords, active)
         rows.append(points)
         axis = 1 if active is None else 0  # the points' axis: (B, P, c) or (M, c) rows
         step = max(1, MLP_ROWS // (coords.shape[0] if active is None else 1))

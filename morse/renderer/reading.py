@@ -92,7 +92,7 @@ def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
 
 def point_rows(
     inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
-) -> list[torch.Tensor]:
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every prepared map read at the points, the coarse logits last.
 
     Args:
@@ -102,7 +102,8 @@ def point_rows(
     Returns:
         S + 1 row blocks: (B, P, c) each without ``active``, (M, c) for the M active rows
         with it (in ``coords[active]`` order); grid-sampled blocks are transposed views,
-        which ``F.linear`` reads as they are.
+        which ``F.linear`` reads as they are. And the points read: ``coords`` without
+        ``active``, its (M, D) active rows with it.
     """
     batch, count, spatial_dims = coords.shape
     if active is None:
@@ -123,7 +124,7 @@ def point_rows(
         else:
             corners = corner_weights(points, images, maps.shape[2:])
             rows.append(sample_table(table, *corners).view(*lead, table.shape[1]))
-    return rows
+    return rows, coords if active is None else points
 
 
 def _sample_image_by_image(

@@ -14,19 +14,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from morse.renderer.packed import packed_of
+
 __all__ = [
     "PointMlp", "StochasticExperts", "ConcatFusion", "drop_experts_mask", "linear_rows",
     "split_linear_rows",
 ]
 
 
-def linear_rows(conv: nn.Conv1d, rows: torch.Tensor) -> torch.Tensor:
-    """A 1x1 ``Conv1d`` applied to rows: (..., C_in) -> (..., C_out), any strides."""
-    return F.linear(rows, conv.weight.squeeze(-1), conv.bias)
+def linear_rows(conv: nn.Conv1d, rows: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` applied to rows: (..., C_in) -> (..., C_out), any strides, then a
+    ReLU when ``relu`` (fused into the GEMM inside ``packed_layers``)."""
+    packed = packed_of(conv)
+    if packed is not None:
+        return packed(rows, relu)
+    out = F.linear(rows, conv.weight.squeeze(-1), conv.bias)
+    return out.relu_() if relu else out
 
 
-def split_linear_rows(conv: nn.Conv1d, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A 1x1 ``Conv1d`` on the channel concatenation of ``blocks``, without concatenating.
+def split_linear_rows(
+    conv: nn.Conv1d, blocks: Sequence[torch.Tensor], relu: bool = False
+) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` on the channel concatenation of ``blocks``, without concatenating
+    (inside ``packed_layers``: one bf16 concatenation and one packed GEMM), then a ReLU when
+    ``relu``.
 
     ``W [x_1; x_2] = W_1 x_1 + W_2 x_2``: each block (..., c_i) meets its own columns of the
     weight and the products accumulate in place, which saves writing the (..., sum c_i)
@@ -44,6 +55,9 @@ def split_linear_rows(conv: nn.Conv1d, blocks: Sequence[torch.Tensor]) -> torch.
     widths = [block.shape[-1] for block in blocks]
     if sum(widths) != weight.shape[1]:
         raise ValueError(f"blocks of {widths} channels for a layer of {weight.shape[1]} inputs")
+    packed = packed_of(conv)
+    if packed is not None:
+        return packed(torch.cat([block.to(torch.bfloat16) for block in blocks], -1), relu)
     columns = weight.split(widths, dim=1)
     first = next((i for i, block in enumerate(blocks) if not block.is_contiguous()), 0)
     out = F.linear(blocks[first], columns[first], conv.bias)
@@ -52,7 +66,7 @@ def split_linear_rows(conv: nn.Conv1d, blocks: Sequence[torch.Tensor]) -> torch.
         if index != first:
             # in place, so autocast leaves the dtypes to us: those of the first product
             flat.addmm_(block.reshape(-1, block.shape[-1]).to(flat.dtype), part.t().to(flat.dtype))
-    return out
+    return out.relu_() if relu else out
 
 
 class PointMlp(nn.Sequential):
@@ -83,7 +97,7 @@ class PointMlp(nn.Sequential):
         if entered:  # sampled rows are ours to overwrite (grid_sample's grad ignores them)
             rows, convs = rows.relu_(), convs[1:]
         for conv in convs:
-            rows = linear_rows(conv, rows).relu_()
+            rows = linear_rows(conv, rows, relu=True)
         return rows
 
 

@@ -56,5 +56,5 @@ class ImplicitPointHead(nn.Module):
         """
         hidden = list(features)
         for layer in self.layers:
-            hidden = [split_linear_rows(layer, [*hidden, coarse]).relu_()]
+            hidden = [split_linear_rows(layer, [*hidden, coarse], relu=True)]
         return split_linear_rows(self.predictor, [*hidden, coarse])

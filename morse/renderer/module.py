@@ -25,8 +25,9 @@ from morse.renderer.config import RendererConfig, default_train_points, renderer
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
+from morse.renderer.packed import packed_layers, packing_available
 from morse.renderer.points import GridMap, sample_training_points
-from morse.renderer.precision import point_precision
+from morse.renderer.precision import point_precision, uses_bf16
 from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 
@@ -162,7 +163,7 @@ class MorseRenderer(nn.Module):
 
     def prepare(
         self, features: Sequence[torch.Tensor], coarse: torch.Tensor, num_points: int,
-        tables: bool = True,
+        tables: bool = True, table_dtype: torch.dtype | None = None,
     ) -> PointInputs:
         """The maps to read points from, once for all the points of a pass (any chunking).
 
@@ -182,8 +183,10 @@ class MorseRenderer(nn.Module):
             coarse: (B, K, *S).
             num_points: points per image that will be read (all steps and chunks together).
             tables: False reads every map with ``grid_sample`` (for export).
+            table_dtype: the cell tables' dtype (default fp32).
         """
-        return prepare_inputs(self.fusion.entries, features, coarse, num_points, tables)
+        return prepare_inputs(self.fusion.entries, features, coarse, num_points, tables,
+                              table_dtype)
 
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
@@ -255,9 +258,15 @@ class MorseRenderer(nn.Module):
         sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, upsample, output_size)
         budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
                          math.prod(size)) for size in sizes)
-        point_fn = functools.partial(self._chunked_point_logits,
-                                     self.prepare(features, coarse, budget, not static_shapes))
-        with point_precision(cfg.render_precision, coarse.device):
+        # bf16 inference on a CPU: packed bf16 layers, fed from bf16 tables
+        pack = (not static_shapes and not torch.is_grad_enabled()
+                and uses_bf16(cfg.render_precision, coarse.device)
+                and packing_available(coarse.device))
+        inputs = self.prepare(features, coarse, budget, not static_shapes,
+                              torch.bfloat16 if pack else None)
+        point_fn = functools.partial(self._chunked_point_logits, inputs)
+        with point_precision(cfg.render_precision, coarse.device), \
+                packed_layers(self, MLP_ROWS, enabled=pack):
             logits, rendered, gate = subdivision_render(
                 coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
                 output_size, cfg.render_margin, cfg.render_share,

@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-__all__ = ["native_bf16", "point_precision"]
+__all__ = ["native_bf16", "point_precision", "uses_bf16"]
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -21,9 +21,15 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``render_precision`` runs the point MLPs in bf16 on this device (``auto``:
+    where the device has native bf16)."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
 def point_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the point MLPs when ``precision`` asks for it (``auto``: where the
-    device has native bf16); a no-op for fp32 (an outer autocast then still applies)."""
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+    """bf16 autocast for the point MLPs when ``uses_bf16``; a no-op for fp32 (an outer
+    autocast then still applies)."""
+    if uses_bf16(precision, device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -56,6 +56,7 @@ def prepare_inputs(
     coarse: torch.Tensor,
     num_points: int,
     tables: bool = True,
+    table_dtype: torch.dtype | None = None,
 ) -> PointInputs:
     """The maps to read, with first layers entered and cell tables made where they pay.
 
@@ -71,6 +72,7 @@ def prepare_inputs(
         coarse: (B, K, *S) the coarse logits (always read by ``grid_sample``).
         num_points: points per image that will be read (all steps and chunks together).
         tables: False reads every map with ``grid_sample`` (for export).
+        table_dtype: the tables' dtype (default fp32; bf16 for bf16 point MLPs at inference).
     """
     maps, entered = [], []
     for index, feature_map in enumerate(features):
@@ -82,7 +84,8 @@ def prepare_inputs(
     cells_last = [tables and (enter or math.prod(m.shape[2:]) <= most)
                   for m, enter in zip(maps, entered)]
     return PointInputs(maps, entered, coarse,
-                       [cell_table(m) if last else None for m, last in zip(maps, cells_last)])
+                       [cell_table(m, table_dtype) if last else None
+                        for m, last in zip(maps, cells_last)])
 
 
 def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:

@@ -153,6 +153,24 @@ def test_with_a_margin_only_uncertain_cells_are_rendered_and_certain_ones_keep_c
     assert fixed.flatten(1).sum(1).tolist() == [8, 8]  # the fixed budget renders certain cells
 
 
+def test_active_rows_are_marked_only_when_some_row_only_fills_the_batch():
+    """With a margin, ``point_fn`` gets the rows that count; None when all of them do."""
+    coarse = torch.zeros(2, 3, 6, 6)
+    coarse[:, 0] = 5.0  # certain everywhere but the cells below
+    coarse[:, 1, 0, :4] = 4.5  # 4 uncertain cells per image
+    coarse[1, 1, 1, :2] = 4.5  # 2 more in image 1
+    seen = []
+
+    def point_fn(coords, active=None):
+        seen.append(active)
+        return torch.full((2, 3, coords.shape[1]), 7.0)
+
+    subdivision_render(coarse, point_fn, 4, steps=1, max_margin=2.0, active_rows=True)
+    subdivision_render(coarse, point_fn, 8, steps=1, max_margin=2.0, active_rows=True)
+    assert seen[0] is None  # 4 rows each, all uncertain
+    assert seen[1].tolist() == [[True] * 4 + [False] * 2, [True] * 6]
+
+
 def test_a_share_caps_the_cells_of_each_step_on_small_grids():
     seen = []
     _, rendered, _ = subdivision_render(torch.randn(1, 2, 8, 8), _recorder(seen), 100, steps=2,

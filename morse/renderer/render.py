@@ -194,6 +194,8 @@ def subdivision_render(
         # with the margin, images of a batch have different numbers of uncertain cells: the
         # rows are filled with skipped cells, which keep their values
         keep = None if skip is None else skip.gather(1, indices)
+        if keep is not None and not static_shapes and not keep.any():
+            keep = None  # every row counts: no masking, no gathers (a branch on values)
         active = None if keep is None else ~keep
         if grid_map is not None:
             coords = grid_map.apply(coords)

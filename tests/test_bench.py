@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from test_cli import TINY, make_dataset
 
 from morse.bench import overhead, trained, volume
+from morse.bench.__main__ import main as bench_main
 from morse.cli.main import main
 from morse.data.volume import DataError
 from morse.inference.trained import load_run
@@ -32,6 +34,37 @@ def test_overhead_rows_hold_ratios_and_spread(monkeypatch):
     # untrained weights: every cell is uncertain, both budgets render 2 steps x 12.5% of 32^2
     assert row["points_morse"] == row["points_fixed"] == 256
     assert "fp32 renderer" in overhead.format_rows({"tiny": row})
+
+
+def test_renderer_options_reach_every_morse_row_and_the_memory_probe(monkeypatch):
+    tiny = overhead.Setting("tiny", 2, 32, 1, 3, 0.25)
+    monkeypatch.setitem(overhead.SETTINGS, "tiny", tiny)
+    probed = []
+    monkeypatch.setattr(overhead, "_peak_memory_child",
+                        lambda setting, *args: probed.append(setting) or 100.0)
+    built = []
+    model = overhead._model
+    monkeypatch.setattr(overhead, "_model",
+                        lambda *args, **kw: built.append(model(*args, **kw)) or built[-1])
+    row = overhead.run_overhead(["tiny"], repeats=1, warmup=0,
+                                renderer_options={"expert_width": 8, "head_width": 12})["tiny"]
+    assert row["renderer"] == {"expert_width": 8, "head_width": 12}
+    renderers = [m.renderer for m in built if m.renderer is not None]
+    assert renderers and {(r.config.expert_width, r.config.head_width) for r in renderers} == {
+        (8, 12)}
+    assert {s.renderer for s in probed} == {(("expert_width", 8), ("head_width", 12))}
+    assert "renderer: expert_width=8, head_width=12" in overhead.format_rows({"tiny": row})
+
+
+def test_the_memory_probe_builds_the_setting_it_is_given_in_a_fresh_process():
+    tiny = overhead.Setting("tiny", 2, 32, 1, 3, 0.25, (("expert_width", 8),))
+    assert overhead._peak_memory_child(tiny, True, "cpu") >= 0
+
+
+def test_renderer_options_must_be_field_value_pairs(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["overhead", "--renderer", "expert_width"])
+    assert "write FIELD=VALUE" in capsys.readouterr().err
 
 
 def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):

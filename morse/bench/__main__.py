@@ -3,6 +3,7 @@
     python -m morse.bench overhead            # MORSE over the plain backbone, dense experts
     python -m morse.bench overhead --only 2d  # one setting
     python -m morse.bench overhead --run RUN  # + a trained run's model on its own slices
+    python -m morse.bench overhead --renderer expert_width=128 head_width=128  # other sizes
     python -m morse.bench chunked             # large-volume prediction, chunked vs not
     python -m morse.bench margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
 """
@@ -12,6 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+
+def _fields(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, object]:
+    """``FIELD=VALUE`` pairs, values read as YAML (``128`` is an int, ``fp32`` a string)."""
+    import yaml
+
+    fields = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser.error(f"--renderer {pair!r}: write FIELD=VALUE, e.g. expert_width=128")
+        fields[name] = yaml.safe_load(value)
+    return fields
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                           "the volume rows use the demo preset's data with untrained weights)")
     overhead.add_argument("--no-volume", action="store_true",
                           help="skip the whole-volume prediction rows")
+    overhead.add_argument("--renderer", nargs="+", default=[], metavar="FIELD=VALUE",
+                          help="renderer options for the 2D/3D rows' MORSE models, e.g. "
+                          "expert_width=128 head_width=128 (default: the paper's sizes)")
     chunked = sub.add_parser("chunked", help="peak memory and time of large-volume prediction")
     chunked.add_argument("--size", type=int, nargs=3, default=[256, 256, 160])
     chunked.add_argument("--device", default="cpu")
@@ -52,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         from morse.bench.trained import format_trained, run_trained
         from morse.bench.volume import format_volume, run_volume
 
-        results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats)
+        results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats,
+                               renderer_options=_fields(parser, args.renderer))
         trained = None if args.run is None else run_trained(args.run, args.device,
                                                              repeats=args.repeats)
         volume = None if args.no_volume else run_volume(args.run, args.device)

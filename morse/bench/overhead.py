@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -56,6 +56,8 @@ class Setting:
     batch: int
     num_classes: int = 9
     width: float = 1.0
+    renderer: tuple[tuple[str, Any], ...] = ()
+    """``RendererConfig`` fields for every MORSE row (e.g. (("expert_width", 128),))."""
 
 
 FIXED = {"render_margin": None}
@@ -73,7 +75,7 @@ def _model(setting: Setting, renderer: bool, **options: Any) -> Morse:
     torch.manual_seed(0)
     backbone = UNet(setting.spatial_dims, 1, setting.num_classes, width=setting.width)
     return Morse(backbone, setting.num_classes, setting.spatial_dims, renderer=renderer,
-                 **options)
+                 **{**dict(setting.renderer), **options})
 
 
 def _inputs(setting: Setting, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,20 +213,20 @@ def _fusion_steps(setting: Setting, device: torch.device, train: bool):
     return ours_step, dense_step
 
 
-def _peak_memory_child(setting_key: str, renderer: bool, device: str) -> float:
+def _peak_memory_child(setting: Setting, renderer: bool, device: str) -> float:
     """Peak memory (MiB) of training steps, measured in a fresh Python process."""
     code = (
-        "import sys, json; from morse.bench.overhead import _memory_probe; "
-        f"print(json.dumps(_memory_probe({setting_key!r}, {renderer}, {device!r})))"
+        "import sys, json; from morse.bench.overhead import Setting, _memory_probe; "
+        f"print(json.dumps(_memory_probe({setting!r}, {renderer}, {device!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def _memory_probe(setting_key: str, renderer: bool, device: str) -> float:
+def _memory_probe(setting: Setting, renderer: bool, device: str) -> float:
     torch_device = torch.device(device)
-    step = _train_step(SETTINGS[setting_key], renderer, torch_device)
+    step = _train_step(setting, renderer, torch_device)
     if torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(torch_device)
         base = torch.cuda.memory_allocated(torch_device)
@@ -236,14 +238,19 @@ def _memory_probe(setting_key: str, renderer: bool, device: str) -> float:
 
 
 def run_overhead(
-    settings: list[str], device: str = "cpu", repeats: int = 5, warmup: int = 1
-) -> dict[str, dict[str, float]]:
-    """Measure every row for each setting key ("2d", "3d"); returns ratios and raw times."""
+    settings: list[str], device: str = "cpu", repeats: int = 5, warmup: int = 1,
+    renderer_options: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Measure every row for each setting key ("2d", "3d"); returns ratios and raw times.
+
+    ``renderer_options``: ``RendererConfig`` fields for every MORSE row (default: the
+    project's defaults, the paper's sizes); they are echoed in each row.
+    """
     torch_device = torch.device(device)
     results = {}
     for key in settings:
-        setting = SETTINGS[key]
-        row: dict[str, float] = {"repeats": repeats}
+        setting = replace(SETTINGS[key], renderer=tuple((renderer_options or {}).items()))
+        row: dict[str, Any] = {"repeats": repeats, "renderer": dict(setting.renderer)}
         steps = {"plain": _train_step(setting, False, torch_device),
                  "morse": _train_step(setting, True, torch_device),
                  "fp32": _train_step(setting, True, torch_device, **FP32)}
@@ -261,7 +268,7 @@ def run_overhead(
         row["points_morse"] = _points_per_image(setting, torch_device)
         row["points_fixed"] = _points_per_image(setting, torch_device, **FIXED)
         for label, renderer in (("plain", False), ("morse", True)):
-            row[f"train_mib_{label}"] = _peak_memory_child(key, renderer, device)
+            row[f"train_mib_{label}"] = _peak_memory_child(setting, renderer, device)
         row["train_memory_ratio"] = row["train_mib_morse"] / max(row["train_mib_plain"], 1e-9)
         ours, dense = _fusion_steps(setting, torch_device, train=setting.spatial_dims == 2)
         fusion = _interleaved({"dense": dense, "points": ours}, torch_device,
@@ -277,11 +284,13 @@ def _ratio(row: dict[str, float], name: str, suffix: str = "") -> str:
     return f"{row[key]:>9.2f}  ({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
 
 
-def format_rows(results: dict[str, dict[str, float]]) -> str:
+def format_rows(results: dict[str, dict[str, Any]]) -> str:
     """A table a person reads: one block per setting, ratios with their min-max spread."""
     lines = []
     for key, row in results.items():
         lines.append(f"{SETTINGS[key].name} (medians of {row['repeats']:.0f} interleaved repeats)")
+        if row.get("renderer"):
+            lines.append("  renderer: " + ", ".join(f"{k}={v}" for k, v in row["renderer"].items()))
         lines.append(f"  {'row':<16}{'plain':>12}{'MORSE':>12}{'ratio':>9}  (spread)")
         lines.append(f"  {'train step s':<16}{row['train_s_plain']:>12.3f}"
                      f"{row['train_s_morse']:>12.3f}{_ratio(row, 'train')}")

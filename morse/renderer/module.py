@@ -8,7 +8,9 @@ Precision: ``render_precision`` (default ``auto``: bf16 where the device has it 
 the point MLPs in bf16, in training and at inference, while coordinates, sampling, the gate
 weights and the logits stay fp32; an outer autocast (``train.precision=bf16``) also covers the
 backbone. On a CPU with bf16 instructions (2D, paper sizes, 2 threads) the renderer ran 2.5x
-faster at inference and 2.2x in training (``python -m morse.bench overhead``).
+faster at inference and 2.2x in training (``python -m morse.bench overhead``). Inference there
+(no autograd) also casts and packs the point layers' weights once per pass and reads bf16 cell
+tables (``packed.py``), the same arithmetic as autocast.
 """
 
 from __future__ import annotations

@@ -22,17 +22,15 @@ from typing import Any
 import yaml
 
 from morse.config_values import check_values
+from morse.errors import ConfigError
 from morse.renderer.config import RendererConfig
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "EvalConfig",
-    "ConfigError", "load_config", "config_from_dict", "config_to_dict", "save_config",
+    "load_config", "config_from_dict", "config_to_dict", "save_config",
     "available_presets",
 ]
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with the key at fault in the message."""
 
 
 @dataclass

@@ -62,7 +62,7 @@ def check_values(cfg: Config, origin: str = "config") -> None:
     >>> check_values(Config(train=TrainConfig(iterations=-3)))
     Traceback (most recent call last):
     ...
-    morse.config.ConfigError: config: train.iterations must be >= 1, got -3
+    morse.errors.ConfigError: config: train.iterations must be >= 1, got -3
     """
     for key, allowed in _choices().items():
         if _value(cfg, key) not in allowed:
@@ -124,6 +124,6 @@ def _check_sizes(data: DataConfig, origin: str) -> None:
 
 
 def _error(message: str) -> Exception:
-    from morse.config import ConfigError
+    from morse.errors import ConfigError
 
     return ConfigError(message)

@@ -11,7 +11,6 @@ from morse.data import (
     AAL_GROUPS,
     ATLAS_CLASSES,
     DEFAULT_TEMPLATE_DIR,
-    DataError,
     Volume,
     aal_class_lut,
     downsample_volume,
@@ -19,6 +18,7 @@ from morse.data import (
     load_atlas_demo,
     read_aal_table,
 )
+from morse.errors import DataError
 
 HAVE_FILES = all(
     (DEFAULT_TEMPLATE_DIR / n).is_file() for n in ("ch2.nii.gz", "aal.nii.gz", "aal.nii.txt")

@@ -8,7 +8,7 @@ from test_cli import TINY, make_dataset
 from morse.bench import overhead, trained, volume
 from morse.bench.__main__ import main as bench_main
 from morse.cli.main import main
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.inference.trained import load_run
 
 

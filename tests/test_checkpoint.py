@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from morse.errors import CheckpointError
 from morse.training import checkpoint as ckpt
 from morse.training.checkpoint import (
-    CheckpointError,
     keep_best,
     load_checkpoint,
     make_checkpoint,

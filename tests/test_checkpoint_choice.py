@@ -9,7 +9,7 @@ import yaml
 from test_cli import TINY, make_dataset, write_config
 
 from morse.cli.main import main
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.inference.trained import resolve_checkpoint
 from morse.training.checkpoint import load_checkpoint
 

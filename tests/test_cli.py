@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from morse.cli.main import main
-from morse.config import ConfigError, load_config
+from morse.config import load_config
+from morse.errors import ConfigError
 
 TINY = [
     "model.backbone_options={width: 0.25}", "model.expert_width=16", "model.head_width=16",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from morse.cli.main import main
-from morse.config import ConfigError, available_presets, load_config
+from morse.config import available_presets, load_config
+from morse.errors import ConfigError
 
 
 @pytest.mark.parametrize(

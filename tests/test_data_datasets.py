@@ -8,12 +8,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from morse.data import (
-    DataError,
     PatchDataset,
     SliceDataset,
     Volume,
     normalize_intensity,
 )
+from morse.errors import DataError
 
 
 def make_volume(case_id: str = "a", shape=(12, 10, 6), channels: int = 1, seed: int = 0) -> Volume:

@@ -13,7 +13,6 @@ from morse.config import load_config
 from morse.data import (
     ACDC_CLASSES,
     SYNAPSE_CLASSES,
-    DataError,
     Volume,
     acdc_patient_of,
     downsample_volume,
@@ -33,6 +32,7 @@ from morse.data.formats import DataFormat, Loaded, available_formats, register_f
 from morse.data.intensity import make_record
 from morse.data.prepare import load_eval_volumes, prepare_data
 from morse.data.split import Split
+from morse.errors import DataError
 
 
 def write_h5(path: Path, **arrays: np.ndarray) -> Path:

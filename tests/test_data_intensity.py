@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import DataError, Volume, normalize_intensity
+from morse.data import Volume, normalize_intensity
 from morse.data.intensity import (
     apply_intensity,
     check_record,
@@ -20,6 +20,7 @@ from morse.data.intensity import (
     resolve_intensity,
 )
 from morse.data.prepare import load_eval_volumes, prepare_data
+from morse.errors import DataError
 
 
 def ct_volume(seed: int, organ_hu: float) -> Volume:

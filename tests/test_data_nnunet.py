@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from morse.data import (
-    DataError,
     list_cases,
     load_case,
     read_dataset_json,
@@ -18,6 +17,7 @@ from morse.data import (
     write_array_like,
     write_label_like,
 )
+from morse.errors import DataError
 
 SHAPE = (6, 5, 4)
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from morse.data import (
-    DataError,
     Split,
     acdc_patient_of,
     load_split,
@@ -15,6 +14,7 @@ from morse.data import (
     split_cases,
     subset_counts,
 )
+from morse.errors import DataError
 
 CASES = [f"case_{i:03d}" for i in range(20)]
 

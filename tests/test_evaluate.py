@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from morse.data.volume import DataError, Volume
+from morse.data.volume import Volume
+from morse.errors import DataError
 from morse.evaluation.evaluate import distance_unit, metric_spacing
 
 

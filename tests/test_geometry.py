@@ -14,7 +14,8 @@ from torch import nn
 from morse import Morse
 from morse.config import Config, DataConfig
 from morse.data.geometry import AxisMap, network_axes, plan_geometry, to_network
-from morse.data.volume import DataError, Volume
+from morse.data.volume import Volume
+from morse.errors import DataError
 from morse.inference.trained import predict_case
 
 

@@ -13,7 +13,7 @@ import yaml
 
 import morse.inference.files as files
 from morse.cli.main import main
-from morse.data import DataError
+from morse.errors import DataError
 from morse.inference.files import group_channel_files
 from morse.training.checkpoint import load_checkpoint, save_checkpoint
 

@@ -12,7 +12,7 @@ import pytest
 from test_cli import oblique_affine
 
 from morse.cli.main import main
-from morse.data import DataError
+from morse.errors import DataError
 from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.score import label_files, score_folders
 

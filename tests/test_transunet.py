@@ -18,7 +18,7 @@ from morse.backbone import TransUNet, build_backbone
 from morse.backbone.pretrained import google_layout
 from morse.backbone.transunet import TRANSUNET_SMALL
 from morse.cli.main import main
-from morse.data.volume import DataError
+from morse.errors import DataError
 
 K = 4
 

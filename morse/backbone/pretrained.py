@@ -23,7 +23,7 @@ Other arrays (the classifier head, the class token) are ignored. A ``.pt``/``.pt
 a state dict of this backbone (``torch.save(net.state_dict(), path)``); it must hold the same
 encoder tensors, and may hold the decoder's. Position embeddings of another grid are resized
 bilinearly (a leading class token dropped), as TransUNet does; any other missing array or shape
-mismatch is a :class:`~morse.data.volume.DataError` naming the file and the fix - never a silent
+mismatch is a :class:`~morse.errors.DataError` naming the file and the fix - never a silent
 fall-back to random weights. Files are read safely (``allow_pickle=False``,
 ``weights_only=True``).
 """
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from morse.data.volume import DataError
+from morse.errors import DataError
 
 if TYPE_CHECKING:
     from morse.backbone.transunet import TransUNet

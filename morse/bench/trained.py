@@ -24,7 +24,7 @@ from morse.bench.overhead import FIXED, FP32, _compare, _interleaved
 from morse.bench.volume import _variant
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.inference.volumes import PAD_MULTIPLE
 from morse.model import Morse

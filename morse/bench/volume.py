@@ -19,7 +19,7 @@ from morse.config import load_config
 from morse.data.formats import data_format
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.inference.trained import load_run, predict_case
 from morse.model import Morse
 from morse.renderer.config import RendererConfig

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from morse.config import load_config
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
 from morse.training.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train

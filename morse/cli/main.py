@@ -332,9 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``morse`` console script and ``python -m morse``."""
-    from morse.config import ConfigError
-    from morse.data.volume import DataError
-    from morse.training.checkpoint import CheckpointError
+    from morse.errors import CheckpointError, ConfigError, DataError
 
     args = vars(build_parser().parse_args(argv))
     command_class = args.pop("command_class")

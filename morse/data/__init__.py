@@ -54,11 +54,10 @@ from .synapse import (
     remap_btcv_labels,
     synapse_case_of,
 )
-from .volume import DataError, Volume, display_path
+from .volume import Volume, display_path
 
 __all__ = [
     # volume
-    "DataError",
     "Volume",
     "display_path",
     # nifti

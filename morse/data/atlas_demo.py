@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from morse.errors import DataError
+
 from .intensity import normalize_intensity
 from .nifti import read_nifti
 from .validate import checked_label
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = [
     "DEFAULT_TEMPLATE_DIR",
@@ -169,7 +171,7 @@ def aal_class_lut(table: dict[int, str], path: str | Path = "aal.nii.txt") -> np
     >>> aal_class_lut({1: "Precentral_L", 2: "Vermis_3"}).tolist()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    morse.data.volume.DataError: aal.nii.txt: ... not in the AAL table; ...
+    morse.errors.DataError: aal.nii.txt: ... not in the AAL table; ...
     """
     class_of = {name: i for i, members in enumerate(AAL_GROUPS.values()) for name in members}
     unassigned = sorted(name for name in table.values() if name not in class_of)

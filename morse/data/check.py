@@ -19,10 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from morse.errors import DataError
+
 from .dataset_json import DatasetSpec, parse_dataset_json
 from .nnunet import CaseFiles, inspect_case, list_cases, split_channel_file
 from .validate import read_json
-from .volume import DataError, display_path
+from .volume import display_path
 
 __all__ = ["DatasetCheck", "Problem", "check_dataset", "format_problems", "inspect_dataset"]
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from morse.errors import DataError
+
 from .validate import read_json
-from .volume import DataError
 
 __all__ = ["DatasetSpec", "parse_dataset_json", "read_dataset_json", "SUPPORTED_ENDINGS"]
 

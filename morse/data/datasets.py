@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from morse.errors import DataError
+
 from .intensity import no_meta, normalize_volume
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = ["item_seed", "SliceDataset", "PatchDataset"]
 

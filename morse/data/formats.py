@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from morse.config import DataConfig
+from morse.errors import DataError
 
 from .acdc import ACDC_CLASSES, acdc_case_of, load_acdc_slices, load_acdc_volumes, read_acdc_list
 from .atlas_demo import ATLAS_CLASSES, foreground_slice_range, load_atlas_demo
@@ -42,7 +43,7 @@ from .synapse import (
     read_synapse_list,
     synapse_case_of,
 )
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = [
     "Loaded",

@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from nibabel.orientations import io_orientation
 
-from .volume import DataError, Volume
+from morse.errors import DataError
+
+from .volume import Volume
 
 __all__ = ["AxisMap", "plan_geometry", "network_axes", "to_network", "check_geometry"]
 

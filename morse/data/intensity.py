@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from .volume import DataError, Volume
+from morse.errors import DataError
+
+from .volume import Volume
 
 __all__ = [
     "INTENSITY_SCHEMES",

@@ -19,8 +19,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from morse.errors import DataError
+
 from .validate import checked_label
-from .volume import DataError
 
 __all__ = ["read_nifti", "try_read_nifti", "load_reference", "write_label_like", "write_array_like"]
 

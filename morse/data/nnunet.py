@@ -47,10 +47,12 @@ from pathlib import Path
 import numpy as np
 from nibabel.affines import voxel_sizes
 
+from morse.errors import DataError
+
 from .dataset_json import SUPPORTED_ENDINGS, DatasetSpec, read_dataset_json
 from .nifti import try_read_nifti
 from .validate import image_problem, label_problem
-from .volume import DataError, Volume, display_path
+from .volume import Volume, display_path
 
 __all__ = [
     "CaseFiles",

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from morse.backbone import padded_size
 from morse.config import DataConfig
+from morse.errors import DataError
 from morse.inference.volumes import PAD_MULTIPLE
 
 from .datasets import PatchDataset, SliceDataset
@@ -22,7 +23,7 @@ from .formats import data_format
 from .geometry import plan_geometry, to_network
 from .intensity import check_record, normalize_volume
 from .split import Split
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = [
     "PreparedData", "prepare_data", "plan_dataset_geometry", "load_eval_volumes", "pad_slices",

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from morse.errors import DataError
+
 from .validate import read_json
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = ["SpacingOf", "load_each", "spacing_lookup", "spacing_of", "read_spacing_file"]
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from morse.errors import DataError
+
 from .validate import read_json
-from .volume import DataError
 
 __all__ = [
     "Split", "split_cases", "save_split", "load_split", "subset_counts", "describe_split",

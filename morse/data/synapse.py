@@ -42,9 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from morse.errors import DataError
+
 from .spacing import SpacingOf, load_each
 from .validate import checked_label
-from .volume import DataError, Volume
+from .volume import Volume
 
 __all__ = [
     "SYNAPSE_CLASSES",

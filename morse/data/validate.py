@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .volume import DataError
+from morse.errors import DataError
 
 __all__ = ["label_problem", "checked_label", "image_problem", "read_json"]
 

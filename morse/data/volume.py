@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-__all__ = ["DataError", "Volume", "display_path"]
+from morse.errors import DataError
 
+__all__ = ["Volume", "display_path"]
 
-class DataError(ValueError):
-    """Bad input data. The message names the file, the problem and the fix, in one line."""
 
 
 def display_path(path: str | Path, root: str | Path | None = None) -> str:

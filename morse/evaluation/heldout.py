@@ -17,8 +17,8 @@ from pathlib import Path
 
 from morse.config import Config
 from morse.data.dataset_json import SUPPORTED_ENDINGS
-from morse.data.volume import DataError
 from morse.device import resolve_device
+from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
 from morse.evaluation.metrics import ClassMetrics, MetricSettings
 from morse.evaluation.score import (

@@ -27,7 +27,7 @@ from morse.data.dataset_json import SUPPORTED_ENDINGS, read_dataset_json
 from morse.data.nifti import load_reference, read_nifti
 from morse.data.nnunet import grid_problems
 from morse.data.validate import checked_label
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.evaluation.metrics import ClassMetrics, MetricSettings, case_metrics
 from morse.evaluation.tables import format_table, summarise, write_metrics
 

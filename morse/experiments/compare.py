@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from morse.config import Config, ConfigError, config_to_dict, load_config
+from morse.config import Config, config_to_dict, load_config
+from morse.errors import ConfigError
 from morse.evaluation.evaluate import evaluate
 from morse.experiments.plot import plot_paired_differences
 from morse.experiments.results import build_comparison, format_markdown, read_metrics
@@ -81,7 +82,7 @@ def variant_overrides(name: str) -> list[str]:
     >>> variant_overrides("pointrand")
     Traceback (most recent call last):
     ...
-    morse.config.ConfigError: unknown variant 'pointrand'; known: plain, pointrend, \
+    morse.errors.ConfigError: unknown variant 'pointrand'; known: plain, pointrend, \
 no-gating, no-fourier, morse
     """
     if name not in VARIANTS:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from morse.config import ConfigError
+from morse.errors import ConfigError
 from morse.evaluation.metrics import DISTANCE_METRICS, MetricSettings
 from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.experiments.stats import (

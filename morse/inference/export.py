@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from morse.data.intensity import check_record
-from morse.data.volume import DataError
+from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.io import atomic_write_bytes, atomic_write_text
 from morse.model import Morse

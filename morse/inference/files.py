@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from morse.data.intensity import check_record, raw_to_network
 from morse.data.nifti import read_nifti, write_array_like, write_label_like
 from morse.data.validate import image_problem
-from morse.data.volume import DataError, Volume
+from morse.data.volume import Volume
 from morse.device import resolve_device
+from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.inference.volumes import VolumePrediction
 

@@ -10,13 +10,13 @@ import torch
 from morse.build import build_model
 from morse.config import Config, config_from_dict, load_config
 from morse.data.geometry import network_axes, to_network
-from morse.data.volume import DataError, Volume
+from morse.data.volume import Volume
+from morse.errors import CheckpointError, DataError
 from morse.inference.volumes import VolumePrediction, predict_volume
 from morse.model import Morse
 from morse.training.checkpoint import (
     BEST_NAME,
     LAST_NAME,
-    CheckpointError,
     load_checkpoint,
     validate_checkpoint,
 )

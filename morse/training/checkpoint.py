@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import torch
 
+from morse.errors import CheckpointError
 from morse.io import atomic_write_bytes
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "LAST_NAME",
-    "CheckpointError",
     "keep_best",
     "load_checkpoint",
     "make_checkpoint",
@@ -77,9 +77,6 @@ _OBJECT_REFUSAL = re.compile(
     r"GLOBAL |unrecognized function|Can only create new object|Can only build"
 )
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message is one line naming the file and the fix."""
 
 
 # ---------------------------------------------------------------------------

@@ -19,18 +19,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from morse.build import build_loss, build_model
-from morse.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from morse.config import Config, config_from_dict, config_to_dict, save_config
 from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
+from morse.errors import CheckpointError, ConfigError
 from morse.evaluation.metrics import case_dice
 from morse.inference.volumes import predict_volume
 from morse.model import Morse
 from morse.report.curves import CurveLog, plot_curves
 from morse.training.checkpoint import (
     LAST_NAME,
-    CheckpointError,
     keep_best,
     load_checkpoint,
     make_checkpoint,

@@ -9,10 +9,14 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from morse.model import MorseOutput
+from morse.config import LossConfig
+from morse.model.module import MorseOutput
 from morse.renderer.points import point_sample
 
-__all__ = ["DICE_POOLING", "MorseLoss", "POINT_WEIGHT_SCHEDULES", "point_loss", "point_weight"]
+__all__ = [
+    "DICE_POOLING", "MorseLoss", "POINT_WEIGHT_SCHEDULES", "build_loss", "point_loss",
+    "point_weight",
+]
 
 
 def _constant(weight: float, step: int, total_steps: int) -> float:
@@ -141,3 +145,8 @@ class MorseLoss(nn.Module):
                 "check num_classes or remap the label values"
             )
         return label.long()
+
+
+def build_loss(cfg: LossConfig, num_classes: int) -> MorseLoss:
+    """The loss a run's ``loss`` section describes, for ``num_classes`` classes (K)."""
+    return MorseLoss(num_classes, cfg.schedule, cfg.point_weight, cfg.coarse_weight, cfg.dice)

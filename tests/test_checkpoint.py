@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from morse.errors import CheckpointError
-from morse.training import checkpoint as ckpt
-from morse.training.checkpoint import (
+from morse.io import checkpoint as ckpt
+from morse.io.checkpoint import (
     keep_best,
     load_checkpoint,
     make_checkpoint,

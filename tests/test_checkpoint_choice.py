@@ -11,7 +11,7 @@ from test_cli import TINY, make_dataset, write_config
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.trained import resolve_checkpoint
-from morse.training.checkpoint import load_checkpoint
+from morse.io.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

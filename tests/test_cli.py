@@ -175,7 +175,7 @@ def _run_cli(*args: str) -> subprocess.Popen:
 
 
 def _step_of(run: Path) -> int:
-    from morse.training.checkpoint import load_checkpoint
+    from morse.io.checkpoint import load_checkpoint
 
     try:
         return int(load_checkpoint(run / "last.pt")["step"])
@@ -201,7 +201,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, dataset):
     resumed = _run_cli("train", "--resume", str(killed))
     assert resumed.wait() == 0, resumed.stderr.read().decode()
 
-    from morse.training.checkpoint import load_checkpoint
+    from morse.io.checkpoint import load_checkpoint
 
     a = load_checkpoint(straight / "last.pt")
     b = load_checkpoint(killed / "last.pt")
@@ -232,7 +232,7 @@ def test_two_process_ddp_training_through_torchrun(tmp_path, dataset):
          str(config), *TINY, "-o", str(run)],
         env=env, capture_output=True, text=True, timeout=300,
     )
-    from morse.training.checkpoint import load_checkpoint
+    from morse.io.checkpoint import load_checkpoint
 
     if result.returncode != 0:
         # gloo on CPU sometimes aborts a worker while tearing the group down (about 1 run in

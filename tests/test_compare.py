@@ -14,7 +14,7 @@ from morse.cli.main import main
 from morse.config import load_config, save_config
 from morse.experiments.compare import QUICK, make_plan, variant_overrides
 from morse.experiments.results import build_comparison, format_markdown
-from morse.training.checkpoint import load_checkpoint
+from morse.io.checkpoint import load_checkpoint
 
 
 def _doc(output: str, per_class: dict[str, float]) -> dict:

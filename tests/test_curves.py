@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from morse.report.curves import CurveLog, plot_curves, read_curve_columns, read_curves
+from morse.training.curves import CurveLog, plot_curves, read_curve_columns, read_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

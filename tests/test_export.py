@@ -18,7 +18,7 @@ from morse.cli.main import main
 from morse.data.intensity import raw_to_network
 from morse.inference.export import RenderedLogits
 from morse.inference.trained import load_run
-from morse.inference.volumes import predict_volume
+from morse.model.volumes import predict_volume
 
 from toys import small_morse
 

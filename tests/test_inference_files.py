@@ -15,7 +15,7 @@ import morse.inference.files as files
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.files import group_channel_files
-from morse.training.checkpoint import load_checkpoint, save_checkpoint
+from morse.io.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = [
     "model.backbone_options={width: 0.25}", "model.expert_width=16", "model.head_width=16",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from morse.inference.tta import FlipAveraged, flip_axes
-from morse.inference.volumes import predict_volume
+from morse.model.tta import FlipAveraged, flip_axes
+from morse.model.volumes import predict_volume
 
 from toys import small_morse
 

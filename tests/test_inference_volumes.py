@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from morse.inference.volumes import predict_volume
+from morse.model.volumes import predict_volume
 
 from toys import small_morse
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from morse.evaluation.metrics import (
+from morse.metrics import (
     MetricSettings,
     boundary_iou,
     case_dice,

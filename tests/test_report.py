@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from morse.evaluation.metrics import ClassMetrics
 from morse.evaluation.tables import write_metrics
-from morse.report.curves import CurveLog
+from morse.metrics import ClassMetrics
 from morse.report.figures import class_colors, gate_rgba, label_rgba, make_overlay_figure
 from morse.report.page import write_report
+from morse.training.curves import CurveLog
 
 CLASSES = ["background", "aorta", "gallbladder"]
 

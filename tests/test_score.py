@@ -13,8 +13,8 @@ from test_cli import oblique_affine
 
 from morse.cli.main import main
 from morse.errors import DataError
-from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.score import label_files, score_folders
+from morse.metrics import MetricSettings, case_metrics
 
 SHAPE = (12, 10, 4)
 

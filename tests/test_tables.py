@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from morse.evaluation.metrics import ClassMetrics, MetricSettings
 from morse.evaluation.tables import empty_mask_policy, format_table, summarise, write_metrics
+from morse.metrics import ClassMetrics, MetricSettings
 
 NAMES = ["background", "liver", "spleen"]
 

@@ -14,7 +14,7 @@ to FINEST - and which has ``feature_channels`` (``c_s``), ``feature_strides``
   ``unetr``, ``swinunetr``, ``dynunet``, ``transunet``.
 """
 
-from morse.backbone.checks import check_image, first_logits, padded_size
+from morse.backbone.checks import check_image, first_logits
 from morse.backbone.factory import (
     BackboneSpec,
     available_backbones,
@@ -38,7 +38,6 @@ __all__ = [
     "check_image",
     "dynunet_defaults",
     "first_logits",
-    "padded_size",
     "register_backbone",
     "scale_channels",
 ]

@@ -7,28 +7,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_image", "first_logits", "padded_size"]
+from morse.shapes import padded_size, per_axis
 
-
-def padded_size(spatial: Sequence[int], multiple: int | Sequence[int]) -> tuple[int, ...]:
-    """Smallest size ``>= spatial`` whose every entry is a multiple of ``multiple``.
-
-    >>> padded_size((30, 32, 1), 16)
-    (32, 32, 16)
-    >>> padded_size((30, 33), (2, 4))
-    (30, 36)
-    """
-    mult = _per_axis(multiple, len(spatial))
-    return tuple(-(-int(s) // m) * m for s, m in zip(spatial, mult))
-
-
-def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    value = tuple(int(v) for v in value)
-    if len(value) != n:
-        raise ValueError(f"expected {n} per-axis values, got {value}")
-    return value
+__all__ = ["check_image", "first_logits"]
 
 
 def check_image(
@@ -91,7 +72,7 @@ def check_image(
                 f"{spatial}; crop/pad the image to {required} or rebuild with img_size={spatial}"
             )
         return
-    mult = _per_axis(size_multiple, spatial_dims)
+    mult = per_axis(size_multiple, spatial_dims)
     if any(s % m for s, m in zip(spatial, mult)):
         target = padded_size(spatial, mult)
         k = mult[0] if len(set(mult)) == 1 else mult

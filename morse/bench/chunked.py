@@ -17,8 +17,8 @@ import torch
 
 from morse.backbone import UNet
 from morse.bench.memory import peak_rss_mib
-from morse.inference.volumes import predict_volume
 from morse.model import Morse
+from morse.model.volumes import predict_volume
 
 __all__ = ["run_chunked", "format_chunked", "MODES"]
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from morse.data.prepare import load_eval_volumes
 from morse.evaluation.evaluate import metric_spacing
-from morse.evaluation.metrics import case_metrics
 from morse.evaluation.tables import summarise
 from morse.inference.trained import TrainedRun, load_run, predict_case
+from morse.metrics import case_metrics
 
 __all__ = ["EDGES", "flip_curve", "budget_accuracy", "over_runs", "format_margins"]
 

@@ -26,9 +26,9 @@ from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
-from morse.inference.volumes import PAD_MULTIPLE
 from morse.model import Morse
 from morse.renderer.config import RendererConfig
+from morse.shapes import PAD_MULTIPLE
 
 __all__ = ["VARIANTS", "network_batch", "run_trained", "format_trained"]
 

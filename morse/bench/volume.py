@@ -14,7 +14,6 @@ import time
 
 import torch
 
-from morse.build import build_model
 from morse.config import load_config
 from morse.data.formats import data_format
 from morse.data.geometry import to_network
@@ -22,6 +21,7 @@ from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import load_run, predict_case
 from morse.model import Morse
+from morse.model.build import build_model
 from morse.renderer.config import RendererConfig
 from morse.renderer.module import MorseRenderer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from morse.config import load_config
 from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
-from morse.training.checkpoint import LAST_NAME, load_checkpoint
+from morse.io.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train
 
 __all__ = ["run_demo", "write_run_report"]

@@ -15,7 +15,7 @@ The *network grid* of a scan is its array reoriented (axes permuted and flipped,
 nothing), then resized so that it spans the same field of view with cells of the target
 spacing. Because the field of view is the same, a point at ``c`` in [0, 1]^3 of the scan's
 reoriented grid is at ``c`` in the network grid too: the renderer can write on the scan's own
-voxels directly (:func:`morse.inference.volumes.predict_volume`'s ``output_shape``).
+voxels directly (:func:`morse.model.volumes.predict_volume`'s ``output_shape``).
 
 Example (an LPS scan at 0.5 x 0.5 x 3 mm, brought to 1 mm in plane for a 2D model):
     >>> import numpy as np

@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from torch.utils.data import Dataset
 
-from morse.backbone import padded_size
 from morse.config import DataConfig
 from morse.errors import DataError
-from morse.inference.volumes import PAD_MULTIPLE
+from morse.shapes import PAD_MULTIPLE, padded_size
 
 from .datasets import PatchDataset, SliceDataset
 from .formats import data_format

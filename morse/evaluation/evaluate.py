@@ -12,10 +12,10 @@ from morse.data.prepare import load_eval_volumes
 from morse.data.volume import Volume
 from morse.device import resolve_device
 from morse.errors import DataError
-from morse.evaluation.metrics import MetricSettings, case_metrics
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.trained import TrainedRun, load_run, predict_case
-from morse.inference.volumes import VolumePrediction
+from morse.metrics import MetricSettings, case_metrics
+from morse.model.volumes import VolumePrediction
 
 __all__ = ["distance_unit", "evaluate", "metric_spacing"]
 

@@ -20,7 +20,6 @@ from morse.data.dataset_json import SUPPORTED_ENDINGS
 from morse.device import resolve_device
 from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
-from morse.evaluation.metrics import ClassMetrics, MetricSettings
 from morse.evaluation.score import (
     image_grid,
     label_files,
@@ -31,6 +30,7 @@ from morse.evaluation.score import (
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.files import group_channel_files, segment_files
 from morse.inference.trained import TrainedRun, load_run
+from morse.metrics import ClassMetrics, MetricSettings
 
 __all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run"]
 

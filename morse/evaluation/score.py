@@ -1,7 +1,7 @@
 """``morse score``: label maps in one folder against references in another, matched by case.
 
 The counterpart of nnU-Net's folder evaluation with MORSE's metrics and empty-mask policy
-(:mod:`morse.evaluation.metrics`). It needs no model and no ``dataset.json``: a case is a file
+(:mod:`morse.metrics`). It needs no model and no ``dataset.json``: a case is a file
 name without its ending (``case7.nii.gz`` -> ``case7``), in either folder.
 
 Shapes: a label map is (H, W), (H, W, 1), (X, Y, Z) or (X, Y, Z, 1) in nibabel's order (a
@@ -28,8 +28,8 @@ from morse.data.nifti import load_reference, read_nifti
 from morse.data.nnunet import grid_problems
 from morse.data.validate import checked_label
 from morse.errors import DataError
-from morse.evaluation.metrics import ClassMetrics, MetricSettings, case_metrics
 from morse.evaluation.tables import format_table, summarise, write_metrics
+from morse.metrics import ClassMetrics, MetricSettings, case_metrics
 
 __all__ = [
     "EXTRA_MAPS",

@@ -1,4 +1,4 @@
-"""Summaries of :mod:`morse.evaluation.metrics` results: means, ``metrics.json``,
+"""Summaries of :mod:`morse.metrics` results: means, ``metrics.json``,
 ``metrics.csv`` and the printed table, each saying its distance unit.
 
 Per-case results are ``{case_id: {class_label: ClassMetrics}}``; several outputs (``"coarse"``,
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from morse.evaluation.metrics import DISTANCE_METRICS, ClassMetrics, MetricSettings
 from morse.io import atomic_write_text
+from morse.metrics import DISTANCE_METRICS, ClassMetrics, MetricSettings
 
 __all__ = [
     "DISTANCE_UNITS",

@@ -25,7 +25,7 @@ from morse.evaluation.evaluate import evaluate
 from morse.experiments.plot import plot_paired_differences
 from morse.experiments.results import build_comparison, format_markdown, read_metrics
 from morse.io import atomic_write_text
-from morse.training.checkpoint import LAST_NAME, load_checkpoint
+from morse.io.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train
 
 __all__ = [

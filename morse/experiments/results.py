@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from morse.errors import ConfigError
-from morse.evaluation.metrics import DISTANCE_METRICS, MetricSettings
 from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.experiments.stats import (
     BOOTSTRAP_RESAMPLES,
@@ -22,6 +21,7 @@ from morse.experiments.stats import (
     mean_std,
     paired_bootstrap_ci,
 )
+from morse.metrics import DISTANCE_METRICS, MetricSettings
 
 __all__ = ["PLAIN", "build_comparison", "format_markdown", "read_metrics", "table_metrics"]
 

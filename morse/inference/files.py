@@ -26,7 +26,7 @@ from morse.data.volume import Volume
 from morse.device import resolve_device
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case
-from morse.inference.volumes import VolumePrediction
+from morse.model.volumes import VolumePrediction
 
 __all__ = ["ScanPrediction", "group_channel_files", "predict_files", "segment_files"]
 

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import torch
 
-from morse.build import build_model
 from morse.config import Config, config_from_dict, load_config
 from morse.data.geometry import network_axes, to_network
 from morse.data.volume import Volume
 from morse.errors import CheckpointError, DataError
-from morse.inference.volumes import VolumePrediction, predict_volume
-from morse.model import Morse
-from morse.training.checkpoint import (
+from morse.io.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     load_checkpoint,
     validate_checkpoint,
 )
+from morse.model import Morse
+from morse.model.build import build_model
+from morse.model.volumes import VolumePrediction, predict_volume
 
 __all__ = ["TrainedRun", "load_run", "resolve_checkpoint", "predict_case"]
 

@@ -8,7 +8,7 @@ whatever is missing or unreadable; it never fails because of one file:
   per-class means of every metric it holds (Dice, IoU, HD95, ASD, NSD, bIoU) for each output
   (coarse, rendered) side by side, distances labelled with the file's ``distance_unit`` (mm or
   voxels), the per-case Dice, the empty-mask policy text and how often it fired.
-* ``curves.csv``: as written by :class:`morse.report.curves.CurveLog`; its plot.
+* ``curves.csv``: as written by :class:`morse.training.curves.CurveLog`; its plot.
 * ``examples.npz``: arrays ``image`` (N, H, W) float, ``truth``, ``coarse``, ``rendered``
   (N, H, W) int, ``points`` (N, H, W) bool (the cells the renderer re-predicted), optional
   ``case_id`` and ``slice`` (N,); one row of panels per example (see
@@ -30,12 +30,12 @@ from typing import cast
 
 import numpy as np
 
-from morse.evaluation.metrics import DISTANCE_METRICS
 from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.io import atomic_write_text
-from morse.report.curves import curves_figure, figure_png_bytes
+from morse.metrics import DISTANCE_METRICS
 from morse.report.figures import make_overlay_figure
 from morse.report.markup import HtmlPage, MarkdownPage, Page
+from morse.training.curves import curves_figure, figure_png_bytes
 
 __all__ = ["write_report"]
 

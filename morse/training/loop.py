@@ -18,18 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from morse.build import build_loss, build_model
 from morse.config import Config, config_from_dict, config_to_dict, save_config
 from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
 from morse.errors import CheckpointError, ConfigError
-from morse.evaluation.metrics import case_dice
-from morse.inference.volumes import predict_volume
-from morse.model import Morse
-from morse.report.curves import CurveLog, plot_curves
-from morse.training.checkpoint import (
+from morse.io.checkpoint import (
     LAST_NAME,
     keep_best,
     load_checkpoint,
@@ -37,6 +32,12 @@ from morse.training.checkpoint import (
     save_checkpoint,
     validate_checkpoint,
 )
+from morse.losses import build_loss
+from morse.metrics import case_dice
+from morse.model import Morse
+from morse.model.build import build_model
+from morse.model.volumes import predict_volume
+from morse.training.curves import CurveLog, plot_curves
 from morse.training.distributed import (
     DistributedContext,
     cleanup,
@@ -114,7 +115,7 @@ def _train(
     cfg = _checkpoint_to_score(cfg, bool(data.val), ctx.is_main and state is None)
     device = ctx.device
     model = build_model(cfg, data.in_channels, data.num_classes).to(device)
-    loss_fn = build_loss(cfg, data.num_classes)
+    loss_fn = build_loss(cfg.loss, data.num_classes)
     optimizer = build_optimizer(cfg, model)
     total = cfg.train.iterations
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -258,7 +259,7 @@ def validate(
 ) -> dict[str, float]:
     """Mean foreground Dice of the coarse and rendered outputs over validation volumes.
 
-    Dice is evaluation's (:func:`morse.evaluation.metrics.case_dice`), with its empty-mask
+    Dice is evaluation's (:func:`morse.metrics.case_dice`), with its empty-mask
     policy: a class absent from both maps scores 1, from one of them 0; the mean is over all
     foreground classes of every volume. Under DDP each rank scores its share of the volumes
     and the means are combined.

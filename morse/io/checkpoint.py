@@ -116,7 +116,7 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(
             f"checkpoint {source} holds a {type(state).__name__}, not a dict; "
-            "save it with morse.training.checkpoint.save_checkpoint"
+            "save it with morse.io.checkpoint.save_checkpoint"
         )
     return state
 

@@ -23,18 +23,15 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-from morse.backbone import padded_size
 from morse.device import autocast_context
-from morse.inference.tta import FlipAveraged
-from morse.model import Morse
+from morse.model.module import Morse
+from morse.model.tta import FlipAveraged
 from morse.renderer.points import GridMap
 from morse.renderer.render import onto_grid
+from morse.shapes import PAD_MULTIPLE, padded_size
 
-__all__ = ["VolumePrediction", "predict_volume", "PAD_MULTIPLE"]
+__all__ = ["VolumePrediction", "predict_volume"]
 
-PAD_MULTIPLE = 32
-"""2D slices without a training size are padded to a multiple of this (every backbone's
-largest stride divides it)."""
 
 
 @dataclass
@@ -104,7 +101,7 @@ def predict_volume(
             with this many cells per axis (e.g. the scan's own grid when ``image`` is its
             resampled copy); 2D models keep the slice axis (``output_shape[-1]`` must be
             ``image.shape[-1]``). Default: the volume's own grid.
-        tta: flip test-time augmentation (``morse.inference.tta``): the backbone's logits
+        tta: flip test-time augmentation (``morse.model.tta``): the backbone's logits
             averaged over the 2^D mirrorings of each slice or window, then rendered.
     """
     model.eval().to(device)

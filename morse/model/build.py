@@ -1,13 +1,12 @@
-"""Build the model and loss a config describes."""
+"""Build the model a config describes."""
 
 from __future__ import annotations
 
 from morse.backbone import build_backbone
 from morse.config import Config
-from morse.losses import MorseLoss
-from morse.model import Morse
+from morse.model.module import Morse
 
-__all__ = ["build_model", "build_loss"]
+__all__ = ["build_model"]
 
 
 def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
@@ -19,10 +18,3 @@ def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
     # ModelConfig is a RendererConfig: the renderer copies its fields (dataclasses.fields)
     return Morse(backbone, num_classes, spatial_dims, renderer=cfg.model.renderer,
                  config=cfg.model)
-
-
-def build_loss(cfg: Config, num_classes: int) -> MorseLoss:
-    return MorseLoss(
-        num_classes, cfg.loss.schedule, cfg.loss.point_weight, cfg.loss.coarse_weight,
-        cfg.loss.dice,
-    )

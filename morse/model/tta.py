@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from morse.model import Morse, MorseOutput
+from morse.model.module import Morse, MorseOutput
 from morse.renderer.points import GridMap
 
 __all__ = ["FlipAveraged", "flip_axes"]

@@ -37,6 +37,7 @@ from monai.networks.blocks import TransformerBlock
 
 from morse.backbone.checks import check_image
 from morse.backbone.hooks import FeatureTap
+from morse.backbone.pretrained import load_pretrained
 from morse.backbone.resnetv2 import ResNetV2
 
 __all__ = ["TransUNet", "build_transunet", "TRANSUNET_SMALL"]
@@ -196,8 +197,6 @@ class TransUNet(nn.Module):
         self.feature_channels = [head_channels, *(int(c) for c in decoder_channels)]
         self.feature_strides = [16, 8, 4, 2, 1]
         if pretrained is not None:
-            from morse.backbone.pretrained import load_pretrained
-
             load_pretrained(self, pretrained)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

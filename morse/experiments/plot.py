@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from morse.evaluation.tables import metric_header
+
 __all__ = ["plot_paired_differences"]
 
 
@@ -18,8 +20,6 @@ def plot_paired_differences(comparison: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from morse.evaluation.tables import metric_header
 
     metrics, paired = comparison["metrics"], comparison["paired"]
     classes = list(comparison["class_names"])

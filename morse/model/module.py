@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from morse.backbone.checks import check_image
+from morse.backbone.hooks import FeatureTap
 from morse.renderer.config import RendererConfig, renderer_config
 from morse.renderer.module import MorseRenderer, check_task
 from morse.renderer.points import GridMap
@@ -94,8 +95,6 @@ class Morse(nn.Module):
         super().__init__()
         check_task(num_classes, spatial_dims)
         if feature_modules is not None:
-            from morse.backbone.hooks import FeatureTap
-
             backbone = FeatureTap(backbone, feature_modules, feature_channels, probe_input)
         self.backbone = backbone
         self.num_classes = num_classes

@@ -7,7 +7,7 @@ True
 
 from __future__ import annotations
 
-__all__ = ["MorseError", "ConfigError", "DataError", "CheckpointError"]
+__all__ = ["MorseError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged"]
 
 
 class MorseError(Exception):
@@ -24,3 +24,7 @@ class DataError(MorseError, ValueError):
 
 class CheckpointError(MorseError, RuntimeError):
     """A checkpoint that cannot be used; the message is one line naming the file and the fix."""
+
+
+class TrainingDiverged(MorseError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the checkpoint kept."""

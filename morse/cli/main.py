@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import math
 import sys
 from dataclasses import dataclass, field
@@ -332,19 +333,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``morse`` console script and ``python -m morse``."""
-    from morse.errors import CheckpointError, ConfigError, DataError
+    from morse.errors import MorseError
 
     args = vars(build_parser().parse_args(argv))
     command_class = args.pop("command_class")
     args.pop("command")
     try:
         return command_class(**args).run()
-    except (ConfigError, DataError, CheckpointError, FileExistsError) as error:
+    except MorseError as error:
         print(f"morse {command_class.name}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only folder, a file where a folder goes
+        print(f"morse {command_class.name}: error: {_os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"morse {command_class.name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error_line(error: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, and for the usual
+    causes what to do."""
+    if error.filename is None or isinstance(error, FileExistsError):
+        return str(error)
+    where = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+    fixes = {
+        errno.ENOSPC: "free some space or write elsewhere (-o)",
+        errno.EACCES: "check the folder's permissions or write elsewhere (-o)",
+        errno.EROFS: "the file system is read-only; write elsewhere (-o)",
+        errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+    }
+    fix = fixes.get(error.errno)
+    return f"{where}: {error.strerror or error}" + (f"; {fix}" if fix else "")
 
 
 if __name__ == "__main__":

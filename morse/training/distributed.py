@@ -36,6 +36,7 @@ __all__ = [
     "all_reduce_mean",
     "cleanup",
     "init_distributed",
+    "is_launch_main",
     "reduce_dict",
     "wrap_model",
 ]
@@ -112,6 +113,11 @@ def _launch_env() -> dict[str, str]:
             f"WORLD_SIZE is set but {missing} are not; launch multi-process runs with torchrun"
         )
     return {name: os.environ[name] for name in _LAUNCH_VARS}
+
+
+def is_launch_main() -> bool:
+    """Whether this process is rank 0 (or the only one), known before the process group."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cleanup(ctx: DistributedContext) -> None:

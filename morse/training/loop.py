@@ -8,6 +8,7 @@ its share of every global batch, DDP averages the gradients, rank 0 logs and wri
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -23,8 +24,9 @@ from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
-from morse.errors import CheckpointError, ConfigError
+from morse.errors import CheckpointError, ConfigError, TrainingDiverged
 from morse.io.checkpoint import (
+    BEST_NAME,
     LAST_NAME,
     keep_best,
     load_checkpoint,
@@ -32,6 +34,7 @@ from morse.io.checkpoint import (
     save_checkpoint,
     validate_checkpoint,
 )
+from morse.io.lock import FolderLock
 from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
@@ -42,6 +45,7 @@ from morse.training.distributed import (
     DistributedContext,
     cleanup,
     init_distributed,
+    is_launch_main,
     reduce_dict,
     wrap_model,
 )
@@ -49,6 +53,9 @@ from morse.training.rng import capture_rng_state, restore_rng_state, seed_everyt
 from morse.training.sampling import SeededItems, StepBatchSampler
 
 __all__ = ["train", "TrainResult", "validate"]
+
+RUN_FILES = (LAST_NAME, BEST_NAME, "config.yaml", "curves.csv")
+"""What a run leaves in its folder; a new run refuses a folder holding any of them."""
 
 
 @dataclass
@@ -77,19 +84,29 @@ def train(
         data: already prepared data (tests, the demo); default: ``prepare_data(cfg.data)``.
     """
     run_dir = Path(run_dir)
-    state = _load_resume_state(run_dir) if resume else None
-    if state is not None:
-        cfg = config_from_dict(state["config"], origin=str(run_dir / LAST_NAME))
-    elif (run_dir / LAST_NAME).exists():
+    # One writer per run folder: torchrun's other ranks write nothing, so only rank 0 locks.
+    lock = FolderLock(run_dir, "morse train") if is_launch_main() else contextlib.nullcontext()
+    with lock:
+        state = _load_resume_state(run_dir) if resume else None
+        if state is not None:
+            cfg = config_from_dict(state["config"], origin=str(run_dir / LAST_NAME))
+        else:
+            _refuse_finished_run(run_dir)
+        ctx = init_distributed(None if cfg.train.device == "auto" else cfg.train.device)
+        try:
+            return _train(cfg, run_dir, state, ctx, progress, data)
+        finally:
+            cleanup(ctx)
+
+
+def _refuse_finished_run(run_dir: Path) -> None:
+    """A new run never replaces an earlier run's files (a stale best.pt would be scored)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
         raise FileExistsError(
-            f"{run_dir} already holds a run (last.pt); resume it with --resume, or choose "
-            "another output folder"
+            f"{run_dir} already holds a run ({', '.join(found)}); resume it with --resume, or "
+            "choose another output folder"
         )
-    ctx = init_distributed(None if cfg.train.device == "auto" else cfg.train.device)
-    try:
-        return _train(cfg, run_dir, state, ctx, progress, data)
-    finally:
-        cleanup(ctx)
 
 
 def _load_resume_state(run_dir: Path) -> dict:
@@ -169,6 +186,7 @@ def _train(
             with autocast_context(device, cfg.train.precision):
                 output = network(image)
             loss, parts = loss_fn(output, label, step, total)
+            _stop_if_not_finite(loss, parts, step, run_dir)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -194,8 +212,9 @@ def _train(
                     bar.write(f"step {step}: validation Dice rendered {scores['rendered']:.4f}"
                               f" coarse {scores['coarse']:.4f}")
                     if scores["rendered"] > best:
+                        # best moves only once best.pt holds it, so last.pt never claims more
+                        keep_best(run_dir, scores["rendered"], checkpoint(step))
                         best = scores["rendered"]
-                        keep_best(run_dir, best, checkpoint(step))
             if ctx.is_main and (step % cfg.train.checkpoint_every == 0 or step == total):
                 save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
     except KeyboardInterrupt:
@@ -209,6 +228,19 @@ def _train(
     if ctx.is_main:
         plot_curves(run_dir / "curves.csv", run_dir / "progress.png")
     return TrainResult(run_dir, step, float(best), time.perf_counter() - started)
+
+
+def _stop_if_not_finite(
+    loss: torch.Tensor, parts: dict[str, float], step: int, run_dir: Path
+) -> None:
+    """Stop before a non-finite loss reaches the weights; last.pt keeps the last good step."""
+    if not torch.isfinite(loss):
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in parts.items())
+        raise TrainingDiverged(
+            f"{run_dir}: the loss is {loss.item()} at step {step + 1} ({shown}); nothing of this "
+            f"step was saved, {run_dir / LAST_NAME} keeps the last checkpoint; lower train.lr "
+            "or check the data's intensities"
+        )
 
 
 def _checkpoint_to_score(cfg: Config, has_val: bool, announce: bool) -> Config:

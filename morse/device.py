@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import torch
 
+from morse.errors import ConfigError
+
 __all__ = [
     "Precision", "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context",
     "make_grad_scaler",
@@ -18,10 +20,35 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU."""
+    """"auto" picks CUDA when present, else the CPU; a device this machine lacks is refused in
+    one line (a CUDA device on a CPU build of torch, a GPU index past the last one).
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("banana")
+    Traceback (most recent call last):
+    ...
+    morse.errors.ConfigError: device 'banana' is not a device; use auto, cpu, cuda or cuda:N
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device {name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r}: MORSE runs on cpu or cuda; use auto, cpu, cuda or "
+                          "cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: this torch sees no CUDA GPU (a CPU build, or no "
+                          "driver); use cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                          "CUDA GPU(s); use cuda:0 .. cuda:N-1")
+    return device
+
 
 def resolve_precision(precision: str, device: str | torch.device) -> Precision:
     """The precision actually used: fp16 on CPU falls back to fp32 (with a warning)."""

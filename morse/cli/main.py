@@ -61,10 +61,14 @@ class Train:
         from morse.training.loop import train
 
         if self.resume:
-            result = train(None, self.resume, resume=True)  # type: ignore[arg-type]
+            requested = self._resume_request()
+            result = train(requested, self.resume, resume=True)  # type: ignore[arg-type]
         else:
             if not self.config:
                 raise SystemExit("morse train: give a CONFIG (file or preset) or --resume RUN_DIR")
+            if Path(self.config).is_dir():
+                raise SystemExit(f"morse train: {self.config} is a folder; give a CONFIG file or "
+                                 f"preset, or continue a run with --resume {self.config}")
             cfg = load_config(self.config, self.overrides)
             result = train(cfg, self.output or Path("runs") / cfg.name)
         best = (f"best validation Dice {result.best_dice:.4f}" if math.isfinite(result.best_dice)
@@ -72,6 +76,16 @@ class Train:
         print(f"trained {result.step} steps in {result.seconds:.0f} s; {best}; "
               f"run folder {result.run_dir}")
         return 0
+
+    def _resume_request(self):
+        """The config given with --resume (checked against the saved one), or None."""
+        from morse.config import load_config
+
+        if self.config and "=" in self.config and not Path(self.config).exists():
+            raise SystemExit(f"morse train: --resume continues the run as it was saved; "
+                             f"overrides ({self.config}) are not applied; start a new run "
+                             "(-o NEW_FOLDER) to train with other settings")
+        return load_config(self.config, self.overrides) if self.config else None
 
 
 @dataclass

@@ -38,6 +38,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -143,7 +144,12 @@ class CurveLog:
 
     def __init__(self, csv_path: str | os.PathLike):
         self.path = Path(csv_path)
-        self.columns, self.rows = read_curves(self.path)
+        try:
+            self.columns, self.rows = read_curves(self.path)
+        except (UnicodeDecodeError, csv.Error):
+            self.columns, self.rows = [], []
+        if self.columns[:1] != ["step"] and self.path.exists() and self.path.stat().st_size:
+            self._set_aside()
         if self.path.exists() and self.columns:
             raw = self.path.read_text(encoding="utf-8")
             if not raw.endswith("\n"):  # a torn last line: rewrite so appends start clean
@@ -151,6 +157,14 @@ class CurveLog:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _set_aside(self) -> None:
+        """Keep a damaged log (it is not ours to delete) and start a new one beside it."""
+        aside = self.path.with_name(f"{self.path.name}.damaged")
+        self.path.replace(aside)
+        self.columns, self.rows = [], []
+        warnings.warn(f"{self.path} could not be read as curves; kept it as {aside.name} and "
+                      "started a new log", stacklevel=3)
 
     @property
     def last_step(self) -> int | None:

@@ -31,6 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from morse.device import resolve_device
+
 __all__ = [
     "DistributedContext",
     "all_reduce_mean",
@@ -96,14 +98,7 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
 
 
 def _device_type(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    device_type = torch.device(device).type
-    if device_type not in ("cuda", "cpu"):
-        raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available; use device='cpu'")
-    return device_type
+    return resolve_device(device or "auto").type
 
 
 def _launch_env() -> dict[str, str]:

@@ -24,15 +24,13 @@ from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
-from morse.errors import CheckpointError, ConfigError, TrainingDiverged
+from morse.errors import ConfigError, TrainingDiverged
 from morse.io.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     keep_best,
-    load_checkpoint,
     make_checkpoint,
     save_checkpoint,
-    validate_checkpoint,
 )
 from morse.io.lock import FolderLock
 from morse.losses import build_loss
@@ -49,6 +47,7 @@ from morse.training.distributed import (
     reduce_dict,
     wrap_model,
 )
+from morse.training.resume import load_resume_state
 from morse.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from morse.training.sampling import SeededItems, StepBatchSampler
 
@@ -77,7 +76,8 @@ def train(
     """Train (or resume) the model of ``cfg`` into ``run_dir``.
 
     Args:
-        cfg: the run config (on resume, the one saved in the run folder wins).
+        cfg: the run config; on resume None (the one saved in the run folder), or the same
+            config again (one that differs is refused, its differing keys named).
         run_dir: output folder; created if needed.
         resume: continue from ``run_dir/last.pt`` exactly where it stopped.
         progress: show a progress bar (rank 0).
@@ -87,7 +87,7 @@ def train(
     # One writer per run folder: torchrun's other ranks write nothing, so only rank 0 locks.
     lock = FolderLock(run_dir, "morse train") if is_launch_main() else contextlib.nullcontext()
     with lock:
-        state = _load_resume_state(run_dir) if resume else None
+        state = load_resume_state(run_dir, cfg) if resume else None
         if state is not None:
             cfg = config_from_dict(state["config"], origin=str(run_dir / LAST_NAME))
         else:
@@ -107,15 +107,6 @@ def _refuse_finished_run(run_dir: Path) -> None:
             f"{run_dir} already holds a run ({', '.join(found)}); resume it with --resume, or "
             "choose another output folder"
         )
-
-
-def _load_resume_state(run_dir: Path) -> dict:
-    path = run_dir / LAST_NAME
-    if not path.exists():
-        raise CheckpointError(f"{path}: nothing to resume (no last.pt); start a new run instead")
-    state = load_checkpoint(path)
-    validate_checkpoint(state, path, ["model", "optimizer", "scheduler", "step", "rng", "config"])
-    return state
 
 
 def _train(

@@ -64,7 +64,9 @@ class RenderedLogits(nn.Module):
                                                         render_precision="fp32")
         self.model = model
         self.size = tuple(int(s) for s in size)
-        self.eval()
+        # a deployed graph is never trained: parameters that require grad make a traced graph
+        # build autograd history and fail under torch.inference_mode
+        self.eval().requires_grad_(False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         coarse, features = self.model.backbone_outputs(image)
@@ -151,7 +153,8 @@ def _torchscript(module: RenderedLogits, example: torch.Tensor, in_channels: int
         # TorchScript's deprecation notices (torch 2.13) are in the README, not on every export
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(module, example, check_trace=False)
+        with torch.no_grad():
+            traced = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(torch.jit.script(_ShapeChecked(traced, in_channels, module.size)), buffer)
     return buffer.getvalue()
 
@@ -185,8 +188,8 @@ def _onnx(module: RenderedLogits, example: torch.Tensor) -> bytes:
 
 def _run_exported(fmt: str, data: bytes, image: torch.Tensor) -> list[torch.Tensor] | None:
     """The exported file's (coarse, logits) on ``image``; None for ONNX without onnxruntime."""
-    if fmt == "torchscript":
-        with torch.inference_mode(), warnings.catch_warnings():
+    if fmt == "torchscript":  # as a user calls it: grad mode on, no inference_mode
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return list(torch.jit.load(io.BytesIO(data))(image))
     try:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from morse.config import Config, config_to_dict, load_config
+from morse.config import Config, load_config
 from morse.errors import ConfigError
 from morse.evaluation.evaluate import evaluate
 from morse.experiments.plot import plot_paired_differences
@@ -27,6 +27,7 @@ from morse.experiments.results import build_comparison, format_markdown, read_me
 from morse.io import atomic_write_text
 from morse.io.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train
+from morse.training.resume import training_changes
 
 __all__ = [
     "FIGURE",
@@ -70,9 +71,6 @@ SUBSETS = ("val", "test")
 FIGURE = "paired_differences_{subset}.png"
 
 #: Keys that may differ between sittings without changing a run's result.
-_FREE_KEYS = ("train.device", "train.check_data", "data.num_workers")
-
-
 def variant_overrides(name: str) -> list[str]:
     """The ``model.*`` overrides of a variant: all of :data:`SWITCHES`, on or off.
 
@@ -239,33 +237,9 @@ def _check_same_settings(spec: RunSpec) -> None:
     saved = spec.run_dir / "config.yaml"
     if not saved.is_file():
         return
-    differ = _differences(load_config(saved), spec.config)
+    differ = training_changes(load_config(saved), spec.config)
     if differ:
         raise ConfigError(
             f"{saved}: {spec.label} was trained with other settings ({'; '.join(differ[:5])}); "
             "run the comparison with the settings it was started with, or choose another -o"
         )
-
-
-def _differences(saved: Config, wanted: Config) -> list[str]:
-    """``key: saved -> wanted`` for each training setting that differs (not ``eval``: the
-    loop may set ``eval.checkpoint``, and scoring settings do not change training)."""
-    flat_saved, flat_wanted = _flat(config_to_dict(saved)), _flat(config_to_dict(wanted))
-    keys = [k for k in flat_wanted if k.split(".")[0] in ("data", "model", "loss", "train")]
-    return [f"{k}: {flat_saved.get(k)!r} -> {flat_wanted[k]!r}" for k in keys
-            if k not in _FREE_KEYS and flat_saved.get(k) != flat_wanted[k]]
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; dict values of keys (``backbone_options``) stay.
-
-    >>> _flat({"model": {"experts": True, "backbone_options": {"width": 0.5}}, "name": "x"})
-    {'model.experts': True, 'model.backbone_options': {'width': 0.5}, 'name': 'x'}
-    """
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and not prefix:
-            out.update(_flat(value, f"{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -1,0 +1,175 @@
+"""Faults a long run meets: a second writer, an earlier run in the folder, a diverging loss,
+Ctrl-C at the wrong moment, a changed or edited config on resume, a damaged log, a device the
+machine lacks, a file where a folder goes. Each ends in one line and a non-zero exit, or in
+the right answer; nothing finished is lost or replaced."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from test_cli import TINY, make_dataset, write_config
+
+import morse.training.loop as loop_module
+from morse.cli.main import main
+from morse.io.checkpoint import load_checkpoint
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "tiny.yaml", make_dataset(tmp_path / "Dataset001_Disc"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 2-step run: its config file and its folder."""
+    tmp = tmp_path_factory.mktemp("faults")
+    config = write_config(tmp / "tiny.yaml", make_dataset(tmp / "Dataset001_Disc"))
+    run = tmp / "run"
+    assert main(["train", str(config), *TINY, "-o", str(run)]) == 0
+    return config, run
+
+
+def _train(config, run, *extra):
+    return main(["train", str(config), *TINY, *extra, "-o", str(run)])
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_folder(tmp_path, config, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from morse.io.lock import FolderLock; "
+         "FolderLock(sys.argv[1], 'morse train').acquire(); print('held', flush=True); "
+         "time.sleep(60)", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _train(config, run) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is in use by morse train (pid {holder.pid}" in capsys.readouterr().err
+    assert not (run / "last.pt").exists()
+
+
+def test_a_new_run_refuses_a_folder_holding_an_earlier_runs_best_pt(tmp_path, config, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"an earlier model")
+    assert _train(config, run) == 2
+    assert "already holds a run (best.pt)" in capsys.readouterr().err
+    assert (run / "best.pt").read_bytes() == b"an earlier model"
+
+
+def _loss_becoming_nan_at(step: int):
+    real = loop_module.build_loss
+
+    def build(cfg, num_classes):
+        loss_fn = real(cfg, num_classes)
+
+        def loss(output, label, current, total):
+            value, parts = loss_fn(output, label, current, total)
+            return (value * math.nan, parts) if current == step else (value, parts)
+
+        return loss
+
+    return build
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, config, capsys, monkeypatch
+):
+    run = tmp_path / "run"
+    monkeypatch.setattr(loop_module, "build_loss", _loss_becoming_nan_at(2))
+    assert _train(config, run, "train.iterations=4", "train.checkpoint_every=1") == 2
+    assert "the loss is nan at step 3" in capsys.readouterr().err
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_ctrl_c_while_best_pt_is_written_leaves_last_pt_claiming_no_new_best(
+    tmp_path, config, monkeypatch
+):
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_module, "keep_best", interrupted)
+    assert _train(config, run) == 130
+    assert load_checkpoint(run / "last.pt")["best_metric"] == -math.inf
+    assert not (run / "best.pt").exists()
+
+
+def test_resume_refuses_a_changed_setting_and_names_it(trained, capsys):
+    config, run = trained
+    before = (run / "last.pt").read_bytes()
+    assert main(["train", str(config), *TINY, "model.expert_width=32", "--resume",
+                 str(run)]) == 2
+    assert "model.expert_width: 16 -> 32" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_resume_refuses_overrides_without_a_config(trained, capsys):
+    _, run = trained
+    with pytest.raises(SystemExit, match="overrides .* are not applied"):
+        main(["train", "train.iterations=5", "--resume", str(run)])
+
+
+def test_resume_refuses_an_edited_config_yaml_and_names_the_key(tmp_path, config, capsys):
+    run = tmp_path / "run"
+    assert _train(config, run) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["train"]["lr"] = 0.5
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "train.lr: 0.01 -> 0.5" in capsys.readouterr().err
+
+
+def test_resume_sets_a_damaged_curves_csv_aside_and_continues(tmp_path, config):
+    run = tmp_path / "run"
+    assert _train(config, run, "train.iterations=4") == 0
+    state = load_checkpoint(run / "last.pt")
+    state["step"] = 2  # as if stopped half-way
+    torch.save(state, run / "last.pt")
+    (run / "curves.csv").write_bytes(b"\xff\xfe garbage \x00\x01")
+    with pytest.warns(UserWarning, match="kept it as curves.csv.damaged"):
+        assert main(["train", "--resume", str(run)]) == 0
+    assert (run / "curves.csv.damaged").read_bytes() == b"\xff\xfe garbage \x00\x01"
+    assert (run / "curves.csv").read_text().startswith("step,")
+
+
+def test_train_given_a_run_folder_points_to_resume(trained):
+    _, run = trained
+    with pytest.raises(SystemExit, match=f"--resume {run}"):
+        main(["train", str(run)])
+
+
+@pytest.mark.parametrize("device, says", [
+    ("banana", "'banana' is not a device"),
+    pytest.param("cuda", "sees no CUDA GPU", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_a_device_the_machine_lacks_is_one_line(trained, tmp_path, capsys, device, says):
+    config, run = trained
+    scan = next((config.parent / "Dataset001_Disc" / "imagesTr").iterdir())
+    assert main(["predict", str(run), str(scan), "-o", str(tmp_path / "out"), "--device",
+                 device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
+
+
+def test_a_file_where_the_output_folder_goes_is_one_line_before_any_work(
+    trained, tmp_path, capsys
+):
+    config, run = trained
+    scan = next((config.parent / "Dataset001_Disc" / "imagesTr").iterdir())
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    assert main(["predict", str(run), str(scan), "-o", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("morse predict: error:") and len(err.splitlines()) == 1
+    assert str(blocker) in err

@@ -173,3 +173,12 @@ def test_a_file_where_the_output_folder_goes_is_one_line_before_any_work(
     err = capsys.readouterr().err.strip()
     assert err.startswith("morse predict: error:") and len(err.splitlines()) == 1
     assert str(blocker) in err
+
+
+def test_an_export_size_beyond_memory_is_refused_with_the_estimate(trained, tmp_path, capsys):
+    _, run = trained
+    assert main(["export", str(run), str(tmp_path / "model.pt"), "--size", "100000",
+                 "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "100000 x 100000 cells" in err and "GiB" in err
+    assert not (tmp_path / "model.pt").exists()

@@ -39,6 +39,7 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.io import atomic_write_bytes, atomic_write_text
 from morse.model import Morse
+from morse.shapes import check_grid_size
 
 __all__ = ["FORMATS", "ExportResult", "RenderedLogits", "export_run", "export_size"]
 
@@ -129,6 +130,9 @@ def export_size(run: TrainedRun, size: Sequence[int] | None = None) -> tuple[int
     if len(size) != dims or min(size) < 1:
         raise DataError(f"--size {' '.join(map(str, size))}: a {dims}D model needs {dims} "
                         "positive sizes")
+    # the check runs the model on 2 inputs: K-class coarse and rendered maps for each
+    check_grid_size(size, f"--size {' '.join(map(str, size))}",
+                    2 * 4 * 2 * run.model.num_classes, "give the network's input size in voxels")
     return tuple(int(s) for s in size)
 
 

@@ -182,3 +182,14 @@ def test_an_export_size_beyond_memory_is_refused_with_the_estimate(trained, tmp_
     err = capsys.readouterr().err
     assert "100000 x 100000 cells" in err and "GiB" in err
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_typod_backbone_option_is_refused_before_the_data_is_prepared(
+    tmp_path, config, capsys, monkeypatch
+):
+    def never(*args, **kwargs):
+        raise AssertionError("the data was prepared before the options were checked")
+
+    monkeypatch.setattr(loop_module, "prepare_data", never)
+    assert _train(config, tmp_path / "run", "model.backbone_options={widht: 0.25}") == 2
+    assert "unexpected keyword argument 'widht'" in capsys.readouterr().err

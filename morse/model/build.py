@@ -1,12 +1,16 @@
-"""Build the model a config describes."""
+"""Build the model a config describes, and check that it can be built before any data is
+prepared."""
 
 from __future__ import annotations
 
+import torch
+
 from morse.backbone import build_backbone
 from morse.config import Config
+from morse.errors import ConfigError
 from morse.model.module import Morse
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "check_buildable"]
 
 
 def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
@@ -18,3 +22,20 @@ def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
     # ModelConfig is a RendererConfig: the renderer copies its fields (dataclasses.fields)
     return Morse(backbone, num_classes, spatial_dims, renderer=cfg.model.renderer,
                  config=cfg.model)
+
+
+def check_buildable(cfg: Config, origin: str = "config") -> None:
+    """Build the backbone once on the meta device (no memory taken, no weights read), so a
+    typo'd or impossible ``model.backbone_options`` fails in one line before the data is
+    prepared rather than after."""
+    options = {k: v for k, v in cfg.model.backbone_options.items() if k != "pretrained"}
+    try:
+        with torch.device("meta"):
+            build_backbone(cfg.model.backbone, cfg.data.spatial_dims, 1, 2, **options)
+    except (TypeError, ValueError, KeyError, AssertionError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"{origin}: model.backbone_options {options} do not build a "
+            f"{cfg.data.spatial_dims}D {cfg.model.backbone} ({detail}); see the backbone's "
+            "options in docs/reference/configuration.md"
+        ) from None

@@ -36,7 +36,7 @@ from morse.io.lock import FolderLock
 from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
-from morse.model.build import build_model
+from morse.model.build import build_model, check_buildable
 from morse.model.volumes import predict_volume
 from morse.training.curves import CurveLog, plot_curves
 from morse.training.distributed import (
@@ -119,6 +119,7 @@ def _train(
 ) -> TrainResult:
     started = time.perf_counter()
     seed_everything(cfg.train.seed, ctx.rank)
+    check_buildable(cfg)
     data = data or prepare_data(cfg.data, check=cfg.train.check_data and state is None)
     cfg = _checkpoint_to_score(cfg, bool(data.val), ctx.is_main and state is None)
     device = ctx.device

@@ -25,6 +25,7 @@ import errno
 import math
 import sys
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -323,10 +324,21 @@ class Export:
 COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export)
 
 
+def _version() -> str:
+    """The installed distribution's version (the wheel's), else the package's own."""
+    try:
+        return metadata.version("morse-seg")
+    except metadata.PackageNotFoundError:
+        from morse import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="morse", description="MORSE: implicit anatomical rendering for segmentation."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         child = sub.add_parser(command.name, help=command.__doc__, description=command.__doc__)

@@ -22,13 +22,13 @@ from monai.transforms import ResizeWithPadOrCrop
 
 from morse.bench.overhead import FIXED, FP32, _compare, _interleaved
 from morse.bench.volume import _variant
+from morse.config import RendererConfig
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.inference.volumes import PAD_MULTIPLE
 from morse.model import Morse
-from morse.renderer.config import RendererConfig
 
 __all__ = ["VARIANTS", "network_batch", "run_trained", "format_trained"]
 

@@ -15,14 +15,13 @@ import time
 import torch
 
 from morse.build import build_model
-from morse.config import load_config
+from morse.config import RendererConfig, load_config
 from morse.data.formats import data_format
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import load_run, predict_case
 from morse.model import Morse
-from morse.renderer.config import RendererConfig
 from morse.renderer.module import MorseRenderer
 
 __all__ = ["run_volume", "format_volume"]

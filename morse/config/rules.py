@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from morse.config import Config, DataConfig
+    from morse.config.schema import Config, DataConfig
 
 __all__ = ["check_values"]
 

@@ -18,8 +18,8 @@ import inspect
 import textwrap
 from functools import cache
 
-from morse.config import Config
-from morse.config_values import _MAXIMUM, _MINIMUM, _choices
+from morse.config.rules import _MAXIMUM, _MINIMUM, _choices
+from morse.config.schema import Config
 
 __all__ = ["describe_config", "field_docs"]
 

@@ -16,7 +16,7 @@ from morse.config.loading import (
     save_config,
 )
 from morse.config.renderer import RendererConfig, default_train_points, renderer_config
-from morse.config.rules import check_values
+from morse.config.rules import check_fields
 from morse.config.schema import (
     Config,
     DataConfig,
@@ -30,5 +30,5 @@ __all__ = [
     "Config", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "EvalConfig",
     "RendererConfig", "default_train_points", "renderer_config",
     "load_config", "config_from_dict", "config_to_dict", "save_config", "available_presets",
-    "check_values", "describe_config", "field_docs",
+    "check_fields", "describe_config", "field_docs",
 ]

@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from morse.config.rules import check_values
 from morse.config.schema import Config
 from morse.errors import ConfigError
 
@@ -69,9 +68,7 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def config_from_dict(raw: dict, origin: str = "config") -> Config:
     """Build a validated ``Config`` from plain data (YAML or a checkpoint)."""
-    cfg = _build(Config, raw, origin, prefix="")
-    check_values(cfg, origin)
-    return cfg
+    return _build(Config, raw, origin, prefix="")
 
 
 def _build(cls: type, raw: Any, origin: str, prefix: str) -> Any:
@@ -94,7 +91,7 @@ def _build(cls: type, raw: Any, origin: str, prefix: str) -> Any:
             values[key] = _check_type(value, hint, f"{prefix}{key}", origin)
     try:
         return cls(**values)
-    except ValueError as error:  # a dataclass's own checks (e.g. RendererConfig's ranges)
+    except ConfigError as error:  # the rules of the fields (morse.config.rules), one section
         raise ConfigError(f"{origin}: {prefix}{error}") from error
 
 

@@ -1,129 +1,170 @@
-"""Allowed values and bounds of the config keys, checked when a config is loaded.
+"""The allowed values of the config keys: declared once on each field, checked by one function.
 
-The enumerated keys read their choices from the registries that define them (formats,
-backbones, schedules), so a new entry is allowed as soon as it is registered.
+A field states its rule in its metadata, next to its default and documentation::
+
+    iterations: int = field(default=30000, metadata=rule(minimum=1))
+
+:func:`check_fields` walks a config's dataclasses and checks every field against its rule,
+and every float against NaN and infinity. Each config dataclass calls it when built (so
+``RendererConfig(expert_width=0)`` and ``Morse(..., expert_width=0)`` fail at once), and the
+YAML loader names the file and section in front of the same message. ``morse config``'s help
+prints :func:`describe_rule` of each field, so the help cannot drift from what is checked.
+
+>>> from morse.config import Config, TrainConfig
+>>> TrainConfig(iterations=-3)
+Traceback (most recent call last):
+...
+morse.errors.ConfigError: iterations must be >= 1, got -3
+>>> cfg = Config()
+>>> cfg.eval.overlap = float("nan")
+>>> check_fields(cfg, "config")
+Traceback (most recent call last):
+...
+morse.errors.ConfigError: config: eval.overlap must be a finite number, got nan
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-if TYPE_CHECKING:
-    from morse.config.schema import Config, DataConfig
+from morse.config.choices import Choices
+from morse.errors import ConfigError
 
-__all__ = ["check_values"]
+__all__ = ["Rule", "rule", "check_fields", "describe_rule", "Checked"]
+
+_KEY = "morse.rule"
 
 
-def _choices() -> dict[str, tuple]:
-    """Allowed values of the enumerated keys, read from the registries that define them."""
-    from morse.backbone import available_backbones
-    from morse.data.formats import available_formats
-    from morse.data.intensity import INTENSITY_SCHEMES
-    from morse.device import PRECISIONS
-    from morse.losses import DICE_POOLING, POINT_WEIGHT_SCHEDULES
+@dataclass(frozen=True)
+class Rule:
+    """What one key allows: bounds, a set of choices, or a test described in words.
 
+    Attributes:
+        minimum, maximum: inclusive bounds.
+        above, below: exclusive bounds.
+        choices: the allowed values (a tuple, or :class:`Choices` read when checked).
+        test: ``test(value) -> bool`` for what bounds and choices cannot say; ``text`` then
+            says in words what it allows (the whole of it: no "or null" is added).
+
+    None passes every rule of a field whose type admits it.
+        text: the words for ``test``.
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple | Choices | None = None
+    test: Callable[[Any], bool] | None = None
+    text: str = ""
+
+    def allows(self, value: Any) -> bool:
+        """Whether ``value`` keeps to this rule."""
+        if self.choices is not None and value not in self.choices:
+            return False
+        if self.test is not None and not self.test(value):
+            return False
+        return not (
+            (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+            or (self.above is not None and value <= self.above)
+            or (self.below is not None and value >= self.below)
+        )
+
+    def describe(self, optional: bool = False) -> str:
+        """The rule in words, e.g. ``>= 1``, ``in [0, 1)``, ``one of sgd, adamw``."""
+        if self.test is not None:
+            return self.text
+        if self.choices is not None:
+            words = "one of " + ", ".join(str(choice) for choice in self.choices)
+        else:
+            words = _bounds(self.minimum, self.above, self.maximum, self.below)
+        return f"{words} or null" if optional else words
+
+
+def rule(**kwargs: Any) -> Mapping[str, Rule]:
+    """Field metadata holding a :class:`Rule`: ``field(default=1, metadata=rule(minimum=1))``."""
+    return {_KEY: Rule(**kwargs)}
+
+
+def _bounds(minimum: Any, above: Any, maximum: Any, below: Any) -> str:
+    low = (f"[{minimum}" if minimum is not None else f"({above}") if (
+        minimum is not None or above is not None) else None
+    high = (f"{maximum}]" if maximum is not None else f"{below})") if (
+        maximum is not None or below is not None) else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return f">= {minimum}" if minimum is not None else f"> {above}"
+    if high:
+        return f"<= {maximum}" if maximum is not None else f"< {below}"
+    return ""
+
+
+@cache
+def _optional(cls: type) -> dict[str, bool]:
+    """``{field: whether its type admits None}`` of a dataclass."""
+    hints = typing.get_type_hints(cls)
     return {
-        "data.format": tuple(available_formats()),
-        "data.spatial_dims": (2, 3),
-        "data.normalize": tuple(INTENSITY_SCHEMES),
-        "model.backbone": tuple(available_backbones()),
-        "loss.schedule": tuple(POINT_WEIGHT_SCHEDULES),
-        "loss.dice": DICE_POOLING,
-        "train.optimizer": ("sgd", "adamw"),
-        "train.precision": tuple(PRECISIONS),
-        "eval.sw_device": (None, "cpu", "cuda"),
-        "eval.checkpoint": ("best", "last"),
+        name: typing.get_origin(hint) in (typing.Union, types.UnionType)
+        and type(None) in typing.get_args(hint)
+        for name, hint in hints.items()
     }
 
 
-_MINIMUM = {
-    "data.samples_per_volume": 1, "data.downsample": 1, "data.num_workers": 0,
-    "model.expert_width": 1, "model.head_width": 1, "model.head_layers": 1,
-    "model.num_frequencies": 1, "model.max_dropped": 0,
-    "loss.coarse_weight": 0, "loss.point_weight": 0,
-    "train.iterations": 1, "train.batch_size": 1, "train.lr": 0, "train.weight_decay": 0,
-    "train.val_every": 1, "train.checkpoint_every": 1, "train.log_every": 1,
-    "eval.sw_batch_size": 1, "eval.overlap": 0, "eval.slice_batch_size": 1,
-    "eval.num_examples": 0, "eval.biou_width_mm": 0,
-}
-_MAXIMUM = {"eval.overlap": 0.99}
+def describe_rule(cls: type, name: str) -> str:
+    """The rule of field ``name`` of dataclass ``cls`` in words, "" if it has none."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get(_KEY)
+    return "" if found is None else found.describe(_optional(cls)[name])
 
 
-def _value(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(item) for item in value)
+    return True
 
 
-def check_values(cfg: Config, origin: str = "config") -> None:
-    """Check every enumerated or bounded key; the message lists what is allowed.
+def check_fields(config: Any, origin: str = "", prefix: str = "") -> None:
+    """Check every field of the dataclass ``config`` and of the dataclasses in it.
 
-    >>> from morse.config import Config, TrainConfig
-    >>> check_values(Config(train=TrainConfig(iterations=5)))
-    >>> check_values(Config(train=TrainConfig(iterations=-3)))
-    Traceback (most recent call last):
-    ...
-    morse.errors.ConfigError: config: train.iterations must be >= 1, got -3
+    Args:
+        config: a config dataclass (``Config``, a section, ``RendererConfig``).
+        origin: where it came from (a file name), put in front of the message.
+        prefix: the section of ``config``'s fields in the message, e.g. ``"model."``.
+
+    Raises:
+        ConfigError: one line, ``[origin: ]<prefix><field> must be <rule>, got <value>``.
     """
-    for key, allowed in _choices().items():
-        if _value(cfg, key) not in allowed:
-            shown = ", ".join("null" if a is None else str(a) for a in allowed)
-            raise _error(f"{origin}: {key} must be one of {shown}; got {_value(cfg, key)!r}")
-    for key, low in _MINIMUM.items():
-        value = _value(cfg, key)
-        if value is not None and value < low:
-            raise _error(f"{origin}: {key} must be >= {low}, got {value!r}")
-    for key, high in _MAXIMUM.items():
-        if _value(cfg, key) > high:
-            raise _error(f"{origin}: {key} must be <= {high}, got {_value(cfg, key)!r}")
-    _check_device(cfg.train.device, origin)
-    _check_sizes(cfg.data, origin)
+    where = f"{origin}: " if origin else ""
+    optional = _optional(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            check_fields(value, origin, f"{key}.")
+            continue
+        if not _finite(value):
+            numbers = "finite numbers" if isinstance(value, (list, tuple)) else "a finite number"
+            raise ConfigError(f"{where}{key} must be {numbers}, got {value!r}")
+        found = item.metadata.get(_KEY)
+        if found is None or (value is None and optional[item.name]):
+            continue
+        if not found.allows(value):
+            words = found.describe(optional[item.name])
+            raise ConfigError(f"{where}{key} must be {words}, got {value!r}")
 
 
-def _check_device(name: str, origin: str) -> None:
-    import torch
+class Checked:
+    """Base of the config dataclasses: their fields are checked as soon as they are built."""
 
-    if name == "auto":
-        return
-    try:
-        known = torch.device(name).type in ("cpu", "cuda")
-    except RuntimeError:
-        known = False
-    if not known:
-        raise _error(
-            f"{origin}: train.device must be auto, cpu, cuda or cuda:N; got {name!r}"
-        )
-
-
-def _check_target_spacing(value: list[float] | str | None, origin: str) -> None:
-    if isinstance(value, str) and value not in ("auto", "median"):
-        raise _error(f"{origin}: data.target_spacing must be auto, median, null or three "
-                          f"sizes in mm [sR, sA, sS]; got {value!r}")
-    if isinstance(value, list) and (len(value) != 3 or min(value) <= 0):
-        raise _error(f"{origin}: data.target_spacing must be three positive sizes in mm "
-                          f"[sR, sA, sS]; got {value}")
-
-
-def _check_sizes(data: DataConfig, origin: str) -> None:
-    fractions = data.split_fractions
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise _error(
-            f"{origin}: data.split_fractions must be three non-negative fractions (train, val, "
-            f"test) summing to 1; got {fractions}"
-        )
-    _check_target_spacing(data.target_spacing, origin)
-    if data.slice_axis not in (None, 0, 1, 2):
-        raise _error(f"{origin}: data.slice_axis must be null, 0, 1 or 2 (RAS axis); got "
-                          f"{data.slice_axis!r}")
-    expected = {"slice_size": 2, "patch_size": 3}
-    for key, length in expected.items():
-        size = getattr(data, key)
-        if size is not None and (len(size) != length or min(size) < 1):
-            raise _error(
-                f"{origin}: data.{key} must be {length} positive integers; got {size}"
-            )
-
-
-def _error(message: str) -> Exception:
-    from morse.errors import ConfigError
-
-    return ConfigError(message)
+    def __post_init__(self) -> None:
+        check_fields(self)

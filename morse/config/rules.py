@@ -52,9 +52,9 @@ class Rule:
         choices: the allowed values (a tuple, or :class:`Choices` read when checked).
         test: ``test(value) -> bool`` for what bounds and choices cannot say; ``text`` then
             says in words what it allows (the whole of it: no "or null" is added).
+        text: the words for ``test``.
 
     None passes every rule of a field whose type admits it.
-        text: the words for ``test``.
     """
 
     minimum: float | None = None
@@ -89,16 +89,23 @@ class Rule:
         return f"{words} or null" if optional else words
 
 
-def rule(**kwargs: Any) -> Mapping[str, Rule]:
+def rule(
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    choices: tuple | Choices | None = None,
+    test: Callable[[Any], bool] | None = None,
+    text: str = "",
+) -> Mapping[str, Rule]:
     """Field metadata holding a :class:`Rule`: ``field(default=1, metadata=rule(minimum=1))``."""
-    return {_KEY: Rule(**kwargs)}
+    return {_KEY: Rule(minimum, maximum, above, below, choices, test, text)}
 
 
 def _bounds(minimum: Any, above: Any, maximum: Any, below: Any) -> str:
-    low = (f"[{minimum}" if minimum is not None else f"({above}") if (
-        minimum is not None or above is not None) else None
-    high = (f"{maximum}]" if maximum is not None else f"{below})") if (
-        maximum is not None or below is not None) else None
+    low = f"[{minimum}" if minimum is not None else f"({above}" if above is not None else ""
+    high = f"{maximum}]" if maximum is not None else f"{below})" if below is not None else ""
     if low and high:
         return f"in {low}, {high}"
     if low:

@@ -48,7 +48,7 @@ class DataConfig(Checked):
     """Where the data is and how it is cut into training samples."""
 
     format: str = field(default="nnunet", metadata=rule(choices=FORMATS))
-    """nnunet | msd | synapse | acdc | atlas-demo (``morse.data.formats.available_formats``)."""
+    """How the dataset is laid out: a format registered in ``morse.data.formats``."""
     root: str = ""
     """Dataset folder (for atlas-demo: the mricron templates folder)."""
     spatial_dims: int = field(default=2, metadata=rule(choices=(2, 3)))

@@ -117,7 +117,7 @@ def renderer_config(config: RendererConfig | None = None, **options: Any) -> Ren
     ...
     TypeError: unknown renderer option 'render_point'; did you mean 'render_points'? ...
     """
-    names = [field.name for field in dataclasses.fields(RendererConfig)]
+    names = [item.name for item in dataclasses.fields(RendererConfig)]
     for key in options:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)

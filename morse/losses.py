@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from morse.config import LossConfig
+from morse.config import LossConfig, choices
 from morse.model.module import MorseOutput
 from morse.renderer.points import point_sample
 
@@ -30,12 +30,13 @@ def _delayed_ramp(weight: float, step: int, total_steps: int) -> float:
     return weight * min(max((step - half) / max(half, 1e-12), 0.0), 1.0)
 
 
+# Under the names loss.schedule allows (morse.config.choices); a test checks that they agree.
 POINT_WEIGHT_SCHEDULES: dict[str, Callable[[float, int, int], float]] = {
     "constant": _constant,
     "delayed-ramp": _delayed_ramp,
 }
 DEFAULT_WEIGHTS = {"constant": 1.0, "delayed-ramp": 0.5}
-DICE_POOLING = ("batch", "sample")
+DICE_POOLING = choices.DICE_POOLING.names  # loss.dice, declared by the config
 
 
 def point_weight(schedule: str, weight: float, step: int, total_steps: int) -> float:

@@ -27,8 +27,9 @@ from morse.errors import ConfigError
         ("data.split_fractions=[0.5,0.4]", "data.split_fractions must be three"),
         ("data.patch_size=[96,96]", "data.patch_size must be 3 positive integers"),
         ("data.target_spacing=mean", "data.target_spacing must be auto, median, null or three"),
-        ("data.target_spacing=[1,1]", "data.target_spacing must be three positive sizes"),
-        ("data.slice_axis=3", "data.slice_axis must be null, 0, 1 or 2"),
+        ("data.target_spacing=[1,1]",
+         r"data.target_spacing must be auto, median, null or three positive sizes in mm"),
+        ("data.slice_axis=3", "data.slice_axis must be one of 0, 1, 2 or null"),
     ],
 )
 def test_bad_values_are_refused_at_load_with_the_allowed_ones(override, named):

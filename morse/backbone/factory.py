@@ -39,6 +39,7 @@ from monai.networks.nets import UNETR, BasicUNet, DynUNet, SwinUNETR
 from morse.backbone.hooks import FeatureTap
 from morse.backbone.transunet import TRANSUNET_SMALL, build_transunet
 from morse.backbone.unet import UNet
+from morse.config.choices import BACKBONES
 
 __all__ = [
     "BackboneSpec",
@@ -89,6 +90,9 @@ def available_backbones() -> list[str]:
     ['basicunet', 'dynunet', 'swinunetr', 'transunet', 'unet', 'unetr']
     """
     return sorted(_REGISTRY)
+
+
+BACKBONES.bind(available_backbones)  # model.backbone allows what is registered, when loaded
 
 
 def backbone_spec(name: str) -> BackboneSpec:

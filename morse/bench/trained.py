@@ -22,12 +22,12 @@ from monai.transforms import ResizeWithPadOrCrop
 
 from morse.bench.overhead import FIXED, FP32, _compare, _interleaved
 from morse.bench.volume import _variant
+from morse.config import RendererConfig
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.model import Morse
-from morse.renderer.config import RendererConfig
 from morse.shapes import PAD_MULTIPLE
 
 __all__ = ["VARIANTS", "network_batch", "run_trained", "format_trained"]

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from morse.config import load_config
+from morse.config import RendererConfig, load_config
 from morse.data.formats import data_format
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
@@ -22,7 +22,6 @@ from morse.errors import DataError
 from morse.inference.trained import load_run, predict_case
 from morse.model import Morse
 from morse.model.build import build_model
-from morse.renderer.config import RendererConfig
 from morse.renderer.module import MorseRenderer
 
 __all__ = ["run_volume", "format_volume"]

@@ -163,8 +163,7 @@ class ConfigCommand:
     overrides: list[str] = _option("section.key=value overrides", nargs="*", default_factory=list)
 
     def run(self) -> int:
-        from morse.config import load_config
-        from morse.config_help import describe_config
+        from morse.config import describe_config, load_config
 
         print(describe_config(load_config(self.config, self.overrides)))
         return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from morse.config import DataConfig
+from morse.config.choices import FORMATS
 from morse.errors import DataError
 
 from .acdc import ACDC_CLASSES, acdc_case_of, load_acdc_slices, load_acdc_volumes, read_acdc_list
@@ -105,6 +106,9 @@ def register_format(name: str, spec: DataFormat, *, overwrite: bool = False) -> 
 def available_formats() -> list[str]:
     """Registered format names, sorted."""
     return sorted(_REGISTRY)
+
+
+FORMATS.bind(available_formats)  # data.format allows what is registered, when loaded
 
 
 def data_format(cfg: DataConfig) -> DataFormat:

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from morse.config import choices
 from morse.errors import DataError
 
 from .volume import Volume
@@ -68,7 +69,7 @@ __all__ = [
     "raw_to_network",
 ]
 
-INTENSITY_SCHEMES = ("auto", "zscore", "ct", "ct-percentile", "minmax", "none")
+INTENSITY_SCHEMES = choices.INTENSITY_SCHEMES.names  # data.normalize, declared by the config
 CT_WINDOW = (-125.0, 275.0)
 RECORD_VERSION = 1
 _STEP_SCHEMES = ("none", "zscore", "ct", "ct-percentile", "minmax")

@@ -4,7 +4,7 @@ budget (points per step, steps, adaptive or fixed budget, share cap).
     python -m morse.experiments.knobs runs/demo --subsets val test
 
 For each setting of the grid (``render_points`` x ``render_steps`` x ``render_margin`` x
-``render_share``, see :class:`morse.renderer.config.RendererConfig`) the loaded model's renderer
+``render_share``, see :class:`morse.config.RendererConfig`) the loaded model's renderer
 takes those options and :func:`morse.evaluation.evaluate.evaluate`, the code behind ``morse
 evaluate``, scores the subset (its ``metrics.json`` lands in ``OUT/<subset>/<setting>/``).
 Prediction time is the median over repeats of one pass of

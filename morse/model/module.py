@@ -14,7 +14,7 @@ from torch import nn
 
 from morse.backbone.checks import check_image
 from morse.backbone.hooks import FeatureTap
-from morse.renderer.config import RendererConfig, renderer_config
+from morse.config import RendererConfig, renderer_config
 from morse.renderer.module import MorseRenderer, check_task
 from morse.renderer.points import GridMap
 from morse.renderer.render import subdivision_render

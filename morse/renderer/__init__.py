@@ -1,7 +1,7 @@
 """MORSE's renderer: ``MorseRenderer`` and its one ``RendererConfig``, plus the pieces they use
 (point sampling, Fourier encoding, stochastic experts, implicit head, subdivision rendering)."""
 
-from morse.renderer.config import RendererConfig, default_train_points, renderer_config
+from morse.config import RendererConfig, default_train_points, renderer_config
 from morse.renderer.module import MorseRenderer, PointPrediction, Rendering
 
 __all__ = [

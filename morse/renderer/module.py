@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from morse.renderer.config import RendererConfig, default_train_points, renderer_config
+from morse.config import RendererConfig, default_train_points, renderer_config
 from morse.renderer.encoding import FourierEncoding
 from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead

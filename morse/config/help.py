@@ -1,8 +1,9 @@
 """``morse config``: the resolved configuration, one line of documentation per key.
 
 Each key's documentation is the string written under its field in the config dataclasses
-(``morse.config`` and the renderer's config); the allowed values come from the same checks
-that run when a config loads, so the help cannot drift from what is enforced.
+(``morse.config.schema`` and ``morse.config.renderer``); the allowed values are the rule
+declared on the same field, the one checked when a config is built, so the help cannot drift
+from what is enforced.
 
 >>> from morse.config import load_config
 >>> text = describe_config(load_config("demo"))
@@ -18,8 +19,8 @@ import inspect
 import textwrap
 from functools import cache
 
-from morse.config import Config
-from morse.config_values import _MAXIMUM, _MINIMUM, _choices
+from morse.config.rules import describe_rule
+from morse.config.schema import Config
 
 __all__ = ["describe_config", "field_docs"]
 
@@ -41,18 +42,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _allowed(key: str) -> str:
-    choices = _choices().get(key)
-    if choices is not None:
-        return "one of " + ", ".join("null" if c is None else str(c) for c in choices)
-    bounds = []
-    if key in _MINIMUM:
-        bounds.append(f"must be >= {_MINIMUM[key]}")
-    if key in _MAXIMUM:
-        bounds.append(f"<= {_MAXIMUM[key]}")
-    return " ".join(bounds)
-
-
 def describe_config(cfg: Config) -> str:
     """Every key with its value, its documentation and its allowed values, by section."""
     lines = [f"name: {cfg.name}"]
@@ -64,7 +53,9 @@ def describe_config(cfg: Config) -> str:
         docs = field_docs(type(values))
         for item in dataclasses.fields(values):
             key = f"{section.name}.{item.name}"
-            notes = "; ".join(n for n in (docs.get(item.name, ""), _allowed(key)) if n)
+            allowed = describe_rule(type(values), item.name)
+            allowed = f"must be {allowed}" if allowed else ""
+            notes = "; ".join(n for n in (docs.get(item.name, "").rstrip("."), allowed) if n)
             value = getattr(values, item.name)
             lines.append(f"  {key}: {_show(value)}" + (f"    # {notes}" if notes else ""))
     return "\n".join(lines)

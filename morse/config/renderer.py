@@ -2,20 +2,26 @@
 
 ``MorseRenderer`` and ``Morse`` are built from it, and the run configuration's ``model``
 section inherits it (``morse.config.ModelConfig``), so a YAML key such as
-``model.render_points`` is this class's field of the same name.
+``model.render_points`` is this class's field of the same name, with the same rule and the
+same message when a value breaks it.
+
+>>> RendererConfig(expert_width=0)
+Traceback (most recent call last):
+...
+morse.errors.ConfigError: expert_width must be >= 1, got 0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from morse.config.choices import RENDER_PRECISIONS
+from morse.config.rules import Checked, rule
+
 __all__ = ["RendererConfig", "default_train_points", "renderer_config"]
-
-
-RENDER_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def default_train_points(spatial_dims: int) -> int:
@@ -31,7 +37,7 @@ def default_train_points(spatial_dims: int) -> int:
 
 
 @dataclass
-class RendererConfig:
+class RendererConfig(Checked):
     """The renderer's switches and sizes (defaults: the paper's settings)."""
 
     experts: bool = True
@@ -40,25 +46,25 @@ class RendererConfig:
     """Drop a random number of experts per training step (no effect at inference)."""
     renormalize_gate: bool = True
     """Renormalise the surviving gate weights to sum to 1 (the authors' code does not)."""
-    max_dropped: int | None = None
+    max_dropped: int | None = field(default=None, metadata=rule(minimum=0))
     """r_max, the most experts dropped in one step; None: S - 1 (one always survives)."""
     fourier: bool = True
     """Feed the Fourier-encoded coordinate to the head (False: PointRend's point head)."""
-    train_points: int | None = None
+    train_points: int | None = field(default=None, metadata=rule(minimum=1))
     """P, training points per image; None: ``default_train_points`` (2048 2D, 8192 3D)."""
-    oversample_ratio: float = 3.0
+    oversample_ratio: float = field(default=3.0, metadata=rule(minimum=1))
     """PointRend's k >= 1: draw k P uniform candidates before keeping the uncertain ones."""
-    importance_ratio: float = 0.75
+    importance_ratio: float = field(default=0.75, metadata=rule(minimum=0, maximum=1))
     """PointRend's beta in [0, 1]: the share of points taken from the most uncertain."""
-    render_points: int = 8192
+    render_points: int = field(default=8192, metadata=rule(minimum=1))
     """N, the most cells re-predicted per inference step (paper: 8192; see ``render_share``
     and ``render_margin``). On one grid, the steps render the N next cells of one ranking:
     at most ``render_steps`` x N cells in all, never one twice."""
-    render_steps: int = 2
+    render_steps: int = field(default=2, metadata=rule(minimum=0))
     """Inference steps (paper: 2). Without ``render_upsample`` two steps of N points render
     exactly what one step of 2N does: rendered cells are left out of the next ranking and the
     others keep their logits, so rendered values never re-rank cells on the same grid."""
-    render_margin: float | None = 3.0
+    render_margin: float | None = field(default=3.0, metadata=rule(above=0))
     """Adaptive budget: a cell whose coarse top-2 logit margin (largest minus second largest)
     is at least this is certain, keeps its coarse value and is not rendered; each step renders
     only uncertain cells, up to N. None: the paper's fixed budget (N cells per step, however
@@ -68,7 +74,7 @@ class RendererConfig:
     while 54-63% of the cells with a margin below 0.25 flipped (``python -m morse.bench
     margins``). Over three demo seeds on validation it scored as the fixed budget (Dice 0.5030
     ± 0.011 against 0.5026 ± 0.012, HD95 32.76 mm both; docs/results.md)."""
-    render_share: float | None = 0.125
+    render_share: float | None = field(default=0.125, metadata=rule(above=0, maximum=1))
     """The most cells one step may render, as a share of its grid: N per step is
     min(``render_points``, share x cells), at least 1. 0.125 keeps the paper's 8192 on
     256x256 slices and scales N down on smaller grids (an 84x206 slice gets 2163 per step,
@@ -76,9 +82,9 @@ class RendererConfig:
     render_upsample: bool = False
     """Double the grid at each inference step (PointRend); the rendered values are then
     interpolated onto the finer grid and do take part in the next step's ranking."""
-    render_chunk: int | None = None
+    render_chunk: int | None = field(default=None, metadata=rule(minimum=1))
     """Run the head on at most this many points at a time (bounds memory); None: all."""
-    render_precision: str = "auto"
+    render_precision: str = field(default="auto", metadata=rule(choices=RENDER_PRECISIONS))
     """fp32 | bf16 | auto: the point MLPs (experts, gate, head) in training and at inference;
     auto: bf16 where the device computes it natively (CUDA from Ampere on, CPUs with
     AVX512-BF16 or AMX), fp32 elsewhere.
@@ -87,40 +93,18 @@ class RendererConfig:
     fp32. On a CPU with bf16 instructions the renderer ran 2.5x faster at inference and 2.2x
     in training; see docs/results.md for its accuracy next to fp32 over seeds. fp32 makes
     results identical across machines."""
-    expert_width: int = 256
+    expert_width: int = field(default=256, metadata=rule(minimum=1))
     """Width of each expert's two layers and of the fused feature (paper: 256)."""
-    head_width: int = 256
+    head_width: int = field(default=256, metadata=rule(minimum=1))
     """Width of the implicit head's hidden layers (paper: 256)."""
-    head_layers: int = 3
+    head_layers: int = field(default=3, metadata=rule(minimum=1))
     """Hidden layers of the implicit head (paper: 3)."""
-    num_frequencies: int = 128
+    num_frequencies: int = field(default=128, metadata=rule(minimum=1))
     """F, Fourier frequencies; the encoding has 2F channels (paper: 128 -> 256)."""
     fourier_scale: float = 1.0
     """Standard deviation of the Fourier matrix; larger resolves finer detail."""
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=rule(minimum=0, below=1))
     """Dropout after the fusion MLP (paper: 0.1)."""
-
-    def __post_init__(self) -> None:
-        rules = [
-            ("oversample_ratio", self.oversample_ratio >= 1, ">= 1"),
-            ("importance_ratio", 0 <= self.importance_ratio <= 1, "in [0, 1]"),
-            ("render_points", self.render_points >= 1, ">= 1"),
-            ("render_steps", self.render_steps >= 0, ">= 0"),
-            ("render_margin", self.render_margin is None or self.render_margin > 0,
-             "> 0 or None"),
-            ("render_share", self.render_share is None or 0 < self.render_share <= 1,
-             "in (0, 1] or None"),
-            ("render_chunk", self.render_chunk is None or self.render_chunk >= 1, ">= 1 or None"),
-            ("render_precision", self.render_precision in RENDER_PRECISIONS,
-             f"one of {', '.join(RENDER_PRECISIONS)}"),
-            ("train_points", self.train_points is None or self.train_points >= 1, ">= 1 or None"),
-            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-        ]
-        for name, ok, rule in rules:
-            if not ok:
-                raise ValueError(
-                    f"{name} must be {rule}, got {getattr(self, name)!r}"
-                )
 
 
 def renderer_config(config: RendererConfig | None = None, **options: Any) -> RendererConfig:
@@ -133,7 +117,7 @@ def renderer_config(config: RendererConfig | None = None, **options: Any) -> Ren
     ...
     TypeError: unknown renderer option 'render_point'; did you mean 'render_points'? ...
     """
-    names = [field.name for field in dataclasses.fields(RendererConfig)]
+    names = [item.name for item in dataclasses.fields(RendererConfig)]
     for key in options:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)

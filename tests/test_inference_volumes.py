@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from morse.model.volumes import predict_volume
+from morse.model.volumes import InferenceConfig, predict_volume
 
 from toys import small_morse
 
@@ -40,9 +40,9 @@ def _band_model(spatial_dims: int, upsample: bool, points: int = 64):
 @pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (40, 36, 3)), (3, (20, 24, 16))])
 def test_render_upsample_keeps_predictions_on_the_volumes_own_voxels(spatial_dims, shape):
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
-    patch = (16, 16, 16) if spatial_dims == 3 else None
-    plain = predict_volume(_band_model(spatial_dims, False), image, patch_size=patch)
-    upsampled = predict_volume(_band_model(spatial_dims, True), image, patch_size=patch)
+    settings = InferenceConfig(patch_size=(16, 16, 16) if spatial_dims == 3 else None)
+    plain = predict_volume(_band_model(spatial_dims, False), image, settings)
+    upsampled = predict_volume(_band_model(spatial_dims, True), image, settings)
     assert upsampled.rendered.shape == shape
     # every voxel the renderer did not touch keeps the coarse label: nothing is shifted
     assert np.all((upsampled.rendered == upsampled.coarse) | upsampled.rendered_points)
@@ -55,15 +55,15 @@ def test_gate_map_names_the_dominant_expert_exactly_where_the_renderer_worked(
     spatial_dims, shape
 ):
     image = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
-    patch = (16, 16, 16) if spatial_dims == 3 else None
+    settings = InferenceConfig(patch_size=(16, 16, 16) if spatial_dims == 3 else None)
     model = _band_model(spatial_dims, False, points=1000)  # about half of each slice or window
-    prediction = predict_volume(model, image, patch_size=patch, gate=True)
+    prediction = predict_volume(model, image, settings, gate=True)
     scales = len(model.renderer.feature_channels)
     assert prediction.gate.shape == shape and prediction.gate.dtype == np.uint8
     np.testing.assert_array_equal(prediction.gate > 0, prediction.rendered_points)
     assert prediction.gate.max() <= scales
     assert 0 < prediction.rendered_points.mean() < 1
-    assert predict_volume(model, image, patch_size=patch).gate is None
+    assert predict_volume(model, image, settings).gate is None
 
 
 def test_a_model_certain_everywhere_renders_nothing_and_gives_an_empty_gate_map():

@@ -25,13 +25,13 @@ from monai.inferers import sliding_window_inference
 
 from morse.device import autocast_context
 from morse.model.module import Morse
+from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged
 from morse.renderer.points import GridMap
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, padded_size
 
-__all__ = ["VolumePrediction", "predict_volume"]
-
+__all__ = ["InferenceConfig", "VolumePrediction", "predict_volume"]
 
 
 @dataclass
@@ -67,73 +67,56 @@ and, when asked for and available, gate (B, S_experts, *S)."""
 def predict_volume(
     model: Morse,
     image: np.ndarray,
+    settings: InferenceConfig | None = None,
     *,
-    device: torch.device | str = "cpu",
-    slice_size: Sequence[int] | None = None,
-    patch_size: Sequence[int] | None = None,
-    slice_batch_size: int = 16,
-    sw_batch_size: int = 2,
-    overlap: float = 0.5,
-    sw_device: str | None = None,
-    precision: str = "fp32",
+    output_shape: Sequence[int] | None = None,
     probabilities: bool = False,
     gate: bool = False,
-    output_shape: Sequence[int] | None = None,
-    tta: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
     Args:
         model: a ``Morse`` model (put in eval mode here).
         image: (C, *S) float32, normalised as in training.
-        device: where the network runs.
-        slice_size: 2D: the (H, W) the model was trained on; slices are resized to it and the
-            renderer renders back on the slice's own grid. None: pad to ``PAD_MULTIPLE``.
-        patch_size: 3D: the sliding window size (None: the whole volume at once).
-        slice_batch_size: 2D slices per forward pass.
-        sw_batch_size, overlap: 3D sliding-window settings (MONAI).
-        sw_device: 3D: device of the stitching buffers (e.g. "cpu" for very large volumes).
-        precision: "fp32", "bf16" or "fp16" autocast on the device.
-        probabilities: also return the rendered softmax (K, *S).
-        gate: also return the dominant expert of each re-predicted voxel (costs S float maps
-            of the volume's size while stitching).
+        settings: where and how the network runs (default ``InferenceConfig()``: the CPU,
+            fp32, no TTA); a run's own are ``InferenceConfig.from_config(cfg, device)``.
         output_shape: the grid every map is written on, spanning the volume's field of view
             with this many cells per axis (e.g. the scan's own grid when ``image`` is its
             resampled copy); 2D models keep the slice axis (``output_shape[-1]`` must be
             ``image.shape[-1]``). Default: the volume's own grid.
-        tta: flip test-time augmentation (``morse.model.tta``): the backbone's logits
-            averaged over the 2^D mirrorings of each slice or window, then rendered.
+        probabilities: also return the rendered softmax (K, *S_out).
+        gate: also return the dominant expert of each re-predicted voxel (costs S float maps
+            of the output grid's size while stitching).
     """
-    model.eval().to(device)
-    forward: Forward = FlipAveraged(model) if tta else model
+    settings = settings or InferenceConfig()
+    model.eval().to(settings.device)
+    forward: Forward = FlipAveraged(model) if settings.tta else model
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
     own = tuple(tensor.shape[1:])
     out = own if output_shape is None else tuple(int(n) for n in output_shape)
     if len(out) != len(own) or (model.spatial_dims == 2 and out[-1] != own[-1]):
         raise ValueError(f"output_shape {out} does not fit a volume of shape {own} (2D models "
                          "keep the slice axis)")
-    with autocast_context(device, precision):
+    with autocast_context(settings.device, settings.precision):
         if model.spatial_dims == 2:
-            maps = _predict_slices(forward, tensor, device, slice_size, slice_batch_size, gate,
-                                   out[:2])
+            maps = _predict_slices(forward, tensor, settings, gate, out[:2])
         elif out == own:
-            maps = _predict_sliding(forward, tensor, device, patch_size, sw_batch_size, overlap,
-                                    sw_device, gate)
+            maps = _predict_sliding(forward, tensor, settings, gate)
         else:
-            maps = _predict_windows(forward, tensor, device, patch_size, overlap, gate, out)
+            maps = _predict_windows(forward, tensor, settings, gate, out)
     points = maps["points"][0] > 0
     return VolumePrediction(
-        coarse=maps["coarse"].argmax(0).numpy().astype(np.int64),
-        rendered=maps["rendered"].argmax(0).numpy().astype(np.int64),
-        rendered_points=points.numpy(),
-        probabilities=maps["rendered"].softmax(0).numpy() if probabilities else None,
+        coarse=maps["coarse"].argmax(0).cpu().numpy().astype(np.int64),
+        rendered=maps["rendered"].argmax(0).cpu().numpy().astype(np.int64),
+        rendered_points=points.cpu().numpy(),
+        probabilities=maps["rendered"].softmax(0).cpu().numpy() if probabilities else None,
         gate=_dominant_expert(maps["gate"], points) if "gate" in maps else None,
     )
 
 
 def _dominant_expert(gate: torch.Tensor, points: torch.Tensor) -> np.ndarray:
     """(S, *S) gate weights and (*S) rendered voxels -> (*S) uint8, 0 or 1 + the top expert."""
-    return torch.where(points, gate.argmax(0) + 1, 0).numpy().astype(np.uint8)
+    return torch.where(points, gate.argmax(0) + 1, 0).cpu().numpy().astype(np.uint8)
 
 
 def _named_maps(out, want_gate: bool) -> Maps:
@@ -149,17 +132,16 @@ def _named_maps(out, want_gate: bool) -> Maps:
 def _predict_slices(
     model: Forward,
     volume: torch.Tensor,
-    device: torch.device | str,
-    slice_size: Sequence[int] | None,
-    batch_size: int,
+    settings: InferenceConfig,
     want_gate: bool,
     plane: tuple[int, ...],
 ) -> Maps:
     """(C, H, W, Z) -> maps (C_map, *plane, Z) on the CPU, slice batch by slice batch."""
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, volume.shape[-1], batch_size):
-        slices = volume[..., start : start + batch_size].permute(3, 0, 1, 2).to(device)
-        for name, maps in _predict_slice_batch(model, slices, slice_size, want_gate,
+    for start in range(0, volume.shape[-1], settings.slice_batch_size):
+        batch = volume[..., start : start + settings.slice_batch_size]
+        slices = batch.permute(3, 0, 1, 2).to(settings.device)
+        for name, maps in _predict_slice_batch(model, slices, settings.slice_size, want_gate,
                                                plane).items():
             parts.setdefault(name, []).append(maps.cpu())
     return {name: torch.cat(maps).permute(1, 2, 3, 0) for name, maps in parts.items()}
@@ -203,14 +185,7 @@ def _mapped_maps(
 
 
 def _predict_sliding(
-    model: Forward,
-    volume: torch.Tensor,
-    device: torch.device | str,
-    patch_size: Sequence[int] | None,
-    sw_batch_size: int,
-    overlap: float,
-    sw_device: str | None,
-    want_gate: bool,
+    model: Forward, volume: torch.Tensor, settings: InferenceConfig, want_gate: bool
 ) -> Maps:
     """(C, *S) -> maps (C_map, *S), windows stitched by MONAI with Gaussian weights."""
     names: list[str] = []
@@ -221,10 +196,10 @@ def _predict_sliding(
         return tuple(maps.values())
 
     whole = padded_size(volume.shape[1:], PAD_MULTIPLE)
-    roi = tuple(patch_size) if patch_size is not None else whole
+    roi = settings.patch_size or whole
     stitched = sliding_window_inference(
-        volume[None], roi, sw_batch_size, predictor, overlap=overlap, mode="gaussian",
-        sw_device=sw_device or device, device="cpu",
+        volume[None], roi, settings.sw_batch_size, predictor, overlap=settings.overlap,
+        mode="gaussian", sw_device=settings.sw_device or settings.device, device="cpu",
     )
     return {name: maps[0].float() for name, maps in zip(names, stitched)}
 
@@ -232,9 +207,7 @@ def _predict_sliding(
 def _predict_windows(
     model: Forward,
     volume: torch.Tensor,
-    device: torch.device | str,
-    patch_size: Sequence[int] | None,
-    overlap: float,
+    settings: InferenceConfig,
     want_gate: bool,
     out_shape: tuple[int, ...],
 ) -> Maps:
@@ -243,12 +216,12 @@ def _predict_windows(
     rendering the output cells whose centres it holds, blended with MONAI's Gaussian
     weights (sigma 0.125 of the window) taken at those cells."""
     shape = tuple(volume.shape[1:])
-    roi = padded_size(shape, PAD_MULTIPLE) if patch_size is None else tuple(patch_size)
+    roi = settings.patch_size or padded_size(shape, PAD_MULTIPLE)
     pads = [max(r - n, 0) for n, r in zip(shape, roi)]
     if any(pads):
         pad = [p for axis_pad in reversed(pads) for p in (0, axis_pad)]
         volume = F.pad(volume[None], pad, mode="replicate")[0]
-    starts = [_window_starts(n + p, r, overlap) for n, p, r in zip(shape, pads, roi)]
+    starts = [_window_starts(n + p, r, settings.overlap) for n, p, r in zip(shape, pads, roi)]
     sums: dict[str, torch.Tensor] = {}
     weight = torch.zeros(out_shape)
     for corner in itertools.product(*starts):
@@ -262,7 +235,7 @@ def _predict_windows(
                   zip(spans, shape, out_shape, corner, roi)),
         )
         window = volume[(slice(None), *[slice(s, s + r) for s, r in zip(corner, roi)])]
-        maps = _mapped_maps(model, window[None].to(device), size, grid_map, want_gate)
+        maps = _mapped_maps(model, window[None].to(settings.device), size, grid_map, want_gate)
         cells = tuple(slice(lo, hi) for lo, hi in spans)
         weights = _gaussian_weights(size, grid_map)
         weight[cells] += weights

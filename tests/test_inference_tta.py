@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged, flip_axes
-from morse.model.volumes import InferenceConfig, predict_volume
+from morse.model.volumes import predict_volume
 
 from toys import small_morse
 

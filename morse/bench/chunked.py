@@ -18,7 +18,8 @@ import torch
 from morse.backbone import UNet
 from morse.bench.memory import peak_rss_mib
 from morse.model import Morse
-from morse.model.volumes import InferenceConfig, predict_volume
+from morse.model.settings import InferenceConfig
+from morse.model.volumes import predict_volume
 
 __all__ = ["run_chunked", "format_chunked", "MODES"]
 

@@ -19,7 +19,8 @@ from morse.io.checkpoint import (
 )
 from morse.model import Morse
 from morse.model.build import build_model
-from morse.model.volumes import InferenceConfig, VolumePrediction, predict_volume
+from morse.model.settings import InferenceConfig
+from morse.model.volumes import VolumePrediction, predict_volume
 
 __all__ = ["TrainedRun", "load_run", "resolve_checkpoint", "predict_case"]
 

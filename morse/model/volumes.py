@@ -31,7 +31,7 @@ from morse.renderer.points import GridMap
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, padded_size
 
-__all__ = ["InferenceConfig", "VolumePrediction", "predict_volume"]
+__all__ = ["VolumePrediction", "predict_volume"]
 
 
 @dataclass

@@ -36,7 +36,8 @@ from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
 from morse.model.build import build_model
-from morse.model.volumes import InferenceConfig, predict_volume
+from morse.model.settings import InferenceConfig
+from morse.model.volumes import predict_volume
 from morse.training.curves import CurveLog, plot_curves
 from morse.training.distributed import (
     DistributedContext,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
@@ -74,3 +75,30 @@ def test_a_model_certain_everywhere_renders_nothing_and_gives_an_empty_gate_map(
     prediction = predict_volume(model, image, gate=True)
     assert not prediction.rendered_points.any() and not prediction.gate.any()
     np.testing.assert_array_equal(prediction.rendered, prediction.coarse)
+
+
+@pytest.mark.parametrize(("shape", "patch"), [
+    ((40, 44, 36), (16, 16, 16)),  # many overlapping windows, some clamped to the far end
+    ((20, 24, 12), (16, 16, 16)),  # the last axis shorter than a window: padded
+    ((20, 24, 12), None),  # the whole volume, padded to a multiple of 32
+])
+def test_windows_on_the_volumes_own_grid_are_monai_sliding_window_inference(shape, patch):
+    torch.manual_seed(0)
+    model = small_morse(3, render_points=300).eval()
+    image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    settings = InferenceConfig(patch_size=patch, sw_batch_size=2, overlap=0.5)
+
+    def predictor(window):
+        out = model(window, output_size=window.shape[2:])
+        return out.coarse.float(), out.logits.float()
+
+    roi = patch or tuple(-(-n // 32) * 32 for n in shape)
+    with torch.no_grad():
+        coarse, rendered = sliding_window_inference(
+            torch.from_numpy(image)[None], roi, 2, predictor, overlap=0.5, mode="gaussian")
+    for output_shape in (None, shape):  # the output grid given as the volume's own
+        prediction = predict_volume(model, image, settings, output_shape=output_shape,
+                                    probabilities=True)
+        np.testing.assert_allclose(prediction.probabilities, rendered[0].softmax(0).numpy(),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(prediction.coarse, coarse[0].argmax(0).numpy())

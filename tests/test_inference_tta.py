@@ -3,10 +3,13 @@ default and then the plain model's prediction."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged, flip_axes
 from morse.model.volumes import predict_volume
 
@@ -50,11 +53,12 @@ def test_volumes_with_tta_pass_every_slice_batch_or_window_through_every_flip(
     model, seen = _counted(spatial_dims)
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     patch = (16, 16, 16) if spatial_dims == 3 else None  # 4 windows at overlap 0.25
-    options = dict(patch_size=patch, slice_batch_size=2, sw_batch_size=1, overlap=0.25)
-    with_tta = predict_volume(model, image, tta=True, **options)
+    settings = InferenceConfig(patch_size=patch, slice_batch_size=2, sw_batch_size=1,
+                               overlap=0.25)
+    with_tta = predict_volume(model, image, dataclasses.replace(settings, tta=True))
     assert len(seen) == passes  # 2D: 2 slice batches x 4 flips; 3D: 4 windows x 8 flips
     seen.clear()
-    without = predict_volume(model, image, **options)
+    without = predict_volume(model, image, settings)
     assert len(seen) == passes // 2**spatial_dims
     assert with_tta.rendered.shape == without.rendered.shape == shape
     assert not np.array_equal(with_tta.coarse, without.coarse)
@@ -63,7 +67,7 @@ def test_volumes_with_tta_pass_every_slice_batch_or_window_through_every_flip(
 def test_tta_off_gives_the_plain_models_labels():
     model, seen = _counted(2)
     image = np.random.default_rng(1).normal(size=(1, 32, 32, 2)).astype(np.float32)
-    prediction = predict_volume(model, image, tta=False)
+    prediction = predict_volume(model, image, InferenceConfig(tta=False))
     with torch.no_grad():
         out = model(torch.from_numpy(image).permute(3, 0, 1, 2))
     assert len(seen) == 2  # one batch of two slices, and the direct call

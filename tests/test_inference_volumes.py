@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 
+from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 
 from toys import small_morse
@@ -40,9 +42,9 @@ def _band_model(spatial_dims: int, upsample: bool, points: int = 64):
 @pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (40, 36, 3)), (3, (20, 24, 16))])
 def test_render_upsample_keeps_predictions_on_the_volumes_own_voxels(spatial_dims, shape):
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
-    patch = (16, 16, 16) if spatial_dims == 3 else None
-    plain = predict_volume(_band_model(spatial_dims, False), image, patch_size=patch)
-    upsampled = predict_volume(_band_model(spatial_dims, True), image, patch_size=patch)
+    settings = InferenceConfig(patch_size=(16, 16, 16) if spatial_dims == 3 else None)
+    plain = predict_volume(_band_model(spatial_dims, False), image, settings)
+    upsampled = predict_volume(_band_model(spatial_dims, True), image, settings)
     assert upsampled.rendered.shape == shape
     # every voxel the renderer did not touch keeps the coarse label: nothing is shifted
     assert np.all((upsampled.rendered == upsampled.coarse) | upsampled.rendered_points)
@@ -55,15 +57,15 @@ def test_gate_map_names_the_dominant_expert_exactly_where_the_renderer_worked(
     spatial_dims, shape
 ):
     image = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
-    patch = (16, 16, 16) if spatial_dims == 3 else None
+    settings = InferenceConfig(patch_size=(16, 16, 16) if spatial_dims == 3 else None)
     model = _band_model(spatial_dims, False, points=1000)  # about half of each slice or window
-    prediction = predict_volume(model, image, patch_size=patch, gate=True)
+    prediction = predict_volume(model, image, settings, gate=True)
     scales = len(model.renderer.feature_channels)
     assert prediction.gate.shape == shape and prediction.gate.dtype == np.uint8
     np.testing.assert_array_equal(prediction.gate > 0, prediction.rendered_points)
     assert prediction.gate.max() <= scales
     assert 0 < prediction.rendered_points.mean() < 1
-    assert predict_volume(model, image, patch_size=patch).gate is None
+    assert predict_volume(model, image, settings).gate is None
 
 
 def test_a_model_certain_everywhere_renders_nothing_and_gives_an_empty_gate_map():
@@ -73,3 +75,30 @@ def test_a_model_certain_everywhere_renders_nothing_and_gives_an_empty_gate_map(
     prediction = predict_volume(model, image, gate=True)
     assert not prediction.rendered_points.any() and not prediction.gate.any()
     np.testing.assert_array_equal(prediction.rendered, prediction.coarse)
+
+
+@pytest.mark.parametrize(("shape", "patch"), [
+    ((40, 44, 36), (16, 16, 16)),  # many overlapping windows, some clamped to the far end
+    ((20, 24, 12), (16, 16, 16)),  # the last axis shorter than a window: padded
+    ((20, 24, 12), None),  # the whole volume, padded to a multiple of 32
+])
+def test_windows_on_the_volumes_own_grid_are_monai_sliding_window_inference(shape, patch):
+    torch.manual_seed(0)
+    model = small_morse(3, render_points=300).eval()
+    image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    settings = InferenceConfig(patch_size=patch, sw_batch_size=2, overlap=0.5)
+
+    def predictor(window):
+        out = model(window, output_size=window.shape[2:])
+        return out.coarse.float(), out.logits.float()
+
+    roi = patch or tuple(-(-n // 32) * 32 for n in shape)
+    with torch.no_grad():
+        coarse, rendered = sliding_window_inference(
+            torch.from_numpy(image)[None], roi, 2, predictor, overlap=0.5, mode="gaussian")
+    for output_shape in (None, shape):  # the output grid given as the volume's own
+        prediction = predict_volume(model, image, settings, output_shape=output_shape,
+                                    probabilities=True)
+        np.testing.assert_allclose(prediction.probabilities, rendered[0].softmax(0).numpy(),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(prediction.coarse, coarse[0].argmax(0).numpy())

@@ -18,6 +18,7 @@ import torch
 from morse.backbone import UNet
 from morse.bench.memory import peak_rss_mib
 from morse.model import Morse
+from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 
 __all__ = ["run_chunked", "format_chunked", "MODES"]
@@ -39,8 +40,9 @@ def _probe(size: tuple[int, int, int], mode: str, device: str) -> dict[str, floa
         torch.cuda.reset_peak_memory_stats(torch_device)
     base = peak_rss_mib()
     start = time.perf_counter()
-    predict_volume(model, image, device=torch_device, patch_size=options["patch_size"],
-                   sw_batch_size=1, overlap=0.25, sw_device=options["sw_device"])
+    predict_volume(model, image, InferenceConfig(
+        device=torch_device, patch_size=options["patch_size"], sw_batch_size=1, overlap=0.25,
+        sw_device=options["sw_device"]))
     seconds = time.perf_counter() - start
     if torch_device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(torch_device) / 2**20

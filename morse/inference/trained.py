@@ -19,6 +19,7 @@ from morse.io.checkpoint import (
 )
 from morse.model import Morse
 from morse.model.build import build_model
+from morse.model.settings import InferenceConfig
 from morse.model.volumes import VolumePrediction, predict_volume
 
 __all__ = ["TrainedRun", "load_run", "resolve_checkpoint", "predict_case"]
@@ -120,28 +121,23 @@ def _without_pretrained(cfg: Config) -> Config:
 
 
 def predict_case(
-    model: Morse, cfg: Config, volume: Volume, device, geometry: dict | None = None, **options
+    model: Morse, cfg: Config, volume: Volume, device, geometry: dict | None = None, **outputs
 ) -> VolumePrediction:
     """``predict_volume`` with the settings of a run's config (``eval.tta`` included), on the
-    volume's own grid.
+    volume's own grid; ``outputs`` are ``predict_volume``'s ``probabilities`` and ``gate``.
 
     With a ``geometry`` (the run's record, :mod:`morse.data.geometry`), the network runs on
     the volume reoriented and resampled to what it was trained on, and the renderer writes
     directly on the volume's own voxels; the coarse map is the backbone's logits read at
     those voxels. No label map is resampled.
     """
-    settings = dict(
-        device=device, slice_size=cfg.data.slice_size, patch_size=cfg.data.patch_size,
-        slice_batch_size=cfg.eval.slice_batch_size, sw_batch_size=cfg.eval.sw_batch_size,
-        overlap=cfg.eval.overlap, sw_device=cfg.eval.sw_device,
-        precision=cfg.train.precision, tta=cfg.eval.tta, **options,
-    )
+    settings = InferenceConfig.from_config(cfg, device)
     if geometry is None:
-        return predict_volume(model, volume.image, **settings)
+        return predict_volume(model, volume.image, settings, **outputs)
     axes = network_axes(volume.affine, geometry, volume.source)
     network = to_network(replace(volume, label=None), geometry)
-    prediction = predict_volume(model, network.image, output_shape=axes.shape(
-        volume.spatial_shape), **settings)
+    prediction = predict_volume(model, network.image, settings,
+                                output_shape=axes.shape(volume.spatial_shape), **outputs)
     return VolumePrediction(**{
         name: None if maps is None else axes.inverse(maps, leading=int(name == "probabilities"))
         for name, maps in vars(prediction).items()

@@ -6,7 +6,8 @@ The renderer writes on an *output grid* that spans the volume's field of view: b
 volume's own grid, or any other number of cells per axis (``output_shape``: a scan's own
 voxels when the network ran on a resampled copy of it). Points are placed at the output
 cells' centres through a ``GridMap``, so no label map is ever resampled; the coarse logits
-are read at the same centres. ``render_upsample`` does not apply here: a model that
+are read at the same centres. 3D windows are MONAI's (its padding, placement and Gaussian
+blending) on every output grid. ``render_upsample`` does not apply here: a model that
 upsamples while rendering would return a map ``2**steps`` times the input, which the slice
 crop and the window stitching would place on the wrong voxels.
 """
@@ -15,23 +16,24 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
 
 from morse.device import autocast_context
 from morse.model.module import Morse
+from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged
 from morse.renderer.points import GridMap
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, padded_size
 
 __all__ = ["VolumePrediction", "predict_volume"]
-
 
 
 @dataclass
@@ -67,73 +69,54 @@ and, when asked for and available, gate (B, S_experts, *S)."""
 def predict_volume(
     model: Morse,
     image: np.ndarray,
+    settings: InferenceConfig | None = None,
     *,
-    device: torch.device | str = "cpu",
-    slice_size: Sequence[int] | None = None,
-    patch_size: Sequence[int] | None = None,
-    slice_batch_size: int = 16,
-    sw_batch_size: int = 2,
-    overlap: float = 0.5,
-    sw_device: str | None = None,
-    precision: str = "fp32",
+    output_shape: Sequence[int] | None = None,
     probabilities: bool = False,
     gate: bool = False,
-    output_shape: Sequence[int] | None = None,
-    tta: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
     Args:
         model: a ``Morse`` model (put in eval mode here).
         image: (C, *S) float32, normalised as in training.
-        device: where the network runs.
-        slice_size: 2D: the (H, W) the model was trained on; slices are resized to it and the
-            renderer renders back on the slice's own grid. None: pad to ``PAD_MULTIPLE``.
-        patch_size: 3D: the sliding window size (None: the whole volume at once).
-        slice_batch_size: 2D slices per forward pass.
-        sw_batch_size, overlap: 3D sliding-window settings (MONAI).
-        sw_device: 3D: device of the stitching buffers (e.g. "cpu" for very large volumes).
-        precision: "fp32", "bf16" or "fp16" autocast on the device.
-        probabilities: also return the rendered softmax (K, *S).
-        gate: also return the dominant expert of each re-predicted voxel (costs S float maps
-            of the volume's size while stitching).
+        settings: where and how the network runs (default ``InferenceConfig()``: the CPU,
+            fp32, no TTA); a run's own are ``InferenceConfig.from_config(cfg, device)``.
         output_shape: the grid every map is written on, spanning the volume's field of view
             with this many cells per axis (e.g. the scan's own grid when ``image`` is its
             resampled copy); 2D models keep the slice axis (``output_shape[-1]`` must be
             ``image.shape[-1]``). Default: the volume's own grid.
-        tta: flip test-time augmentation (``morse.model.tta``): the backbone's logits
-            averaged over the 2^D mirrorings of each slice or window, then rendered.
+        probabilities: also return the rendered softmax (K, *S_out).
+        gate: also return the dominant expert of each re-predicted voxel (costs S float maps
+            of the output grid's size while stitching).
     """
-    model.eval().to(device)
-    forward: Forward = FlipAveraged(model) if tta else model
+    settings = settings or InferenceConfig()
+    model.eval().to(settings.device)
+    forward: Forward = FlipAveraged(model) if settings.tta else model
     tensor = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
     own = tuple(tensor.shape[1:])
     out = own if output_shape is None else tuple(int(n) for n in output_shape)
     if len(out) != len(own) or (model.spatial_dims == 2 and out[-1] != own[-1]):
         raise ValueError(f"output_shape {out} does not fit a volume of shape {own} (2D models "
                          "keep the slice axis)")
-    with autocast_context(device, precision):
+    with autocast_context(settings.device, settings.precision):
         if model.spatial_dims == 2:
-            maps = _predict_slices(forward, tensor, device, slice_size, slice_batch_size, gate,
-                                   out[:2])
-        elif out == own:
-            maps = _predict_sliding(forward, tensor, device, patch_size, sw_batch_size, overlap,
-                                    sw_device, gate)
+            maps = _predict_slices(forward, tensor, settings, gate, out[:2])
         else:
-            maps = _predict_windows(forward, tensor, device, patch_size, overlap, gate, out)
+            maps = _predict_windows(forward, tensor, settings, gate, out)
     points = maps["points"][0] > 0
     return VolumePrediction(
-        coarse=maps["coarse"].argmax(0).numpy().astype(np.int64),
-        rendered=maps["rendered"].argmax(0).numpy().astype(np.int64),
-        rendered_points=points.numpy(),
-        probabilities=maps["rendered"].softmax(0).numpy() if probabilities else None,
+        coarse=maps["coarse"].argmax(0).cpu().numpy().astype(np.int64),
+        rendered=maps["rendered"].argmax(0).cpu().numpy().astype(np.int64),
+        rendered_points=points.cpu().numpy(),
+        probabilities=maps["rendered"].softmax(0).cpu().numpy() if probabilities else None,
         gate=_dominant_expert(maps["gate"], points) if "gate" in maps else None,
     )
 
 
 def _dominant_expert(gate: torch.Tensor, points: torch.Tensor) -> np.ndarray:
     """(S, *S) gate weights and (*S) rendered voxels -> (*S) uint8, 0 or 1 + the top expert."""
-    return torch.where(points, gate.argmax(0) + 1, 0).numpy().astype(np.uint8)
+    return torch.where(points, gate.argmax(0) + 1, 0).cpu().numpy().astype(np.uint8)
 
 
 def _named_maps(out, want_gate: bool) -> Maps:
@@ -149,17 +132,16 @@ def _named_maps(out, want_gate: bool) -> Maps:
 def _predict_slices(
     model: Forward,
     volume: torch.Tensor,
-    device: torch.device | str,
-    slice_size: Sequence[int] | None,
-    batch_size: int,
+    settings: InferenceConfig,
     want_gate: bool,
     plane: tuple[int, ...],
 ) -> Maps:
     """(C, H, W, Z) -> maps (C_map, *plane, Z) on the CPU, slice batch by slice batch."""
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, volume.shape[-1], batch_size):
-        slices = volume[..., start : start + batch_size].permute(3, 0, 1, 2).to(device)
-        for name, maps in _predict_slice_batch(model, slices, slice_size, want_gate,
+    for start in range(0, volume.shape[-1], settings.slice_batch_size):
+        batch = volume[..., start : start + settings.slice_batch_size]
+        slices = batch.permute(3, 0, 1, 2).to(settings.device)
+        for name, maps in _predict_slice_batch(model, slices, settings.slice_size, want_gate,
                                                plane).items():
             parts.setdefault(name, []).append(maps.cpu())
     return {name: torch.cat(maps).permute(1, 2, 3, 0) for name, maps in parts.items()}
@@ -202,119 +184,118 @@ def _mapped_maps(
     return maps
 
 
-def _predict_sliding(
-    model: Forward,
-    volume: torch.Tensor,
-    device: torch.device | str,
-    patch_size: Sequence[int] | None,
-    sw_batch_size: int,
-    overlap: float,
-    sw_device: str | None,
-    want_gate: bool,
-) -> Maps:
-    """(C, *S) -> maps (C_map, *S), windows stitched by MONAI with Gaussian weights."""
-    names: list[str] = []
+@dataclass(frozen=True)
+class _Window:
+    """One sliding window and the output cells it renders.
 
-    def predictor(window: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        maps = _named_maps(model(window, output_size=window.shape[2:]), want_gate)
-        names[:] = list(maps)
-        return tuple(maps.values())
+    Attributes:
+        network: its slices of the padded volume, a window's size per axis.
+        cells: (lo, hi) per axis: the output cells whose centres it holds, numbered on the
+            output grid extended over the padding, so they may run past [0, S_out).
+        grid_map: where those cells lie in the window (None: exactly the window's own cells).
+    """
 
-    whole = padded_size(volume.shape[1:], PAD_MULTIPLE)
-    roi = tuple(patch_size) if patch_size is not None else whole
-    stitched = sliding_window_inference(
-        volume[None], roi, sw_batch_size, predictor, overlap=overlap, mode="gaussian",
-        sw_device=sw_device or device, device="cpu",
-    )
-    return {name: maps[0].float() for name, maps in zip(names, stitched)}
+    network: tuple[slice, ...]
+    cells: tuple[tuple[int, int], ...]
+    grid_map: GridMap | None
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        """The cells it renders per axis."""
+        return tuple(hi - lo for lo, hi in self.cells)
 
 
 def _predict_windows(
     model: Forward,
     volume: torch.Tensor,
-    device: torch.device | str,
-    patch_size: Sequence[int] | None,
-    overlap: float,
+    settings: InferenceConfig,
     want_gate: bool,
     out_shape: tuple[int, ...],
 ) -> Maps:
     """(C, *S) -> maps (C_map, *out_shape) on an output grid spanning the volume's field of
-    view: windows of the network's grid (placed as MONAI's sliding window places them), each
-    rendering the output cells whose centres it holds, blended with MONAI's Gaussian
-    weights (sigma 0.125 of the window) taken at those cells."""
+    view, by MONAI's sliding window.
+
+    The volume is padded as ``sliding_window_inference`` pads it (zeros, split evenly around
+    each axis shorter than a window), windows are placed by MONAI's ``dense_patch_slices``
+    and blended with its Gaussian importance map. Each window renders the output cells whose
+    centres it holds and weighs them by the importance map read at those cells, so on the
+    volume's own grid this is ``sliding_window_inference`` itself. Every map is the weighted
+    mean of the windows' (the points map is > 0 where any window rendered).
+    """
     shape = tuple(volume.shape[1:])
-    roi = padded_size(shape, PAD_MULTIPLE) if patch_size is None else tuple(patch_size)
-    pads = [max(r - n, 0) for n, r in zip(shape, roi)]
-    if any(pads):
-        pad = [p for axis_pad in reversed(pads) for p in (0, axis_pad)]
-        volume = F.pad(volume[None], pad, mode="replicate")[0]
-    starts = [_window_starts(n + p, r, overlap) for n, p, r in zip(shape, pads, roi)]
+    roi = settings.patch_size or padded_size(shape, PAD_MULTIPLE)
+    missing = [max(r - n, 0) for n, r in zip(shape, roi)]
+    low = [m // 2 for m in missing]
+    padded = F.pad(volume, [p for m, lo in zip(missing[::-1], low[::-1]) for p in (lo, m - lo)])
+    # the step sliding_window_inference takes (private in MONAI, pinned below 1.7)
+    steps = _get_scan_interval(padded.shape[1:], roi, len(roi), (settings.overlap,) * len(roi))
+    windows = [_place(network, low, shape, out_shape)
+               for network in dense_patch_slices(padded.shape[1:], roi, steps)]
+    stitch = torch.device(settings.sw_device or "cpu")
+    importance = compute_importance_map(roi, mode="gaussian", device=stitch)
     sums: dict[str, torch.Tensor] = {}
-    weight = torch.zeros(out_shape)
-    for corner in itertools.product(*starts):
-        spans = [_covered_cells(s, r, n, m) for s, r, n, m in zip(corner, roi, shape, out_shape)]
-        if any(lo >= hi for lo, hi in spans):
-            continue
-        size = tuple(hi - lo for lo, hi in spans)
-        grid_map = GridMap(
-            tuple(k * n / (m * r) for k, n, m, r in zip(size, shape, out_shape, roi)),
-            tuple((lo * n / m - s) / r for (lo, _), n, m, s, r in
-                  zip(spans, shape, out_shape, corner, roi)),
-        )
-        window = volume[(slice(None), *[slice(s, s + r) for s, r in zip(corner, roi)])]
-        maps = _mapped_maps(model, window[None].to(device), size, grid_map, want_gate)
-        cells = tuple(slice(lo, hi) for lo, hi in spans)
-        weights = _gaussian_weights(size, grid_map)
-        weight[cells] += weights
-        _blend(sums, maps, cells, weights, out_shape)
-    return {name: values if name == "points" else values / weight
-            for name, values in sums.items()}
+    weight = torch.zeros(out_shape, device=stitch)
+    for batch in _batches([w for w in windows if _inside(w, out_shape)], settings.sw_batch_size):
+        size, grid_map = batch[0].size, batch[0].grid_map
+        net_input = torch.stack([padded[(slice(None), *w.network)] for w in batch])
+        maps = _mapped_maps(model, net_input.to(settings.device), size, grid_map, want_gate)
+        weights = importance if grid_map is None else onto_grid(
+            importance[None, None], size, grid_map)[0, 0]
+        for index, window in enumerate(batch):
+            _blend(sums, weight, {name: m[index] for name, m in maps.items()}, window.cells,
+                   weights)
+    return {name: values / weight for name, values in sums.items()}
 
 
-def _blend(sums: dict[str, torch.Tensor], maps: Maps, cells: tuple[slice, ...],
-           weights: torch.Tensor, out_shape: tuple[int, ...]) -> None:
-    """Add one window's maps (1, C_map, *cells) into the running sums (C_map, *out_shape):
-    weighted, except the rendered-cell map, which is the maximum (any window rendered it)."""
+def _place(network: tuple[slice, ...], low: Sequence[int], shape: Sequence[int],
+           out_shape: Sequence[int]) -> _Window:
+    """The output cells of a window at ``network`` of the volume padded by ``low`` cells
+    before each axis of ``shape``, and where they lie in it."""
+    cells, scale, offset = [], [], []
+    for axis, n, m, lo_pad in zip(network, shape, out_shape, low):
+        start, roi = axis.start - lo_pad, axis.stop - axis.start  # from the volume's start
+        lo, hi = _first_cell(start, n, m), _first_cell(start + roi, n, m)
+        cells.append((lo, hi))
+        scale.append((hi - lo) * n / (m * roi))
+        offset.append((lo * n / m - start) / roi)
+    own = all(s == 1 for s in scale) and not any(offset)
+    return _Window(network, tuple(cells), None if own else GridMap(tuple(scale), tuple(offset)))
+
+
+def _first_cell(position: float, size: int, out_size: int) -> int:
+    """The first cell of an axis of ``out_size`` cells whose centre lies at or after
+    ``position`` on the same axis measured in ``size`` network cells (any integer: the grid
+    continues past both ends).
+
+    >>> _first_cell(4, 8, 16), _first_cell(-2, 8, 16), _first_cell(3, 8, 8)
+    (8, -4, 3)
+    """
+    return math.ceil(position * out_size / size - 0.5 - 1e-9)
+
+
+def _inside(window: _Window, out_shape: Sequence[int]) -> bool:
+    """Whether the window holds a cell of the output grid (not only cells of the padding)."""
+    return all(max(lo, 0) < min(hi, m) for (lo, hi), m in zip(window.cells, out_shape))
+
+
+def _batches(windows: list[_Window], batch_size: int) -> Iterator[list[_Window]]:
+    """Runs of at most ``batch_size`` consecutive windows rendering the same cells' layout,
+    so that each run is one forward pass."""
+    for _, run in itertools.groupby(windows, key=lambda w: (w.size, w.grid_map)):
+        run = list(run)
+        yield from (run[i : i + batch_size] for i in range(0, len(run), batch_size))
+
+
+def _blend(sums: dict[str, torch.Tensor], weight: torch.Tensor, maps: Maps,
+           cells: tuple[tuple[int, int], ...], weights: torch.Tensor) -> None:
+    """Add one window's maps (C_map, *size) times ``weights`` (*size) into the running sums
+    (C_map, *S_out) and ``weights`` into ``weight`` (*S_out), on the window's ``cells`` that
+    lie in the output grid."""
+    inside = tuple(slice(max(lo, 0), min(hi, m)) for (lo, hi), m in zip(cells, weight.shape))
+    local = tuple(slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(inside, cells))
+    weights = weights[local]
+    weight[inside] += weights
     for name, values in maps.items():
-        values = values[0].float().cpu()
-        total = sums.setdefault(name, torch.zeros(values.shape[0], *out_shape))
-        region = (slice(None), *cells)
-        if name == "points":
-            total[region] = total[region].maximum(values)
-        else:
-            total[region] += values * weights
-
-
-def _window_starts(size: int, roi: int, overlap: float) -> list[int]:
-    """Where windows of ``roi`` cells start along an axis of ``size`` (MONAI's scan).
-
-    >>> _window_starts(100, 48, 0.5)
-    [0, 24, 48, 52]
-    """
-    interval = max(int(roi * (1 - overlap)), 1)
-    count = math.ceil(max(size - roi, 0) / interval) + 1
-    return sorted({min(i * interval, size - roi) for i in range(count)})
-
-
-def _covered_cells(start: int, roi: int, size: int, out_size: int) -> tuple[int, int]:
-    """The output cells (lo, hi) whose centres lie in the window ``[start, start + roi)`` of
-    the network axis of ``size`` cells (clipped to the volume), on an axis of ``out_size``.
-
-    >>> _covered_cells(0, 4, 8, 16), _covered_cells(4, 4, 8, 16)
-    ((0, 8), (8, 16))
-    """
-    def first_at_or_after(position: float) -> int:
-        return min(max(math.ceil(position * out_size / size - 0.5 - 1e-9), 0), out_size)
-
-    return first_at_or_after(start), first_at_or_after(min(start + roi, size))
-
-
-def _gaussian_weights(size: tuple[int, ...], grid_map: GridMap) -> torch.Tensor:
-    """(*size) product of per-axis Gaussians of the cells' positions in their window."""
-    weights = torch.ones(size)
-    for axis, (count, scale, offset) in enumerate(zip(size, grid_map.scale, grid_map.offset)):
-        position = ((torch.arange(count) + 0.5) / count) * scale + offset - 0.5
-        shape = [1] * len(size)
-        shape[axis] = count
-        weights = weights * torch.exp(-0.5 * (position / 0.125) ** 2).view(shape)
-    return weights
+        total = sums.setdefault(name, weight.new_zeros(values.shape[0], *weight.shape))
+        total[(slice(None), *inside)] += values[(slice(None), *local)].float().to(
+            weight.device) * weights

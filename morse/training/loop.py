@@ -37,6 +37,7 @@ from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
 from morse.model.build import build_model, check_buildable
+from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 from morse.training.curves import CurveLog, plot_curves
 from morse.training.distributed import (
@@ -289,14 +290,11 @@ def validate(
     and the means are combined.
     """
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    # never TTA: it would multiply the backbone passes of every validation by 2^D
+    settings = replace(InferenceConfig.from_config(cfg, device), tta=False)
     sums = torch.zeros(3, dtype=torch.float64)
     for volume in list(volumes)[rank::world]:
-        prediction = predict_volume(
-            model, volume.image, device=device, slice_size=cfg.data.slice_size,
-            patch_size=cfg.data.patch_size, slice_batch_size=cfg.eval.slice_batch_size,
-            sw_batch_size=cfg.eval.sw_batch_size, overlap=cfg.eval.overlap,
-            precision=cfg.train.precision,
-        )
+        prediction = predict_volume(model, volume.image, settings)
         sums += torch.tensor([
             _mean_dice(prediction.coarse, volume.label, model.num_classes),
             _mean_dice(prediction.rendered, volume.label, model.num_classes),

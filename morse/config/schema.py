@@ -175,7 +175,8 @@ class EvalConfig(Checked):
     overlap: float = field(default=0.5, metadata=rule(minimum=0, maximum=0.99))
     """3D: overlap of neighbouring sliding windows."""
     sw_device: str | None = field(default=None, metadata=rule(choices=("cpu", "cuda")))
-    """Device for the sliding-window stitching buffer ("cpu" bounds GPU memory)."""
+    """3D: device of the sliding-window stitching buffers; null: the CPU (GPU memory stays
+    bounded by one batch of windows); "cuda" stitches faster where the volume's maps fit."""
     slice_batch_size: int = field(default=16, metadata=rule(minimum=1))
     """2D: slices per forward pass."""
     num_examples: int = field(default=6, metadata=rule(minimum=0))

@@ -6,6 +6,7 @@ from morse.model.module import Morse, MorseOutput
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import VolumePrediction, predict_volume
 
-__all__ = ["InferenceConfig", "Morse", "MorseOutput", "VolumePrediction", "build_model",
-           "check_buildable",
-           "predict_volume"]
+__all__ = [
+    "InferenceConfig", "Morse", "MorseOutput", "VolumePrediction", "build_model",
+    "check_buildable", "predict_volume",
+]

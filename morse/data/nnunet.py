@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,8 @@ from nibabel.affines import voxel_sizes
 
 from morse.errors import DataError
 
-from .dataset_json import SUPPORTED_ENDINGS, DatasetSpec, read_dataset_json
+from .dataset_json import DatasetSpec, read_dataset_json
+from .files import list_files, split_channel_file, strip_ending
 from .nifti import try_read_nifti
 from .validate import image_problem, label_problem
 from .volume import Volume, display_path
@@ -60,12 +60,10 @@ __all__ = [
     "load_case",
     "inspect_case",
     "grid_problems",
-    "split_channel_file",
     "AFFINE_TOLERANCE_MM",
 ]
 
 AFFINE_TOLERANCE_MM = 1e-3
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass
@@ -93,14 +91,6 @@ class CaseFiles:
 # --------------------------------------------------------------------------- case listing
 
 
-def _visible_files(folder: Path, ending: str) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.endswith(ending) and not p.name.startswith(".")
-    )
-
-
 def _image_folder(root: Path, subset: str) -> Path:
     if subset not in ("Tr", "Ts"):
         raise ValueError(f"subset must be 'Tr' or 'Ts', got {subset!r}")
@@ -110,29 +100,13 @@ def _image_folder(root: Path, subset: str) -> Path:
     return folder
 
 
-def split_channel_file(name: str, file_ending: str) -> tuple[str, int] | None:
-    """``("case_001", 1)`` for ``"case_001_0001.nii.gz"``; None when the name lacks ``_XXXX``.
-
-    >>> split_channel_file("case_001_0001.nii.gz", ".nii.gz")
-    ('case_001', 1)
-    >>> split_channel_file("case_001.nii.gz", ".nii.gz") is None
-    True
-    """
-    if not name.endswith(file_ending):
-        return None
-    match = _CHANNEL_FILE.match(name[: -len(file_ending)])
-    if match is None:
-        return None
-    return match["case"], int(match["channel"])
-
-
 def _list_nnunet(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
     root, ending = spec.root, spec.file_ending
     folder = _image_folder(root, subset)
     case_ids = sorted(
         {
             parsed[0]
-            for p in _visible_files(folder, ending)
+            for p in list_files(folder, ending)
             if (parsed := split_channel_file(p.name, ending)) is not None
         }
     )
@@ -151,17 +125,10 @@ def _list_nnunet(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
     return cases
 
 
-def _strip_ending(name: str) -> str:
-    for ending in SUPPORTED_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
-
-
 def _list_msd(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
     root = spec.root
     folder = _image_folder(root, subset)
-    files = _visible_files(folder, spec.file_ending)
+    files = list_files(folder, spec.file_ending)
     if not files:
         raise DataError(f"{folder}: no {spec.file_ending} images; put the cases there")
     entries: list[tuple[Path, Path | None]]
@@ -178,7 +145,7 @@ def _list_msd(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
     for image, label in entries:
         if subset == "Ts" and label is not None and not label.is_file():
             label = None
-        cases.append(CaseFiles(_strip_ending(image.name), [image], label, root))
+        cases.append(CaseFiles(strip_ending(image.name) or image.name, [image], label, root))
     return sorted(cases, key=lambda c: c.case_id)
 
 

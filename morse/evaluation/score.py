@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-from morse.data.dataset_json import SUPPORTED_ENDINGS, read_dataset_json
+from morse.data.dataset_json import read_dataset_json
+from morse.data.files import list_files, strip_ending
 from morse.data.nifti import load_reference, read_nifti
 from morse.data.nnunet import grid_problems
 from morse.data.validate import checked_label
@@ -95,13 +96,6 @@ class LabelMap:
         return tuple(sizes + [1.0] * (self.label.ndim - len(sizes)))
 
 
-def _case_name(path: Path) -> str | None:
-    for ending in SUPPORTED_ENDINGS:
-        if path.name.endswith(ending):
-            return path.name[: -len(ending)]
-    return None
-
-
 def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]:
     """``{case: file}`` of the NIfTI files in ``folder``, MORSE's extra maps left out.
 
@@ -112,10 +106,8 @@ def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder; give the folder holding the {what}")
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        case = _case_name(path)
-        if case is None or path.name.startswith(".") or not path.is_file():
-            continue
+    for path in list_files(folder):
+        case = strip_ending(path.name)
         if case in found:
             raise DataError(f"{path}: case {case} is also {found[case].name}; keep one of them")
         found[case] = path

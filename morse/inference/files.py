@@ -6,10 +6,8 @@ predict`` writes what it returns and ``morse evaluate`` scores it on held-out fo
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from morse.data.files import group_channel_files
 from morse.data.intensity import check_record, raw_to_network
 from morse.data.nifti import read_nifti, write_array_like, write_label_like
 from morse.data.validate import image_problem
@@ -28,59 +27,7 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.model.volumes import VolumePrediction
 
-__all__ = ["ScanPrediction", "group_channel_files", "predict_files", "segment_files"]
-
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ending in (".nii.gz", ".nii"):
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    raise DataError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
-
-
-def group_channel_files(paths: list[Path]) -> dict[str, list[Path]]:
-    """Group nnU-Net channel files (``CASE_0000.nii.gz``, ``CASE_0001``...) by case.
-
-    Files without a channel suffix are single-channel (or 4D multi-channel) cases. The
-    channels of a case must run 0..C-1: a gap or a repeat raises DataError naming the file.
-
-    >>> group_channel_files([Path("a_0001.nii.gz"), Path("a_0000.nii.gz"), Path("b.nii")])
-    {'a': [PosixPath('a_0000.nii.gz'), PosixPath('a_0001.nii.gz')], 'b': [PosixPath('b.nii')]}
-    """
-    groups: dict[str, list[tuple[int, Path]]] = defaultdict(list)
-    for path in paths:
-        stem = _stem(path)
-        match = _CHANNEL.match(stem)
-        if match:
-            groups[match["case"]].append((int(match["channel"]), path))
-        else:
-            groups[stem].append((0, path))
-    for case, files in groups.items():
-        _check_channel_numbers(case, sorted(files))
-    return {case: [p for _, p in sorted(files)] for case, files in groups.items()}
-
-
-def _check_channel_numbers(case: str, files: list[tuple[int, Path]]) -> None:
-    """Channels of one case, sorted, must be exactly 0..C-1."""
-    numbers = [channel for channel, _ in files]
-    expected = list(range(len(numbers)))
-    if numbers == expected:
-        return
-    first = files[0][1]
-    ending = first.name[len(_stem(first)):]
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
-    if repeated:
-        raise DataError(f"{first}: channel {repeated[0]} of case {case} is given twice; "
-                        "pass each channel file once")
-    missing = next(n for n in range(max(numbers) + 1) if n not in numbers)
-    raise DataError(
-        f"{first.parent / f'{case}_{missing:04d}{ending}'}: channel file missing for case "
-        f"{case} (found channels {numbers}); pass every channel {case}_0000..{case}_"
-        f"{max(numbers):04d}{ending}"
-    )
+__all__ = ["ScanPrediction", "predict_files", "segment_files"]
 
 
 def _read_case(case: str, files: list[Path], in_channels: int) -> Volume:
@@ -163,7 +110,7 @@ def segment_files(
 
     Args:
         run: the trained run (its ``preprocessing`` record is required).
-        groups: ``{case: channel files}`` as from :func:`group_channel_files`.
+        groups: ``{case: channel files}`` as from :func:`morse.data.files.group_channel_files`.
         device: where the network runs.
         probabilities: also return the rendered softmax (K, *S).
         progress: show a bar over cases with the last case's time (tqdm, stderr) on a

@@ -29,7 +29,7 @@ import numpy as np
 from morse.errors import DataError
 
 from .intensity import normalize_intensity
-from .nifti import read_nifti
+from .nifti import grid_problems, read_nifti
 from .validate import checked_label
 from .volume import Volume
 
@@ -266,11 +266,10 @@ def load_atlas_demo(
     lut = aal_class_lut(read_aal_table(paths["aal.nii.txt"]), paths["aal.nii.txt"])
     image, affine, _ = read_nifti(paths["ch2.nii.gz"])
     aal, aal_affine, _ = read_nifti(paths["aal.nii.gz"])
-    if image.shape != aal.shape or not np.allclose(affine, aal_affine, atol=1e-3):
-        raise DataError(
-            f"{paths['aal.nii.gz']}: grid {aal.shape} differs from ch2.nii.gz {image.shape}; "
-            "use the files of the same mricron-data release"
-        )
+    grid = grid_problems(aal.shape, aal_affine, image.shape, affine, "ch2.nii.gz",
+                         fix="use the files of the same mricron-data release")
+    if grid:
+        raise DataError(f"{paths['aal.nii.gz']}: {grid[0]}")
     image = image.astype(np.float32)
     if normalize:
         image = normalize_intensity(image[None], "zscore")[0]

@@ -44,13 +44,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.affines import voxel_sizes
 
 from morse.errors import DataError
 
 from .dataset_json import DatasetSpec, read_dataset_json
 from .files import list_files, split_channel_file, strip_ending
-from .nifti import try_read_nifti
+from .nifti import (
+    CHANNEL_GRID_FIX,
+    grid_problems,
+    squeeze_last,
+    try_read_label_map,
+    try_read_nifti,
+)
 from .validate import image_problem, label_problem
 from .volume import Volume, display_path
 
@@ -59,11 +64,8 @@ __all__ = [
     "list_cases",
     "load_case",
     "inspect_case",
-    "grid_problems",
-    "AFFINE_TOLERANCE_MM",
 ]
 
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 @dataclass
@@ -171,42 +173,6 @@ def list_cases(
 # --------------------------------------------------------------------------- loading
 
 
-def grid_problems(
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-    other_shape: tuple[int, ...],
-    other_affine: np.ndarray,
-    other: str,
-    tolerance: float = AFFINE_TOLERANCE_MM,
-    fix: str = "image and label must be on the same grid",
-) -> list[str]:
-    """Compare two grids; return problems (shape, else spacing, else affine) as text.
-
-    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 4), np.eye(4), "its label x.nii.gz")
-    ['shape (4, 4, 3) differs from its label x.nii.gz (4, 4, 4); image and label must be on the same grid']
-    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 3), np.diag([1, 1, 2, 1.0]), "channel 0")
-    ['spacing (1.0, 1.0, 1.0) differs from channel 0 (1.0, 1.0, 2.0); image and label must be on the same grid']
-    """  # noqa: E501
-    if tuple(shape) != tuple(other_shape):
-        return [f"shape {tuple(shape)} differs from {other} {tuple(other_shape)}; {fix}"]
-    spacing, other_spacing = voxel_sizes(affine), voxel_sizes(other_affine)
-    if np.max(np.abs(spacing - other_spacing)) > tolerance:
-        a = tuple(round(float(v), 4) for v in spacing)
-        b = tuple(round(float(v), 4) for v in other_spacing)
-        return [f"spacing {a} differs from {other} {b}; {fix}"]
-    diff = float(np.max(np.abs(affine - other_affine)))
-    if diff > tolerance:
-        return [
-            f"affine (origin/direction) differs from {other} by up to {diff:.4g} mm "
-            f"(tolerance {tolerance:g}); {fix}"
-        ]
-    return []
-
-
-def _squeeze_last(array: np.ndarray) -> np.ndarray:
-    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
-
-
 def _read_channels(
     case: CaseFiles, spec: DatasetSpec, problems: list[tuple[Path, str]]
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -221,7 +187,7 @@ def _read_channels(
         if len(case.images) == 1 and array.ndim == 4 and array.shape[-1] > 1:
             channels = [array[..., i] for i in range(array.shape[-1])]
         else:
-            channels = [_squeeze_last(array)]
+            channels = [squeeze_last(array)]
         if len(case.images) == 1 and len(channels) != spec.num_channels:
             problems.append(
                 (
@@ -235,8 +201,8 @@ def _read_channels(
             first = (path, channels[0].shape, affine, channel)
         else:
             other = f"channel {first[3]} {case.show(first[0])}"
-            fix = "all channels of a case must be on the same grid"
-            grid = grid_problems(channels[0].shape, affine, first[1], first[2], other, fix=fix)
+            grid = grid_problems(channels[0].shape, affine, first[1], first[2], other,
+                                 fix=CHANNEL_GRID_FIX)
             if grid:
                 problems.extend((path, g) for g in grid)
                 continue
@@ -266,23 +232,22 @@ def _read_label(
 ) -> np.ndarray | None:
     if case.label is None:
         return None
-    result, problem = try_read_nifti(case.label)
-    if result is None:
+    label_map, problem = try_read_label_map(case.label)
+    if label_map is None:
         problems.append((case.label, problem))
         return None
-    label, affine, _ = result
-    label = _squeeze_last(label)
+    label = label_map.label
     ok = True
     if image_shape is not None and image_affine is not None:
         other = f"its label {case.show(case.label)}"
-        grid = grid_problems(image_shape, image_affine, label.shape, affine, other)
+        grid = grid_problems(image_shape, image_affine, label.shape, label_map.affine, other)
         problems.extend((case.images[0], g) for g in grid)
         ok = not grid
     value_problem = _label_value_problem(label, spec)
     if value_problem:
         problems.append((case.label, value_problem))
         ok = False
-    return np.asarray(label).astype(np.int64) if ok else None
+    return label if ok else None
 
 
 def inspect_case(

@@ -17,16 +17,11 @@ from pathlib import Path
 
 from morse.config import Config
 from morse.data.files import group_channel_files, list_files
+from morse.data.nifti import image_grid, read_label_map
 from morse.device import resolve_device
 from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
-from morse.evaluation.score import (
-    image_grid,
-    label_files,
-    pair_metrics,
-    pair_problem,
-    read_label_map,
-)
+from morse.evaluation.score import label_files, pair_metrics, pair_problem
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.files import segment_files
 from morse.inference.trained import TrainedRun, load_run

@@ -12,14 +12,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from morse.data.files import group_channel_files
 from morse.data.intensity import check_record, raw_to_network
-from morse.data.nifti import read_nifti, write_array_like, write_label_like
+from morse.data.nifti import (
+    CHANNEL_GRID_FIX,
+    UNORIENTED,
+    grid_problems,
+    image_grid,
+    read_nifti,
+    write_array_like,
+    write_label_like,
+)
 from morse.data.validate import image_problem
 from morse.data.volume import Volume
 from morse.device import resolve_device
@@ -31,28 +38,28 @@ __all__ = ["ScanPrediction", "predict_files", "segment_files"]
 
 
 def _read_case(case: str, files: list[Path], in_channels: int) -> Volume:
-    arrays, affine = [], None
+    """The case's image (C, *S) from its channel files (each (*S) or (*S, C_file))."""
+    arrays, first = [], None
     for path in files:
-        array, file_affine, _ = read_nifti(path)
-        if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
-            raise DataError(
-                f"{path}: affine differs from {files[0].name}; channels must share a grid"
-            )
-        affine = file_affine
+        array, affine, _ = read_nifti(path)
+        if first is None:
+            first = (array.shape[:3], affine)
+        else:
+            grid = grid_problems(array.shape[:3], affine, *first, f"channel 0 {files[0]}",
+                                 fix=CHANNEL_GRID_FIX)
+            if grid:
+                raise DataError(f"{path}: {grid[0]}")
         arrays.extend([array] if array.ndim == 3 else np.moveaxis(array, -1, 0))
     if len(arrays) != in_channels:
         raise DataError(
             f"{files[0]}: case {case} has {len(arrays)} channel(s) but the model takes "
             f"{in_channels}; pass all channel files (CASE_0000..CASE_{in_channels - 1:04d})"
         )
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"{files[0]}: channels of case {case} have different shapes {shapes}")
     image = np.stack(arrays).astype(np.float32)
     problem = image_problem(image)
     if problem:
         raise DataError(f"{files[0]}: {problem}")
-    return Volume(image, None, affine, case, str(files[0]))
+    return Volume(image, None, first[1], case, str(files[0]))
 
 
 def _to_file_axes(array: np.ndarray, axis_order: list[int], leading: int = 0) -> np.ndarray:
@@ -82,16 +89,15 @@ class ScanPrediction:
 def _check_oriented(path: Path, needed: bool) -> None:
     """A scan without orientation is refused when the model resamples (``needed``): its
     voxels cannot be placed in RAS; otherwise segmented as stored, with a warning."""
-    header = nib.load(str(path)).header
-    if any(int(header.get(key, 0)) for key in ("qform_code", "sform_code")):
+    if image_grid(path).oriented:
         return
     if needed:
-        raise DataError(f"{path}: no orientation in its header (qform_code and sform_code are "
-                        "0), and this model resamples scans to RAS at its training spacing; "
-                        "set the scan's orientation (e.g. nibabel's set_qform, fslorient) first")
-    tqdm.write(f"warning: {path}: no orientation in its header (qform_code and sform_code "
-               "are 0); segmenting its voxel grid as stored (nnU-Net reads it as identity "
-               "orientation); the label map gets the same header", file=sys.stderr)
+        raise DataError(f"{path}: {UNORIENTED}, and this model resamples scans to RAS at its "
+                        "training spacing; set the scan's orientation (e.g. nibabel's "
+                        "set_qform, fslorient) first")
+    tqdm.write(f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
+               "reads it as identity orientation); the label map gets the same header",
+               file=sys.stderr)
 
 
 def segment_files(

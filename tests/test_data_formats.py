@@ -28,10 +28,11 @@ from morse.data import (
     remap_btcv_labels,
     synapse_case_of,
 )
-from morse.data.formats import DataFormat, Loaded, available_formats, register_format, stack_slices
+from morse.data.formats import DataFormat, Loaded, available_formats, register_format
 from morse.data.intensity import make_record
 from morse.data.prepare import load_eval_volumes, prepare_data
 from morse.data.split import Split
+from morse.data.synapse import stack_slices
 from morse.errors import DataError
 
 

@@ -5,6 +5,7 @@ A case in memory is a :class:`Volume` (image (C, *spatial) float32, label (*spat
 affine (4, 4)); bad input raises :class:`DataError` naming the file, the problem and the fix.
 """
 
+from . import nnunet  # noqa: F401  (registers the nnunet and msd formats)
 from .acdc import (
     ACDC_CLASSES,
     acdc_patient_of,
@@ -25,6 +26,7 @@ from .atlas_demo import (
     load_atlas_demo,
     read_aal_table,
 )
+from .cases import CaseFiles, inspect_case, list_cases, load_case
 from .check import Problem, check_dataset, format_problems
 from .dataset_json import DatasetSpec, parse_dataset_json, read_dataset_json
 from .datasets import PatchDataset, SliceDataset, item_seed
@@ -37,8 +39,14 @@ from .intensity import (
     normalize_volume,
     raw_to_network,
 )
-from .nifti import load_reference, read_nifti, try_read_nifti, write_array_like, write_label_like
-from .nnunet import CaseFiles, grid_problems, inspect_case, list_cases, load_case
+from .nifti import (
+    grid_problems,
+    load_reference,
+    read_nifti,
+    try_read_nifti,
+    write_array_like,
+    write_label_like,
+)
 from .split import Split, load_split, save_split, split_cases, subset_counts
 from .synapse import (
     BTCV_TO_SYNAPSE,

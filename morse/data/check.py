@@ -21,9 +21,9 @@ from pathlib import Path
 
 from morse.errors import DataError
 
+from .cases import CaseFiles, inspect_case, list_cases
 from .dataset_json import DatasetSpec, parse_dataset_json
 from .files import list_files, split_channel_file, strip_ending
-from .nnunet import CaseFiles, inspect_case, list_cases
 from .validate import read_json
 from .volume import display_path
 

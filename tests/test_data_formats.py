@@ -12,30 +12,29 @@ import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import (
+from morse.data import Volume, formats
+from morse.data.acdc import (
     ACDC_CLASSES,
-    SYNAPSE_CLASSES,
-    Volume,
     acdc_patient_of,
-    downsample_volume,
-    formats,
     load_acdc_slices,
     load_acdc_volume,
     load_acdc_volumes,
+    read_acdc_list,
+)
+from morse.data.atlas_demo import AAL_GROUPS, downsample_volume
+from morse.data.formats import DataFormat, Loaded, available_formats, register_format
+from morse.data.intensity import check_record, make_record, normalize_volume
+from morse.data.prepare import load_eval_volumes, prepare_data
+from morse.data.split import Split
+from morse.data.synapse import (
+    SYNAPSE_CLASSES,
     load_synapse_slices,
     load_synapse_volume,
     load_synapse_volumes,
-    normalize_volume,
-    read_acdc_list,
     remap_btcv_labels,
+    stack_slices,
     synapse_case_of,
 )
-from morse.data.atlas_demo import AAL_GROUPS
-from morse.data.formats import DataFormat, Loaded, available_formats, register_format
-from morse.data.intensity import check_record, make_record
-from morse.data.prepare import load_eval_volumes, prepare_data
-from morse.data.split import Split
-from morse.data.synapse import stack_slices
 from morse.errors import DataError
 
 

@@ -8,9 +8,9 @@ Shapes: a label map is (H, W), (H, W, 1), (X, Y, Z) or (X, Y, Z, 1) in nibabel's
 trailing axis of length 1 is dropped); its spacing comes from the reference's affine, in mm.
 
 Before any case is scored, every pair is checked: both files readable, integer labels in range,
-the same shape, spacing and affine (within ``AFFINE_TOLERANCE_MM``), and orientation in both
-headers or in neither. Maps that MORSE writes next to a label map (``CASE_coarse``,
-``CASE_probabilities``, ``CASE_points``) are not cases.
+the same shape, spacing and affine (within :data:`morse.data.nifti.AFFINE_TOLERANCE_MM`), and
+orientation in both headers or in neither. Maps that MORSE writes next to a label map
+(``CASE_coarse``, ``CASE_probabilities``, ``CASE_points``) are not cases.
 """
 
 from __future__ import annotations

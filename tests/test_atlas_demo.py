@@ -7,15 +7,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from morse.data import (
+from morse.data import Volume, load_atlas_demo
+from morse.data.atlas_demo import (
     AAL_GROUPS,
     ATLAS_CLASSES,
     DEFAULT_TEMPLATE_DIR,
-    Volume,
     aal_class_lut,
     downsample_volume,
     foreground_slice_range,
-    load_atlas_demo,
     read_aal_table,
 )
 from morse.errors import DataError

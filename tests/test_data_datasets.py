@@ -7,12 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from morse.data import (
-    PatchDataset,
-    SliceDataset,
-    Volume,
-    normalize_intensity,
-)
+from morse.data import PatchDataset, SliceDataset, Volume
+from morse.data.intensity import normalize_intensity
 from morse.errors import DataError
 
 

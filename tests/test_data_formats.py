@@ -1,4 +1,5 @@
-"""Synapse (TransUNet) and ACDC (SSL4MIS) loaders on small fake files."""
+"""Data formats: one contract test that every registered format passes on a tiny dataset, and
+the Synapse (TransUNet) and ACDC (SSL4MIS) loaders on small fake files."""
 
 from __future__ import annotations
 
@@ -6,32 +7,34 @@ import json
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import (
+from morse.data import Volume, formats
+from morse.data.acdc import (
     ACDC_CLASSES,
-    SYNAPSE_CLASSES,
-    Volume,
     acdc_patient_of,
-    downsample_volume,
-    formats,
     load_acdc_slices,
     load_acdc_volume,
     load_acdc_volumes,
+    read_acdc_list,
+)
+from morse.data.atlas_demo import AAL_GROUPS, downsample_volume
+from morse.data.formats import DataFormat, Loaded, available_formats, register_format
+from morse.data.intensity import check_record, make_record, normalize_volume
+from morse.data.prepare import load_eval_volumes, prepare_data
+from morse.data.split import Split
+from morse.data.synapse import (
+    SYNAPSE_CLASSES,
     load_synapse_slices,
     load_synapse_volume,
     load_synapse_volumes,
-    normalize_volume,
-    read_acdc_list,
     remap_btcv_labels,
+    stack_slices,
     synapse_case_of,
 )
-from morse.data.formats import DataFormat, Loaded, available_formats, register_format, stack_slices
-from morse.data.intensity import make_record
-from morse.data.prepare import load_eval_volumes, prepare_data
-from morse.data.split import Split
 from morse.errors import DataError
 
 
@@ -47,9 +50,7 @@ def ramp(shape: tuple[int, ...]) -> np.ndarray:
     return np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
 
 
-@pytest.fixture()
-def synapse_root(tmp_path: Path) -> Path:
-    root = tmp_path / "Synapse"
+def make_synapse(root: Path) -> Path:
     (root / "train_npz").mkdir(parents=True)
     names = ["case0005_slice000", "case0005_slice001", "case0006_slice000"]
     for i, name in enumerate(names):
@@ -65,6 +66,11 @@ def synapse_root(tmp_path: Path) -> Path:
     (lists / "train.txt").write_text("\n".join(names) + "\n")
     (lists / "test_vol.txt").write_text("case0001\n")
     return root
+
+
+@pytest.fixture()
+def synapse_root(tmp_path: Path) -> Path:
+    return make_synapse(tmp_path / "Synapse")
 
 
 def test_synapse_class_order_is_transunets():
@@ -135,9 +141,7 @@ def test_btcv_remap_follows_transunet_order():
     assert all(names[b] == "background" for b in (0, 5, 9, 10, 12, 13))
 
 
-@pytest.fixture()
-def acdc_root(tmp_path: Path) -> Path:
-    root = tmp_path / "ACDC"
+def make_acdc(root: Path) -> Path:
     slices = ["patient001_frame01_slice_1", "patient001_frame01_slice_2"]
     for i, name in enumerate(slices):
         label = np.zeros((8, 6), np.uint8)
@@ -152,6 +156,11 @@ def acdc_root(tmp_path: Path) -> Path:
     (root / "val.list").write_text("patient002_frame12\n\n")
     (root / "test.list").write_text("patient002_frame12\n")
     return root
+
+
+@pytest.fixture()
+def acdc_root(tmp_path: Path) -> Path:
+    return make_acdc(tmp_path / "ACDC")
 
 
 def test_acdc_slices_and_volumes(acdc_root):
@@ -241,3 +250,114 @@ def test_a_new_format_is_one_registration(monkeypatch):
     data = prepare_data(load_config("demo", ["data.format=toy", "data.slice_size=null"]).data)
     assert data.class_names == ["background", "thing"] and data.in_channels == 1
     assert data.preprocessing["intensity"] == [{"scheme": "none"}]
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+
+
+def _organ(shape: tuple[int, ...], value: int = 1) -> np.ndarray:
+    label = np.zeros(shape, np.uint8)
+    label[2:5, 2:5, 1:3] = value
+    return label
+
+
+def make_nnunet(root: Path) -> Path:
+    """Four cases of two channels, nnU-Net v2 naming."""
+    spec = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "organ": 1},
+            "file_ending": ".nii.gz", "numTraining": 4}
+    for case in ("a", "b", "c", "d"):
+        for channel in range(2):
+            _save_nifti(root / "imagesTr" / f"{case}_{channel:04d}.nii.gz", ramp((8, 8, 4)))
+        _save_nifti(root / "labelsTr" / f"{case}.nii.gz", _organ((8, 8, 4)))
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def make_msd(root: Path) -> Path:
+    """Four single-file cases, Decathlon layout."""
+    names = ("la_1", "la_2", "la_3", "la_4")
+    spec = {"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
+            "numTraining": 4, "test": [],
+            "training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"}
+                         for n in names]}
+    for name in names:
+        _save_nifti(root / "imagesTr" / f"{name}.nii.gz", ramp((8, 8, 4)))
+        _save_nifti(root / "labelsTr" / f"{name}.nii.gz", _organ((8, 8, 4)))
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def make_atlas_demo(root: Path) -> Path:
+    """A 20 x 6 x 30 head whose every AAL region lies in both hemispheres (x = 0 at index 10)."""
+    regions = [name for members in AAL_GROUPS.values() for name in members]
+    root.mkdir(parents=True)
+    (root / "aal.nii.txt").write_text(
+        "".join(f"{value} {name} {value}\n" for value, name in enumerate(regions, start=1)))
+    aal = np.zeros((20, 6, 30), np.int16)
+    aal[2:18, :, 3:27] = np.arange(24)[None, None, :] % len(regions) + 1
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[0, 3] = -20.0
+    _save_nifti(root / "aal.nii.gz", aal, affine)
+    _save_nifti(root / "ch2.nii.gz", (aal > 0).astype(np.uint8) * 100 + 1, affine)
+    return root
+
+
+TINY_DATASETS = {
+    "nnunet": make_nnunet,
+    "msd": make_msd,
+    "synapse": make_synapse,
+    "acdc": make_acdc,
+    "atlas-demo": make_atlas_demo,
+}
+"""A builder of a tiny dataset per registered format: a new format adds its own here."""
+
+
+def test_every_registered_format_has_a_tiny_dataset():
+    assert sorted(TINY_DATASETS) == available_formats()
+
+
+class TestFormatContract:
+    """What every registered format gives: subsets of Volumes (image (C, *S) float32, label
+    (*S) int64 in 0..K-1, affine (4, 4) float64), K class names and a usable record."""
+
+    @pytest.fixture(params=available_formats())
+    def data_config(self, request, tmp_path):
+        root = TINY_DATASETS[request.param](tmp_path / request.param)
+        return load_config("demo", [f"data.format={request.param}", f"data.root={root}",
+                                    "data.split_fractions=[0.5,0.25,0.25]",
+                                    "data.slice_size=null"]).data
+
+    @pytest.fixture()
+    def loaded(self, data_config):
+        return formats.data_format(data_config).load(data_config, ("train", "val", "test"), True)
+
+    def test_loads_every_subset_asked_for(self, loaded):
+        assert set(loaded.volumes) == {"train", "val", "test"}
+        assert loaded.volumes["train"] and loaded.split.train
+
+    def test_volumes_have_the_contract_shapes_and_dtypes(self, data_config, loaded):
+        num_classes = len(formats.data_format(data_config).class_names(data_config))
+        channels = {v.num_channels for vols in loaded.volumes.values() for v in vols}
+        assert len(channels) == 1
+        for volume in (v for vols in loaded.volumes.values() for v in vols):
+            assert isinstance(volume, Volume) and volume.spatial_dims == 3
+            assert volume.image.dtype == np.float32 and volume.affine.shape == (4, 4)
+            assert volume.affine.dtype == np.float64
+            assert volume.label.dtype == np.int64
+            assert volume.label.shape == volume.image.shape[1:]
+            assert 0 <= volume.label.min() and volume.label.max() < num_classes
+
+    def test_class_names_start_with_background(self, data_config):
+        names = formats.data_format(data_config).class_names(data_config)
+        assert len(names) >= 2 and names[0] == "background"
+
+    def test_preprocessing_record_is_one_predict_can_apply(self, data_config, loaded):
+        spec = formats.data_format(data_config)
+        record = spec.preprocessing(data_config, lambda: loaded.volumes["train"])
+        assert check_record(record, data_config.format) is record
+        assert len(record["intensity"]) == loaded.volumes["train"][0].num_channels

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import Volume, normalize_intensity
+from morse.data import Volume
 from morse.data.intensity import (
     apply_intensity,
     check_record,
     foreground_stats,
     make_record,
+    normalize_intensity,
     raw_to_network,
     resolve_intensity,
 )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from morse.config import load_config
-from morse.data import DEFAULT_TEMPLATE_DIR, Volume, load_atlas_demo
-from morse.data.formats import atlas_demo_split
+from morse.data import Volume, load_atlas_demo
+from morse.data.atlas_demo import DEFAULT_TEMPLATE_DIR, atlas_demo_split
 from morse.data.prepare import load_eval_volumes, prepare_data
 
 

@@ -6,14 +6,9 @@ import json
 
 import pytest
 
-from morse.data import (
-    Split,
-    acdc_patient_of,
-    load_split,
-    save_split,
-    split_cases,
-    subset_counts,
-)
+from morse.data import Split, split_cases
+from morse.data.acdc import acdc_patient_of
+from morse.data.split import load_split, save_split, subset_counts
 from morse.errors import DataError
 
 CASES = [f"case_{i:03d}" for i in range(20)]

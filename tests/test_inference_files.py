@@ -13,8 +13,8 @@ import yaml
 
 import morse.inference.files as files
 from morse.cli.main import main
+from morse.data.files import group_channel_files
 from morse.errors import DataError
-from morse.inference.files import group_channel_files
 from morse.io.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = [

@@ -15,6 +15,9 @@ scheme on them (``"minmax"`` is for raw scans). The h5 files carry no spacing: t
 use ``spacing`` (see :mod:`morse.data.synapse`; without it ``Volume.spacing_known`` is
 False). Volumes are transposed from (D, H, W) to (H, W, D) so slice k is ``image[..., k]``.
 
+As the ``acdc`` data format (registered here): training takes ``train_slices.list``,
+validation and test the volumes of ``val.list`` and ``test.list``.
+
 Example:
     >>> import tempfile, h5py, numpy as np
     >>> from pathlib import Path
@@ -35,7 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .spacing import SpacingOf, load_each
+from morse.config import DataConfig
+
+from .formats import DataFormat, Loaded, dataset_root, files_record, register_format
+from .spacing import SpacingOf, load_each, spacing_lookup
+from .split import Split
 from .synapse import read_h5_arrays, read_list_file, volume_from_dhw, volume_from_slice
 from .validate import checked_label
 from .volume import Volume
@@ -123,3 +130,22 @@ def load_acdc_volumes(
     root = Path(root)
     names = read_acdc_list(root, split) if names is None else list(names)
     return load_each(load_acdc_volume, root / "data", ".h5", names, spacing)
+
+
+def _load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
+    root = dataset_root(cfg)
+    spacing = spacing_lookup(cfg.spacing, cfg.spacing_file, acdc_case_of)
+    slices = read_acdc_list(root, "train_slices")
+    split = Split(sorted({acdc_case_of(n) for n in slices}), read_acdc_list(root, "val"),
+                  read_acdc_list(root, "test"))
+    volumes: dict[str, list[Volume]] = {}
+    if "train" in wanted:
+        volumes["train"] = load_acdc_slices(root, slices, spacing)
+    for name in set(wanted) & {"val", "test"}:
+        volumes[name] = load_acdc_volumes(root, name, spacing=spacing)
+    return Loaded(volumes, split)
+
+
+# SSL4MIS (acdc_data_processing.py): each MR volume min-max scaled to [0, 1]
+register_format("acdc", DataFormat(_load, lambda cfg: list(ACDC_CLASSES),
+                                   files_record("minmax", "MRI"), takes_spacing=True))

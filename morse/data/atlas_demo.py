@@ -9,7 +9,8 @@ Files (Debian's ``mricron-data``, ``/usr/share/mricron/templates/``):
 The 116 regions are grouped by :data:`AAL_GROUPS` (an explicit table; the grouping follows
 AAL's own lobe ordering, e.g. fusiform with the occipital block, and puts the central
 regions in their own sensorimotor class). There is one subject only: the demo trains on the
-left hemisphere and tests on the right (``morse.data.prepare``), so no test voxel is seen in
+left hemisphere and tests on the right (:func:`atlas_demo_split`; the ``atlas-demo`` data
+format, registered here), so no test voxel is seen in
 training, but both share the subject, scanner and contrast.
 
 Example (synthetic label, no files needed):
@@ -21,15 +22,19 @@ Example (synthetic label, no files needed):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from morse.config import DataConfig
 from morse.errors import DataError
 
-from .intensity import normalize_intensity
-from .nifti import read_nifti
+from .formats import DataFormat, Loaded, TrainVolumes, register_format
+from .intensity import foreground_stats, make_record, normalize_intensity, resolve_intensity
+from .nifti import grid_problems, read_nifti
+from .split import Split
 from .validate import checked_label
 from .volume import Volume
 
@@ -43,6 +48,7 @@ __all__ = [
     "load_atlas_demo",
     "downsample_volume",
     "foreground_slice_range",
+    "atlas_demo_split",
 ]
 
 DEFAULT_TEMPLATE_DIR = Path("/usr/share/mricron/templates")
@@ -266,11 +272,10 @@ def load_atlas_demo(
     lut = aal_class_lut(read_aal_table(paths["aal.nii.txt"]), paths["aal.nii.txt"])
     image, affine, _ = read_nifti(paths["ch2.nii.gz"])
     aal, aal_affine, _ = read_nifti(paths["aal.nii.gz"])
-    if image.shape != aal.shape or not np.allclose(affine, aal_affine, atol=1e-3):
-        raise DataError(
-            f"{paths['aal.nii.gz']}: grid {aal.shape} differs from ch2.nii.gz {image.shape}; "
-            "use the files of the same mricron-data release"
-        )
+    grid = grid_problems(aal.shape, aal_affine, image.shape, affine, "ch2.nii.gz",
+                         fix="use the files of the same mricron-data release")
+    if grid:
+        raise DataError(f"{paths['aal.nii.gz']}: {grid[0]}")
     image = image.astype(np.float32)
     if normalize:
         image = normalize_intensity(image[None], "zscore")[0]
@@ -292,3 +297,63 @@ def foreground_slice_range(label: np.ndarray, axis: int = -1) -> tuple[int, int]
     if present.size == 0:
         raise DataError("label: no foreground voxel; cannot place slabs on an empty label")
     return int(present[0]), int(present[-1]) + 1
+
+
+def atlas_demo_split(volume: Volume, val_fraction: float = 0.1, gap: int = 2) -> dict:
+    """The demo's split of one brain: train on the left hemisphere, test on the right one.
+
+    The right hemisphere (past the midline, x > 0 in world coordinates, ``gap`` voxels away) is
+    the test set: its voxels are never seen in training, yet every class appears in it, mirrored
+    from the left (training flips the slices). Validation is an axial slab of the left
+    hemisphere at 45% of the brain's height, where every class appears too; training takes the
+    rest of the left hemisphere, ``gap`` slices away from it.
+
+    Returns:
+        ``{"train": [Volume, Volume], "val": [Volume], "test": [Volume]}``.
+    """
+    to_voxel = np.linalg.inv(volume.affine)
+    midline = int(round((to_voxel @ np.array([0.0, 0.0, 0.0, 1.0]))[0]))
+    x_start, x_stop = foreground_slice_range(volume.label, axis=0)
+    left = volume.slab(x_start, midline - gap, axis=0)
+    right = volume.slab(midline + gap, x_stop, axis=0)
+    right.case_id, left.case_id = f"{volume.case_id}-right", f"{volume.case_id}-left"
+    z_start, z_stop = foreground_slice_range(left.label)
+    height = z_stop - z_start
+    val_size = max(1, round(val_fraction * height))
+    val_start = z_start + round(0.45 * height) - val_size // 2
+    return {
+        "train": [
+            left.slab(z_start, val_start - gap),
+            left.slab(val_start + val_size + gap, z_stop),
+        ],
+        "val": [left.slab(val_start, val_start + val_size)],
+        "test": [right],
+    }
+
+
+def _load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
+    volume = load_atlas_demo(cfg.root, cfg.downsample, normalize=False)
+    subsets = atlas_demo_split(volume, cfg.split_fractions[1])
+    names = {name: [f"{v.case_id} slices {_slab_name(v, volume)}" for v in vols]
+             for name, vols in subsets.items()}
+    return Loaded({name: subsets[name] for name in wanted}, Split(**names))
+
+
+def _slab_name(part: Volume, whole: Volume) -> str:
+    """Where a slab lies in the whole volume: ``x a:b, z c:d`` (voxel indices)."""
+    start = np.rint(np.linalg.solve(whole.affine, part.affine[:, 3])[:3]).astype(int)
+    axes = [f"{'xyz'[a]} {start[a]}:{start[a] + n}" for a, n in enumerate(part.spatial_shape)
+            if n != whole.spatial_shape[a]]
+    return ", ".join(axes)
+
+
+def _record(cfg: DataConfig, train: TrainVolumes) -> dict:
+    """T1 of one head: z-scored over the head (nonzero voxels) with the training subset's
+    mean and std, the same for every subset and for predict."""
+    if cfg.normalize not in ("auto", "zscore"):
+        return make_record(resolve_intensity(cfg.normalize, ["T1"], train))
+    stats = foreground_stats(train(), 0, nonzero=True)
+    return make_record([{"scheme": "zscore", "mean": stats["mean"], "std": stats["std"]}])
+
+
+register_format("atlas-demo", DataFormat(_load, lambda cfg: list(ATLAS_CLASSES), _record))

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from morse.errors import DataError
 
+from .cases import CaseFiles, inspect_case, list_cases
 from .dataset_json import DatasetSpec, parse_dataset_json
-from .nnunet import CaseFiles, inspect_case, list_cases, split_channel_file
+from .files import list_files, split_channel_file, strip_ending
 from .validate import read_json
 from .volume import display_path
 
@@ -65,9 +66,7 @@ def _naming_problems(root: Path, spec: DatasetSpec, subset: str) -> list[Problem
     if spec.layout != "nnunet" or not folder.is_dir():
         return []
     problems = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
+    for path in list_files(folder, endings=None):
         show = display_path(path, root)
         parsed = split_channel_file(path.name, spec.file_ending)
         if parsed is None:
@@ -96,10 +95,8 @@ def _orphan_labels(root: Path, spec: DatasetSpec, case_ids: set[str], subset: st
             return []  # an unlabelled test set
         return [Problem("labelsTr", "folder not found; put one label map per training case")]
     problems = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.name.endswith(spec.file_ending):
-            continue
-        cid = path.name[: -len(spec.file_ending)]
+    for path in list_files(folder, spec.file_ending):
+        cid = strip_ending(path.name, spec.file_ending)
         if cid not in case_ids:
             problems.append(
                 Problem(

@@ -18,11 +18,10 @@ from typing import Any
 
 from morse.errors import DataError
 
+from .files import NIFTI_ENDINGS
 from .validate import read_json
 
-__all__ = ["DatasetSpec", "parse_dataset_json", "read_dataset_json", "SUPPORTED_ENDINGS"]
-
-SUPPORTED_ENDINGS = (".nii.gz", ".nii")
+__all__ = ["DatasetSpec", "parse_dataset_json", "read_dataset_json"]
 
 
 @dataclass
@@ -146,7 +145,7 @@ def parse_dataset_json(data: Any, root: str | Path) -> tuple[DatasetSpec | None,
     file_ending = data.get("file_ending", ".nii.gz" if layout == "msd" else None)
     if file_ending is None:
         problems.append('missing field file_ending; add "file_ending": ".nii.gz"')
-    elif file_ending not in SUPPORTED_ENDINGS:
+    elif file_ending not in NIFTI_ENDINGS:
         problems.append(
             f"file_ending {file_ending!r} is not supported; convert the images to .nii.gz"
         )
@@ -167,7 +166,7 @@ def parse_dataset_json(data: Any, root: str | Path) -> tuple[DatasetSpec | None,
         problems.append("test must be a list of image paths; fix it")
         test = []
     test = [t["image"] if isinstance(t, dict) else t for t in test]
-    if channels is None or not labels or file_ending not in SUPPORTED_ENDINGS:
+    if channels is None or not labels or file_ending not in NIFTI_ENDINGS:
         return None, problems
     spec = DatasetSpec(
         root=root,

@@ -1,4 +1,8 @@
-"""NIfTI reading and writing that keeps the reference image's grid, affine and header.
+"""NIfTI reading and writing that keeps the reference image's grid, affine and header; a
+file's grid (shape, affine, orientation), grid comparison and label map reading.
+
+Shapes: an image file is (*spatial) or (*spatial, C); a label map (H, W) or (X, Y, Z), a
+trailing axis of length 1 dropped; affines are (4, 4) voxel-to-world in mm.
 
 Example (round trip of an oblique, anisotropic grid):
     >>> import tempfile, numpy as np, nibabel as nib
@@ -14,18 +18,51 @@ Example (round trip of an oblique, anisotropic grid):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from morse.errors import DataError
 
-from .validate import checked_label
+from .validate import checked_label, label_problem
 
-__all__ = ["read_nifti", "try_read_nifti", "load_reference", "write_label_like", "write_array_like"]
+__all__ = [
+    "AFFINE_TOLERANCE_MM",
+    "CHANNEL_GRID_FIX",
+    "UNORIENTED",
+    "Grid",
+    "LabelMap",
+    "grid_problems",
+    "image_grid",
+    "is_oriented",
+    "load_reference",
+    "read_label_map",
+    "read_nifti",
+    "squeeze_last",
+    "try_read_label_map",
+    "try_read_nifti",
+    "write_array_like",
+    "write_label_like",
+]
 
 PathLike = str | Path
+
+AFFINE_TOLERANCE_MM = 1e-3
+"""How far two affines may differ (largest entry, mm) and still be one grid."""
+
+CHANNEL_GRID_FIX = "all channels of a case must be on the same grid"
+
+UNORIENTED = "no orientation in its header (qform_code and sform_code are 0)"
+
+_MISSING = "file not found; check the path and that the file was copied"
+
+
+def _unreadable(exc: Exception) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"cannot be read as NIfTI ({reason}); re-export or re-download the file"
 
 
 def try_read_nifti(
@@ -38,13 +75,12 @@ def try_read_nifti(
     """
     path = Path(path)
     if not path.is_file():
-        return None, "file not found; check the path and that the file was copied"
+        return None, _MISSING
     try:
         img = nib.load(str(path))
         array = np.asarray(np.asanyarray(img.dataobj))
     except Exception as exc:  # nibabel raises many types for corrupt files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"cannot be read as NIfTI ({reason}); re-export or re-download the file"
+        return None, _unreadable(exc)
     return (array, np.asarray(img.affine, dtype=np.float64), img.header), None
 
 
@@ -165,3 +201,141 @@ def write_array_like(
     if channel_axis is not None:
         array = np.moveaxis(array, channel_axis, -1)
     return _write_like(out_path, array, reference, dtype)
+
+
+def is_oriented(header: nib.Nifti1Header) -> bool:
+    """Whether a header places its voxels in the world (qform_code or sform_code above 0)."""
+    return any(int(header.get(key, 0)) for key in ("qform_code", "sform_code"))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a file's voxels lie: its spatial shape, (4, 4) affine in mm and whether its header
+    gives an orientation (:func:`is_oriented`)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    oriented: bool
+
+
+def image_grid(path: PathLike) -> Grid:
+    """The grid of an image file from its header alone (a 4D file's first three axes).
+
+    Raises:
+        DataError: the file is missing or cannot be read as NIfTI.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {_MISSING}")
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise DataError(f"{path}: {_unreadable(exc)}") from exc
+    shape = tuple(image.shape[:3]) if len(image.shape) == 4 else tuple(image.shape)
+    return Grid(path, shape, np.asarray(image.affine, dtype=np.float64), is_oriented(image.header))
+
+
+def grid_problems(
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    other_shape: tuple[int, ...],
+    other_affine: np.ndarray,
+    other: str,
+    tolerance: float = AFFINE_TOLERANCE_MM,
+    fix: str = "image and label must be on the same grid",
+) -> list[str]:
+    """Compare two grids; return problems (shape, else spacing, else affine) as text.
+
+    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 4), np.eye(4), "its label x.nii.gz")
+    ['shape (4, 4, 3) differs from its label x.nii.gz (4, 4, 4); image and label must be on the same grid']
+    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 3), np.diag([1, 1, 2, 1.0]), "channel 0")
+    ['spacing (1.0, 1.0, 1.0) differs from channel 0 (1.0, 1.0, 2.0); image and label must be on the same grid']
+    """  # noqa: E501
+    if tuple(shape) != tuple(other_shape):
+        return [f"shape {tuple(shape)} differs from {other} {tuple(other_shape)}; {fix}"]
+    spacing, other_spacing = voxel_sizes(affine), voxel_sizes(other_affine)
+    if np.max(np.abs(spacing - other_spacing)) > tolerance:
+        a = tuple(round(float(v), 4) for v in spacing)
+        b = tuple(round(float(v), 4) for v in other_spacing)
+        return [f"spacing {a} differs from {other} {b}; {fix}"]
+    diff = float(np.max(np.abs(affine - other_affine)))
+    if diff > tolerance:
+        return [
+            f"affine (origin/direction) differs from {other} by up to {diff:.4g} mm "
+            f"(tolerance {tolerance:g}); {fix}"
+        ]
+    return []
+
+
+def squeeze_last(array: np.ndarray) -> np.ndarray:
+    """(X, Y, Z, 1) -> (X, Y, Z); any other array as it is."""
+    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
+
+
+@dataclass
+class LabelMap:
+    """A label map read from a NIfTI file.
+
+    Attributes:
+        path: the file.
+        label: int64 (*spatial), a trailing axis of length 1 dropped.
+        affine: (4, 4) voxel-to-world matrix in mm (from pixdim when unoriented).
+        oriented: False when the header's qform_code and sform_code are both 0.
+    """
+
+    path: Path
+    label: np.ndarray
+    affine: np.ndarray
+    oriented: bool = True
+
+    @property
+    def grid(self) -> Grid:
+        """The map's :class:`Grid`."""
+        return Grid(self.path, tuple(self.label.shape), self.affine, self.oriented)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm per axis of ``label`` (ones beyond the third axis)."""
+        sizes = [float(v) for v in voxel_sizes(self.affine)[: self.label.ndim]]
+        return tuple(sizes + [1.0] * (self.label.ndim - len(sizes)))
+
+
+def try_read_label_map(path: PathLike) -> tuple[LabelMap | None, str | None]:
+    """Like :func:`read_label_map` without a class range: ``(map, None)`` or ``(None,
+    problem)``, the problem text without the path (a missing or unreadable file, a shape that
+    is not 2D or 3D, values that are not integers)."""
+    result, problem = try_read_nifti(path)
+    if result is None:
+        return None, problem
+    array, affine, header = result
+    array = squeeze_last(array)
+    if array.ndim not in (2, 3):
+        return None, (f"shape {array.shape} is not a 2D or 3D label map; give one integer "
+                      "label map per case")
+    problem = label_problem(array)
+    if problem:
+        return None, problem
+    return LabelMap(Path(path), array.astype(np.int64), affine, is_oriented(header)), None
+
+
+def read_label_map(
+    path: PathLike, num_classes: int | None = None,
+    fix: str = "check the label map or pass the right --classes",
+) -> LabelMap:
+    """Read a label map; DataError naming the file when it holds no usable class labels.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        num_classes: K; labels must lie in ``0..K-1`` (None: any non-negative integer).
+        fix: what the message tells to do about labels outside ``0..K-1``.
+    """
+    label_map, problem = try_read_label_map(path)
+    if label_map is None:
+        raise DataError(f"{path}: {problem}")
+    allowed = range(num_classes) if num_classes is not None else None
+    where = f"outside 0..{num_classes - 1} ({num_classes} classes)" if num_classes else ""
+    label = checked_label(label_map.label, path, allowed, where, fix)
+    if label.size and label.min() < 0:
+        raise DataError(f"{path}: negative label {label.min()}; labels are class indices >= 0")
+    return label_map

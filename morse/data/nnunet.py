@@ -1,4 +1,5 @@
-"""nnU-Net v2 and Medical Segmentation Decathlon (MSD) dataset folders.
+"""The nnunet and msd data formats: nnU-Net v2 and Medical Segmentation Decathlon folders,
+split by case (seeded, or ``data.split_file``) after the dataset check.
 
 nnU-Net v2 layout::
 
@@ -18,340 +19,57 @@ Decathlon layout (also nnU-Net v1)::
                       "test": ["./imagesTs/la_001.nii.gz"], "numTraining": 1}
       imagesTr/la_003.nii.gz   (one file per case; 4D with channels LAST when multi-channel)
 
-Example:
-    >>> import json, tempfile, numpy as np, nibabel as nib
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "imagesTr").mkdir(); (root / "labelsTr").mkdir()
-    >>> spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
-    ...         "file_ending": ".nii.gz", "numTraining": 1}
-    >>> _ = (root / "dataset.json").write_text(json.dumps(spec))
-    >>> nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.float32), np.eye(4)),
-    ...          root / "imagesTr" / "a_0000.nii.gz")
-    >>> nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)),
-    ...          root / "labelsTr" / "a.nii.gz")
-    >>> spec = read_dataset_json(root)
-    >>> spec.class_names
-    ['background', 'liver']
-    >>> vol = load_case(list_cases(root)[0], spec)
-    >>> vol.case_id, vol.image.shape, vol.label.shape
-    ('a', (1, 4, 4, 3), (4, 4, 3))
+The cases are listed and read by :mod:`morse.data.cases`; ``dataset.json`` by
+:mod:`morse.data.dataset_json`; the check by :mod:`morse.data.check`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
-import numpy as np
-from nibabel.affines import voxel_sizes
-
+from morse.config import DataConfig
 from morse.errors import DataError
 
-from .dataset_json import SUPPORTED_ENDINGS, DatasetSpec, read_dataset_json
-from .nifti import try_read_nifti
-from .validate import image_problem, label_problem
-from .volume import Volume, display_path
+from .cases import list_cases, load_case
+from .check import check_dataset, format_problems
+from .dataset_json import read_dataset_json
+from .formats import DataFormat, Loaded, TrainVolumes, dataset_root, register_format
+from .intensity import make_record, resolve_intensity
+from .split import load_split, split_cases
 
-__all__ = [
-    "CaseFiles",
-    "list_cases",
-    "load_case",
-    "inspect_case",
-    "grid_problems",
-    "split_channel_file",
-    "AFFINE_TOLERANCE_MM",
-]
-
-AFFINE_TOLERANCE_MM = 1e-3
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+__all__ = ["NNUNET"]
 
 
-@dataclass
-class CaseFiles:
-    """The files of one case.
-
-    Attributes:
-        case_id: case identifier (file name without channel suffix and ending).
-        images: nnU-Net: one expected path per channel (some may be missing on disk);
-            Decathlon: a single file, 4D with channels last when multi-channel.
-        label: label path (expected, may be missing on disk) or None for unlabelled cases.
-        root: dataset folder, used to print short paths.
-    """
-
-    case_id: str
-    images: list[Path]
-    label: Path | None
-    root: Path | None = None
-
-    def show(self, path: Path) -> str:
-        """Path relative to the dataset root, for messages."""
-        return display_path(path, self.root)
-
-
-# --------------------------------------------------------------------------- case listing
-
-
-def _visible_files(folder: Path, ending: str) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.endswith(ending) and not p.name.startswith(".")
-    )
-
-
-def _image_folder(root: Path, subset: str) -> Path:
-    if subset not in ("Tr", "Ts"):
-        raise ValueError(f"subset must be 'Tr' or 'Ts', got {subset!r}")
-    folder = root / f"images{subset}"
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found; put the images{subset} cases there")
-    return folder
-
-
-def split_channel_file(name: str, file_ending: str) -> tuple[str, int] | None:
-    """``("case_001", 1)`` for ``"case_001_0001.nii.gz"``; None when the name lacks ``_XXXX``.
-
-    >>> split_channel_file("case_001_0001.nii.gz", ".nii.gz")
-    ('case_001', 1)
-    >>> split_channel_file("case_001.nii.gz", ".nii.gz") is None
-    True
-    """
-    if not name.endswith(file_ending):
-        return None
-    match = _CHANNEL_FILE.match(name[: -len(file_ending)])
-    if match is None:
-        return None
-    return match["case"], int(match["channel"])
-
-
-def _list_nnunet(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
-    root, ending = spec.root, spec.file_ending
-    folder = _image_folder(root, subset)
-    case_ids = sorted(
-        {
-            parsed[0]
-            for p in _visible_files(folder, ending)
-            if (parsed := split_channel_file(p.name, ending)) is not None
-        }
-    )
-    if not case_ids:
-        raise DataError(
-            f"{folder}: no case files named CASE_0000{ending}; put one file per channel "
-            "there (nnU-Net v2 naming)"
-        )
-    cases = []
-    for cid in case_ids:
-        images = [folder / f"{cid}_{c:04d}{ending}" for c in range(spec.num_channels)]
-        label: Path | None = root / f"labels{subset}" / f"{cid}{ending}"
-        if subset == "Ts" and not label.is_file():
-            label = None
-        cases.append(CaseFiles(cid, images, label, root))
-    return cases
-
-
-def _strip_ending(name: str) -> str:
-    for ending in SUPPORTED_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
-
-
-def _list_msd(spec: DatasetSpec, subset: str) -> list[CaseFiles]:
-    root = spec.root
-    folder = _image_folder(root, subset)
-    files = _visible_files(folder, spec.file_ending)
-    if not files:
-        raise DataError(f"{folder}: no {spec.file_ending} images; put the cases there")
-    entries: list[tuple[Path, Path | None]]
-    if subset == "Tr" and spec.training:
-        entries = [
-            (root / t["image"], root / t["label"] if t.get("label") else None)
-            for t in spec.training
-        ]
-    elif subset == "Ts" and spec.test:
-        entries = [(root / t, None) for t in spec.test]
-    else:
-        entries = [(p, root / f"labels{subset}" / p.name) for p in files]
-    cases = []
-    for image, label in entries:
-        if subset == "Ts" and label is not None and not label.is_file():
-            label = None
-        cases.append(CaseFiles(_strip_ending(image.name), [image], label, root))
-    return sorted(cases, key=lambda c: c.case_id)
-
-
-def list_cases(
-    root: str | Path, subset: str = "Tr", spec: DatasetSpec | None = None
-) -> list[CaseFiles]:
-    """List the cases of ``images{subset}`` (``subset`` is ``"Tr"`` or ``"Ts"``).
-
-    Cases are found from their files; missing channel or label files are listed at their
-    expected paths so that :func:`load_case` or :func:`morse.data.check.check_dataset` can
-    report them.
-
-    Raises:
-        DataError: the folder is missing or holds no case.
-    """
-    spec = spec or read_dataset_json(root)
-    spec = DatasetSpec(**{**spec.__dict__, "root": Path(root)})
-    if spec.layout == "msd":
-        return _list_msd(spec, subset)
-    return _list_nnunet(spec, subset)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def grid_problems(
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-    other_shape: tuple[int, ...],
-    other_affine: np.ndarray,
-    other: str,
-    tolerance: float = AFFINE_TOLERANCE_MM,
-    fix: str = "image and label must be on the same grid",
-) -> list[str]:
-    """Compare two grids; return problems (shape, else spacing, else affine) as text.
-
-    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 4), np.eye(4), "its label x.nii.gz")
-    ['shape (4, 4, 3) differs from its label x.nii.gz (4, 4, 4); image and label must be on the same grid']
-    >>> grid_problems((4, 4, 3), np.eye(4), (4, 4, 3), np.diag([1, 1, 2, 1.0]), "channel 0")
-    ['spacing (1.0, 1.0, 1.0) differs from channel 0 (1.0, 1.0, 2.0); image and label must be on the same grid']
-    """  # noqa: E501
-    if tuple(shape) != tuple(other_shape):
-        return [f"shape {tuple(shape)} differs from {other} {tuple(other_shape)}; {fix}"]
-    spacing, other_spacing = voxel_sizes(affine), voxel_sizes(other_affine)
-    if np.max(np.abs(spacing - other_spacing)) > tolerance:
-        a = tuple(round(float(v), 4) for v in spacing)
-        b = tuple(round(float(v), 4) for v in other_spacing)
-        return [f"spacing {a} differs from {other} {b}; {fix}"]
-    diff = float(np.max(np.abs(affine - other_affine)))
-    if diff > tolerance:
-        return [
-            f"affine (origin/direction) differs from {other} by up to {diff:.4g} mm "
-            f"(tolerance {tolerance:g}); {fix}"
-        ]
-    return []
-
-
-def _squeeze_last(array: np.ndarray) -> np.ndarray:
-    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
-
-
-def _read_channels(
-    case: CaseFiles, spec: DatasetSpec, problems: list[tuple[Path, str]]
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Image (C, *spatial) and affine of the case, or (None, None) when unusable."""
-    arrays, first = [], None
-    for channel, path in enumerate(case.images):
-        result, problem = try_read_nifti(path)
-        if result is None:
-            problems.append((path, problem))
-            continue
-        array, affine, _ = result
-        if len(case.images) == 1 and array.ndim == 4 and array.shape[-1] > 1:
-            channels = [array[..., i] for i in range(array.shape[-1])]
-        else:
-            channels = [_squeeze_last(array)]
-        if len(case.images) == 1 and len(channels) != spec.num_channels:
-            problems.append(
-                (
-                    path,
-                    f"has {len(channels)} channel(s) along its last axis but dataset.json lists "
-                    f"{spec.num_channels}; fix the image or the channel list",
-                )
+def _load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
+    root = dataset_root(cfg)
+    if check:
+        problems = check_dataset(root)
+        if problems:
+            raise DataError(
+                f"{root}: {len(problems)} problem(s) found by the dataset check "
+                f"(run `morse check {root}`):\n{format_problems(problems)}"
             )
-            continue
-        if first is None:
-            first = (path, channels[0].shape, affine, channel)
-        else:
-            other = f"channel {first[3]} {case.show(first[0])}"
-            fix = "all channels of a case must be on the same grid"
-            grid = grid_problems(channels[0].shape, affine, first[1], first[2], other, fix=fix)
-            if grid:
-                problems.extend((path, g) for g in grid)
-                continue
-        bad = image_problem(np.stack(channels))
-        if bad:
-            problems.append((path, bad))
-        arrays.extend(channels)
-    if first is None or len(arrays) != spec.num_channels:
-        return None, None
-    return np.stack([a.astype(np.float32, copy=False) for a in arrays]), first[2]
+    spec = read_dataset_json(root)
+    cases = {case.case_id: case for case in list_cases(root, "Tr")}
+    if not cases:
+        raise DataError(f"{root}/imagesTr: no training case found; check dataset.json file_ending")
+    if cfg.split_file:
+        split = load_split(cfg.split_file, known_cases=cases)
+    else:
+        split = split_cases(sorted(cases), cfg.split_fractions, cfg.seed)
+    subsets = split.as_dict()
+    return Loaded({name: [load_case(cases[c], spec) for c in subsets[name]] for name in wanted},
+                  split)
 
 
-def _label_value_problem(label: np.ndarray, spec: DatasetSpec) -> str | None:
-    listed = ", ".join(f"{n}={v}" for n, v in sorted(spec.labels.items(), key=lambda x: x[1]))
-    return label_problem(
-        label, spec.label_values, f"not listed in dataset.json labels ({listed})",
-        "fix the label map or add the classes to dataset.json",
-    )
+def _record(cfg: DataConfig, train: TrainVolumes) -> dict:
+    channels = read_dataset_json(dataset_root(cfg)).channel_names
+    names = [channels[str(c)] for c in range(len(channels))]
+    return make_record(resolve_intensity(cfg.normalize, names, train))
 
 
-def _read_label(
-    case: CaseFiles,
-    spec: DatasetSpec,
-    image_shape: tuple[int, ...] | None,
-    image_affine: np.ndarray | None,
-    problems: list[tuple[Path, str]],
-) -> np.ndarray | None:
-    if case.label is None:
-        return None
-    result, problem = try_read_nifti(case.label)
-    if result is None:
-        problems.append((case.label, problem))
-        return None
-    label, affine, _ = result
-    label = _squeeze_last(label)
-    ok = True
-    if image_shape is not None and image_affine is not None:
-        other = f"its label {case.show(case.label)}"
-        grid = grid_problems(image_shape, image_affine, label.shape, affine, other)
-        problems.extend((case.images[0], g) for g in grid)
-        ok = not grid
-    value_problem = _label_value_problem(label, spec)
-    if value_problem:
-        problems.append((case.label, value_problem))
-        ok = False
-    return np.asarray(label).astype(np.int64) if ok else None
+NNUNET = DataFormat(_load, lambda cfg: read_dataset_json(dataset_root(cfg)).class_names, _record)
+"""The format of both layouts (the reader tells them apart by ``dataset.json``)."""
 
-
-def inspect_case(
-    case: CaseFiles, spec: DatasetSpec
-) -> tuple[Volume | None, list[tuple[Path, str]]]:
-    """Read a case and collect ALL its problems.
-
-    Returns:
-        ``(volume, problems)``: the Volume (None when any problem was found) and a list of
-        ``(path, problem text)``.
-    """
-    problems: list[tuple[Path, str]] = []
-    image, affine = _read_channels(case, spec, problems)
-    spatial = None if image is None else image.shape[1:]
-    label = _read_label(case, spec, spatial, affine, problems)
-    if problems or image is None:
-        return None, problems
-    return Volume(image, label, affine, case.case_id, str(case.images[0])), problems
-
-
-def load_case(case: CaseFiles, spec: DatasetSpec) -> Volume:
-    """Load one case as a :class:`Volume` (image (C, *spatial) float32, label int64 or None).
-
-    Checks that the files exist and are readable, the channels share one grid, image and
-    label share shape and affine (within 1e-3 mm), the label values are listed in
-    ``dataset.json`` and the image has no NaN/inf voxels.
-
-    Raises:
-        DataError: the first problem found (file, problem, fix).
-    """
-    volume, problems = inspect_case(case, spec)
-    if problems:
-        path, text = problems[0]
-        more = (
-            f" (and {len(problems) - 1} more problem(s); run check_dataset)" if problems[1:] else ""
-        )
-        raise DataError(f"{case.show(path)}: {text}{more}")
-    assert volume is not None
-    return volume
+register_format("nnunet", NNUNET)
+register_format("msd", NNUNET)

@@ -22,6 +22,10 @@ everywhere in the project. TransUNet's arrays are in SimpleITK's (z, y, x) order
 script writes predictions back with ``sitk.GetImageFromArray``), so rows and columns are
 nibabel's second and first axes: a raw NIfTI is transposed to (y, x, z) before prediction.
 
+As the ``synapse`` data format (registered here): training takes the ``train_npz`` slices of
+the ``train.txt`` cases not held out for validation (split by case), validation stacks each
+held-out case's slices into a volume, test is the ``test_vol_h5`` volumes.
+
 Example:
     >>> import tempfile, numpy as np
     >>> from pathlib import Path
@@ -37,14 +41,19 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from morse.config import DataConfig
 from morse.errors import DataError
 
-from .spacing import SpacingOf, load_each
+from .formats import DataFormat, Loaded, dataset_root, files_record, register_format
+from .spacing import SpacingOf, load_each, spacing_lookup
+from .split import split_cases
 from .validate import checked_label
 from .volume import Volume
 
@@ -61,6 +70,7 @@ __all__ = [
     "load_synapse_slices",
     "load_synapse_volume",
     "load_synapse_volumes",
+    "stack_slices",
 ]
 
 SYNAPSE_CLASSES: tuple[str, ...] = (
@@ -252,3 +262,38 @@ def load_synapse_volumes(
     names = read_synapse_list(root, "test_vol") if names is None else list(names)
     load = functools.partial(load_synapse_volume, remap_btcv=remap_btcv)
     return load_each(load, root / "test_vol_h5", ".npy.h5", names, spacing)
+
+
+def stack_slices(slices: list[Volume], case_id: str) -> Volume:
+    """Slices (C, H, W, 1) of one case, in name order, as a volume (C, H, W, D)."""
+    image = np.concatenate([s.image for s in slices], axis=-1)
+    label = np.concatenate([s.label for s in slices], axis=-1)
+    return replace(slices[0], image=image, label=label, case_id=case_id)
+
+
+def _load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
+    root = dataset_root(cfg)
+    spacing = spacing_lookup(cfg.spacing, cfg.spacing_file, synapse_case_of)
+    by_case: dict[str, list[str]] = defaultdict(list)
+    for name in read_synapse_list(root, "train"):
+        by_case[synapse_case_of(name)].append(name)
+    fractions = [1 - cfg.split_fractions[1], cfg.split_fractions[1], 0.0]
+    split = replace(split_cases(sorted(by_case), fractions, cfg.seed),
+                    test=read_synapse_list(root, "test_vol"))
+    volumes: dict[str, list[Volume]] = {}
+    if "train" in wanted:
+        names = [n for case in split.train for n in by_case[case]]
+        volumes["train"] = load_synapse_slices(root, names, spacing)
+    if "val" in wanted:
+        volumes["val"] = [
+            stack_slices(load_synapse_slices(root, sorted(by_case[c]), spacing), c)
+            for c in split.val
+        ]
+    if "test" in wanted:
+        volumes["test"] = load_synapse_volumes(root, split.test, spacing)
+    return Loaded(volumes, split)
+
+
+# TransUNet: HU clipped to [-125, 275] and scaled to [0, 1] (the Synapse files)
+register_format("synapse", DataFormat(_load, lambda cfg: list(SYNAPSE_CLASSES),
+                                      files_record("ct", "CT"), takes_spacing=True))

@@ -16,19 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from morse.config import Config
-from morse.data.dataset_json import SUPPORTED_ENDINGS
+from morse.data.files import group_channel_files, list_files
+from morse.data.nifti import image_grid, read_label_map
 from morse.device import resolve_device
 from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate
-from morse.evaluation.score import (
-    image_grid,
-    label_files,
-    pair_metrics,
-    pair_problem,
-    read_label_map,
-)
+from morse.evaluation.score import label_files, pair_metrics, pair_problem
 from morse.evaluation.tables import format_table, summarise, write_metrics
-from morse.inference.files import group_channel_files, segment_files
+from morse.inference.files import segment_files
 from morse.inference.trained import TrainedRun, load_run
 from morse.metrics import ClassMetrics, MetricSettings
 
@@ -54,8 +49,7 @@ def _image_groups(images: Path) -> dict[str, list[Path]]:
     """``{case: channel files}`` of the NIfTI images in a folder."""
     if not images.is_dir():
         raise DataError(f"{images}: no such folder; give the folder holding the held-out images")
-    files = sorted(p for p in images.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.name.endswith(SUPPORTED_ENDINGS))
+    files = list_files(images)
     if not files:
         raise DataError(f"{images}: no NIfTI images (.nii or .nii.gz) in this folder; give the "
                         "folder the held-out scans are in")

@@ -8,9 +8,9 @@ Shapes: a label map is (H, W), (H, W, 1), (X, Y, Z) or (X, Y, Z, 1) in nibabel's
 trailing axis of length 1 is dropped); its spacing comes from the reference's affine, in mm.
 
 Before any case is scored, every pair is checked: both files readable, integer labels in range,
-the same shape, spacing and affine (within ``AFFINE_TOLERANCE_MM``), and orientation in both
-headers or in neither. Maps that MORSE writes next to a label map (``CASE_coarse``,
-``CASE_probabilities``, ``CASE_points``) are not cases.
+the same shape, spacing and affine (within :data:`morse.data.nifti.AFFINE_TOLERANCE_MM`), and
+orientation in both headers or in neither. Maps that MORSE writes next to a label map
+(``CASE_coarse``, ``CASE_probabilities``, ``CASE_points``) are not cases.
 """
 
 from __future__ import annotations
@@ -21,27 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nibabel.affines import voxel_sizes
 
-from morse.data.dataset_json import SUPPORTED_ENDINGS, read_dataset_json
-from morse.data.nifti import load_reference, read_nifti
-from morse.data.nnunet import grid_problems
-from morse.data.validate import checked_label
+from morse.data.dataset_json import read_dataset_json
+from morse.data.files import list_files, strip_ending
+from morse.data.nifti import UNORIENTED, Grid, LabelMap, grid_problems, read_label_map
 from morse.errors import DataError
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.metrics import ClassMetrics, MetricSettings, case_metrics
 
 __all__ = [
     "EXTRA_MAPS",
-    "Grid",
-    "LabelMap",
     "ScoreResult",
-    "image_grid",
     "flag_settings",
     "label_files",
     "pair_problem",
     "pair_metrics",
-    "read_label_map",
     "score_folders",
 ]
 
@@ -56,52 +50,6 @@ PREDICTION_FIX = ("a prediction must lie on its reference's grid (resample it on
                   "reference image, nearest neighbour)")
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Where a file's voxels lie: its spatial shape, (4, 4) affine in mm and whether its header
-    gives an orientation (qform_code or sform_code above 0)."""
-
-    path: Path
-    shape: tuple[int, ...]
-    affine: np.ndarray
-    oriented: bool
-
-
-@dataclass
-class LabelMap:
-    """A label map read from a NIfTI file.
-
-    Attributes:
-        path: the file.
-        label: int64 (*spatial), a trailing axis of length 1 dropped.
-        affine: (4, 4) voxel-to-world matrix in mm (from pixdim when unoriented).
-        oriented: False when the header's qform_code and sform_code are both 0.
-    """
-
-    path: Path
-    label: np.ndarray
-    affine: np.ndarray
-    oriented: bool = True
-
-    @property
-    def grid(self) -> Grid:
-        """The map's :class:`Grid`."""
-        return Grid(self.path, tuple(self.label.shape), self.affine, self.oriented)
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        """Voxel size in mm per axis of ``label`` (ones beyond the third axis)."""
-        sizes = [float(v) for v in voxel_sizes(self.affine)[: self.label.ndim]]
-        return tuple(sizes + [1.0] * (self.label.ndim - len(sizes)))
-
-
-def _case_name(path: Path) -> str | None:
-    for ending in SUPPORTED_ENDINGS:
-        if path.name.endswith(ending):
-            return path.name[: -len(ending)]
-    return None
-
-
 def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]:
     """``{case: file}`` of the NIfTI files in ``folder``, MORSE's extra maps left out.
 
@@ -112,10 +60,8 @@ def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder; give the folder holding the {what}")
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        case = _case_name(path)
-        if case is None or path.name.startswith(".") or not path.is_file():
-            continue
+    for path in list_files(folder):
+        case = strip_ending(path.name)
         if case in found:
             raise DataError(f"{path}: case {case} is also {found[case].name}; keep one of them")
         found[case] = path
@@ -127,49 +73,12 @@ def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]
     return {case: path for case, path in found.items() if case not in extras}
 
 
-def read_label_map(
-    path: str | Path, num_classes: int | None = None,
-    fix: str = "check the label map or pass the right --classes",
-) -> LabelMap:
-    """Read a label map; DataError naming the file when it holds no usable class labels.
-
-    Args:
-        path: ``.nii`` or ``.nii.gz`` file.
-        num_classes: K; labels must lie in ``0..K-1`` (None: any non-negative integer).
-        fix: what the message tells to do about labels outside ``0..K-1``.
-    """
-    path = Path(path)
-    array, affine, header = read_nifti(path)
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3):
-        raise DataError(f"{path}: shape {array.shape} is not a 2D or 3D label map; "
-                        "give one integer label map per case")
-    allowed = range(num_classes) if num_classes is not None else None
-    where = f"outside 0..{num_classes - 1} ({num_classes} classes)" if num_classes else ""
-    label = checked_label(array, path, allowed, where, fix)
-    if label.size and label.min() < 0:
-        raise DataError(f"{path}: negative label {label.min()}; labels are class indices >= 0")
-    return LabelMap(path, label, affine, oriented=_oriented(header))
-
-
-def image_grid(path: Path) -> Grid:
-    """The grid of an image file from its header alone (a 4D file's first three axes)."""
-    image = load_reference(path)
-    shape = tuple(image.shape[:3]) if len(image.shape) == 4 else tuple(image.shape)
-    return Grid(path, shape, np.asarray(image.affine, dtype=np.float64), _oriented(image.header))
-
-
-def _oriented(header) -> bool:
-    return any(int(header.get(key, 0)) for key in ("qform_code", "sform_code"))
-
-
 def pair_problem(pred: Grid, ref: Grid, fix: str = PREDICTION_FIX) -> str | None:
     """Why ``pred`` (a prediction, or the image it is made from) cannot be scored against
     ``ref`` (its reference label map): one line naming both files and what differs, or None."""
     if pred.oriented != ref.oriented:
         bare, other = (pred, ref) if ref.oriented else (ref, pred)
-        return (f"{bare.path}: no orientation in its header (qform_code and sform_code are 0) "
+        return (f"{bare.path}: {UNORIENTED} "
                 f"while {other.path} has one, so their grids cannot be compared; write the "
                 "prediction with the reference image's header and affine")
     grid = grid_problems(pred.shape, pred.affine, ref.shape, ref.affine,

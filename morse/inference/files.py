@@ -6,21 +6,27 @@ predict`` writes what it returns and ``morse evaluate`` scores it on held-out fo
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from morse.data.files import group_channel_files
 from morse.data.intensity import check_record, raw_to_network
-from morse.data.nifti import read_nifti, write_array_like, write_label_like
+from morse.data.nifti import (
+    CHANNEL_GRID_FIX,
+    UNORIENTED,
+    grid_problems,
+    image_grid,
+    read_nifti,
+    write_array_like,
+    write_label_like,
+)
 from morse.data.validate import image_problem
 from morse.data.volume import Volume
 from morse.device import resolve_device
@@ -28,84 +34,32 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.model.volumes import VolumePrediction
 
-__all__ = ["ScanPrediction", "group_channel_files", "predict_files", "segment_files"]
-
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ending in (".nii.gz", ".nii"):
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    raise DataError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
-
-
-def group_channel_files(paths: list[Path]) -> dict[str, list[Path]]:
-    """Group nnU-Net channel files (``CASE_0000.nii.gz``, ``CASE_0001``...) by case.
-
-    Files without a channel suffix are single-channel (or 4D multi-channel) cases. The
-    channels of a case must run 0..C-1: a gap or a repeat raises DataError naming the file.
-
-    >>> group_channel_files([Path("a_0001.nii.gz"), Path("a_0000.nii.gz"), Path("b.nii")])
-    {'a': [PosixPath('a_0000.nii.gz'), PosixPath('a_0001.nii.gz')], 'b': [PosixPath('b.nii')]}
-    """
-    groups: dict[str, list[tuple[int, Path]]] = defaultdict(list)
-    for path in paths:
-        stem = _stem(path)
-        match = _CHANNEL.match(stem)
-        if match:
-            groups[match["case"]].append((int(match["channel"]), path))
-        else:
-            groups[stem].append((0, path))
-    for case, files in groups.items():
-        _check_channel_numbers(case, sorted(files))
-    return {case: [p for _, p in sorted(files)] for case, files in groups.items()}
-
-
-def _check_channel_numbers(case: str, files: list[tuple[int, Path]]) -> None:
-    """Channels of one case, sorted, must be exactly 0..C-1."""
-    numbers = [channel for channel, _ in files]
-    expected = list(range(len(numbers)))
-    if numbers == expected:
-        return
-    first = files[0][1]
-    ending = first.name[len(_stem(first)):]
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
-    if repeated:
-        raise DataError(f"{first}: channel {repeated[0]} of case {case} is given twice; "
-                        "pass each channel file once")
-    missing = next(n for n in range(max(numbers) + 1) if n not in numbers)
-    raise DataError(
-        f"{first.parent / f'{case}_{missing:04d}{ending}'}: channel file missing for case "
-        f"{case} (found channels {numbers}); pass every channel {case}_0000..{case}_"
-        f"{max(numbers):04d}{ending}"
-    )
+__all__ = ["ScanPrediction", "predict_files", "segment_files"]
 
 
 def _read_case(case: str, files: list[Path], in_channels: int) -> Volume:
-    arrays, affine = [], None
+    """The case's image (C, *S) from its channel files (each (*S) or (*S, C_file))."""
+    arrays, first = [], None
     for path in files:
-        array, file_affine, _ = read_nifti(path)
-        if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
-            raise DataError(
-                f"{path}: affine differs from {files[0].name}; channels must share a grid"
-            )
-        affine = file_affine
+        array, affine, _ = read_nifti(path)
+        if first is None:
+            first = (array.shape[:3], affine)
+        else:
+            grid = grid_problems(array.shape[:3], affine, *first, f"channel 0 {files[0]}",
+                                 fix=CHANNEL_GRID_FIX)
+            if grid:
+                raise DataError(f"{path}: {grid[0]}")
         arrays.extend([array] if array.ndim == 3 else np.moveaxis(array, -1, 0))
     if len(arrays) != in_channels:
         raise DataError(
             f"{files[0]}: case {case} has {len(arrays)} channel(s) but the model takes "
             f"{in_channels}; pass all channel files (CASE_0000..CASE_{in_channels - 1:04d})"
         )
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"{files[0]}: channels of case {case} have different shapes {shapes}")
     image = np.stack(arrays).astype(np.float32)
     problem = image_problem(image)
     if problem:
         raise DataError(f"{files[0]}: {problem}")
-    return Volume(image, None, affine, case, str(files[0]))
+    return Volume(image, None, first[1], case, str(files[0]))
 
 
 def _to_file_axes(array: np.ndarray, axis_order: list[int], leading: int = 0) -> np.ndarray:
@@ -135,16 +89,15 @@ class ScanPrediction:
 def _check_oriented(path: Path, needed: bool) -> None:
     """A scan without orientation is refused when the model resamples (``needed``): its
     voxels cannot be placed in RAS; otherwise segmented as stored, with a warning."""
-    header = nib.load(str(path)).header
-    if any(int(header.get(key, 0)) for key in ("qform_code", "sform_code")):
+    if image_grid(path).oriented:
         return
     if needed:
-        raise DataError(f"{path}: no orientation in its header (qform_code and sform_code are "
-                        "0), and this model resamples scans to RAS at its training spacing; "
-                        "set the scan's orientation (e.g. nibabel's set_qform, fslorient) first")
-    tqdm.write(f"warning: {path}: no orientation in its header (qform_code and sform_code "
-               "are 0); segmenting its voxel grid as stored (nnU-Net reads it as identity "
-               "orientation); the label map gets the same header", file=sys.stderr)
+        raise DataError(f"{path}: {UNORIENTED}, and this model resamples scans to RAS at its "
+                        "training spacing; set the scan's orientation (e.g. nibabel's "
+                        "set_qform, fslorient) first")
+    tqdm.write(f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
+               "reads it as identity orientation); the label map gets the same header",
+               file=sys.stderr)
 
 
 def segment_files(
@@ -163,7 +116,7 @@ def segment_files(
 
     Args:
         run: the trained run (its ``preprocessing`` record is required).
-        groups: ``{case: channel files}`` as from :func:`group_channel_files`.
+        groups: ``{case: channel files}`` as from :func:`morse.data.files.group_channel_files`.
         device: where the network runs.
         probabilities: also return the rendered softmax (K, *S).
         progress: show a bar over cases with the last case's time (tqdm, stderr) on a

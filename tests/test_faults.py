@@ -193,3 +193,29 @@ def test_a_typod_backbone_option_is_refused_before_the_data_is_prepared(
     monkeypatch.setattr(loop_module, "prepare_data", never)
     assert _train(config, tmp_path / "run", "model.backbone_options={widht: 0.25}") == 2
     assert "unexpected keyword argument 'widht'" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_a_nifti_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel as nib
+    import numpy as np
+
+    from morse.data.nifti import write_label_like
+
+    reference = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), reference)
+    target = write_label_like(tmp_path / "scan_seg.nii.gz", np.ones((4, 5, 6), int), reference)
+    good = target.read_bytes()
+    real = nib.Nifti1Image.to_file_map
+
+    def full_disk(self, file_map=None, **kwargs):
+        file_map["image"].fileobj.write(b"half a header")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_label_like(target, np.zeros((4, 5, 6), int), reference)
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", real)
+    assert target.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "scan_seg.nii.gz"]

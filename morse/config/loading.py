@@ -22,6 +22,7 @@ import yaml
 
 from morse.config.schema import Config
 from morse.errors import ConfigError
+from morse.io import atomic_write_text
 
 __all__ = ["load_config", "config_from_dict", "config_to_dict", "save_config", "available_presets"]
 
@@ -148,5 +149,5 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return path

@@ -18,6 +18,7 @@ Example (round trip of an oblique, anisotropic grid):
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 
 from morse.errors import DataError
+from morse.io import atomic_open
 
 from .validate import checked_label, label_problem
 
@@ -152,9 +154,20 @@ def _write_like(
         img.set_qform(ref.get_qform(), code=int(ref_header["qform_code"]))
         img.set_sform(ref.get_sform(), code=int(ref_header["sform_code"]))
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out_path))
+    save_nifti(img, out_path)
     return out_path
+
+
+def save_nifti(img: nib.Nifti1Image, out_path: Path) -> None:
+    """Write ``img`` atomically (:func:`morse.io.atomic_open`): a kill or a full disk leaves the
+    previous file, never a truncated one under the final name. ``.gz`` is compressed as
+    nibabel compresses it (level 1)."""
+    with atomic_open(out_path) as handle:
+        if out_path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=1, mtime=0) as stream:
+                img.to_file_map({"image": nib.FileHolder(fileobj=stream)})
+        else:
+            img.to_file_map({"image": nib.FileHolder(fileobj=handle)})
 
 
 def write_label_like(

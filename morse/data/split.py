@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from morse.errors import DataError
+from morse.io import atomic_write_text
 
 from .validate import read_json
 
@@ -113,10 +114,7 @@ def split_cases(
 
 def save_split(path: str | Path, split: Split) -> Path:
     """Write ``{"train": [...], "val": [...], "test": [...]}`` to ``path``; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(split.as_dict(), indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(split.as_dict(), indent=2) + "\n")
 
 
 def load_split(path: str | Path, known_cases: Iterable[str] | None = None) -> Split:

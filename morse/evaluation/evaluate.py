@@ -14,6 +14,7 @@ from morse.device import resolve_device
 from morse.errors import DataError
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.trained import TrainedRun, load_run, predict_case
+from morse.io import atomic_open
 from morse.metrics import MetricSettings, case_metrics
 from morse.model.volumes import VolumePrediction
 
@@ -163,9 +164,8 @@ def _save_examples(path: Path, examples: list[dict]) -> None:
     arrays = {key: np.stack([_pad(e[key], shape) for e in examples]) for key in keys}
     arrays["case_id"] = np.array([e["case_id"] for e in examples])
     arrays["slice"] = np.array([e["slice"] for e in examples])
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_open(path) as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def _pad(array: np.ndarray, shape) -> np.ndarray:

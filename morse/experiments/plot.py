@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from morse.evaluation.tables import metric_header
+from morse.io import atomic_open
 
 __all__ = ["plot_paired_differences"]
 
@@ -42,8 +43,8 @@ def plot_paired_differences(comparison: dict, path: Path) -> Path:
         axes[0].legend(fontsize=7)
     figure.suptitle(f"Paired differences to plain ({comparison['subset']} subset; "
                     "dots: seeds; bars: bootstrap 95% interval)", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with atomic_open(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     return path
 
 

@@ -219,3 +219,55 @@ def test_a_full_disk_during_a_nifti_write_keeps_the_previous_file(tmp_path, monk
     monkeypatch.setattr(nib.Nifti1Image, "to_file_map", real)
     assert target.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "scan_seg.nii.gz"]
+
+
+def _scan(config):
+    return sorted((config.parent / "Dataset001_Disc" / "imagesTr").iterdir())[0]
+
+
+def test_predict_refuses_to_replace_an_existing_extra_map_without_overwrite(
+    trained, tmp_path, capsys
+):
+    config, run = trained
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case0_coarse.nii.gz").write_bytes(b"an earlier coarse map")
+    assert main(["predict", str(run), str(_scan(config)), "-o", str(out), "--coarse"]) == 2
+    assert "case0_coarse.nii.gz: already exists" in capsys.readouterr().err
+    assert (out / "case0_coarse.nii.gz").read_bytes() == b"an earlier coarse map"
+    assert not (out / "case0.nii.gz").exists()
+
+
+def test_predict_refuses_two_inputs_whose_maps_share_a_file(trained, tmp_path, capsys):
+    config, run = trained
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a.nii.gz", "a_coarse.nii.gz"):
+        (scans / name).write_bytes(_scan(config).read_bytes())
+    assert main(["predict", str(run), str(scans / "a.nii.gz"), str(scans / "a_coarse.nii.gz"),
+                 "-o", str(tmp_path / "out"), "--coarse"]) == 2
+    assert "a_coarse.nii.gz: both the" in capsys.readouterr().err
+
+
+def test_predict_into_the_input_folder_never_replaces_an_input(trained, tmp_path, capsys):
+    config, run = trained
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (scans / name).write_bytes(_scan(config).read_bytes())
+    before = (scans / "a.nii.gz").read_bytes()
+    assert main(["predict", str(run), str(scans / "a.nii.gz"), str(scans / "b.nii.gz"), "-o",
+                 str(scans), "--overwrite"]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert (scans / "a.nii.gz").read_bytes() == before
+
+
+def test_a_second_predict_into_a_held_folder_is_refused(trained, tmp_path, capsys):
+    config, run = trained
+    out = tmp_path / "out"
+    from morse.io.lock import FolderLock
+
+    with FolderLock(out, "morse predict"):
+        assert main(["predict", str(run), str(_scan(config)), "-o", str(out)]) == 2
+    assert "is in use by morse predict" in capsys.readouterr().err
+    assert not (out / "case0.nii.gz").exists()

@@ -32,6 +32,7 @@ from morse.data.volume import Volume
 from morse.device import resolve_device
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case
+from morse.io.lock import FolderLock
 from morse.model.volumes import VolumePrediction
 
 __all__ = ["ScanPrediction", "predict_files", "segment_files"]
@@ -194,39 +195,68 @@ def predict_files(
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
     """
     torch_device = resolve_device(device)
-    run = load_run(checkpoint, torch_device, tta=tta)
-    if points and run.model.renderer is None:
-        raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
-                        "re-predicted; predict without --points")
-    check_record(run.preprocessing, f"checkpoint {run.path}")
     groups = group_channel_files([Path(p) for p in inputs])
+    wanted = ("rendered",) + tuple(name for name, on in (
+        ("coarse", coarse), ("probabilities", probabilities), ("points", points)) if on)
     out_dir = Path(out_dir)
-    planned = {case: out_dir / f"{case}.nii.gz" for case in groups}
-    if not overwrite:
-        existing = [str(p) for p in planned.values() if p.exists()]
-        if existing:
-            raise DataError(f"{existing[0]}: already exists; pass --overwrite or another -o folder")
-    written = []
-    for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
-                              progress=progress):
-        written += _write_maps(scan, out_dir, probabilities=probabilities, points=points,
-                               coarse=coarse)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file; -o names the output folder")
+    with FolderLock(out_dir, "morse predict"):
+        plan = plan_outputs(groups, out_dir, wanted, overwrite)
+        run = load_run(checkpoint, torch_device, tta=tta)
+        if points and run.model.renderer is None:
+            raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no "
+                            "voxel is re-predicted; predict without --points")
+        check_record(run.preprocessing, f"checkpoint {run.path}")
+        written = []
+        for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
+                                  progress=progress):
+            written += _write_maps(scan, plan[scan.case])
     return written
 
 
-def _write_maps(
-    scan: ScanPrediction, out_dir: Path, *, probabilities: bool, points: bool, coarse: bool
-) -> list[Path]:
-    """``CASE.nii.gz`` and the extra maps asked for, on the scan's grid with its header."""
+MAP_SUFFIXES = {"rendered": "", "coarse": "_coarse", "probabilities": "_probabilities",
+                "points": "_points"}
+"""The file of each map of case CASE is ``CASE<suffix>.nii.gz``."""
+
+
+def plan_outputs(
+    groups: dict[str, list[Path]], out_dir: Path, maps: tuple[str, ...], overwrite: bool
+) -> dict[str, dict[str, Path]]:
+    """Every path predict will write, ``{case: {map: path}}``, checked before any is written:
+    no two outputs on one path, no output on an input, no existing file without
+    ``overwrite``."""
+    plan = {case: {name: out_dir / f"{case}{MAP_SUFFIXES[name]}.nii.gz" for name in maps}
+            for case in groups}
+    owner: dict[Path, str] = {}
+    for case, paths in plan.items():
+        for name, path in paths.items():
+            if path in owner:
+                raise DataError(f"{path}: both {owner[path]} and the {name} map of {case} would "
+                                "be written there; rename one of the inputs")
+            owner[path] = f"the {name} map of {case}"
+    inputs = {file.resolve() for files in groups.values() for file in files}
+    clash = [path for path in owner if path.resolve() in inputs]
+    if clash:
+        raise DataError(f"{clash[0]}: is one of the inputs and would be replaced by "
+                        f"{owner[clash[0]]}; write the predictions to another -o folder")
+    existing = [path for path in owner if path.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise DataError(f"{existing[0]}: already exists{more}; pass --overwrite or another -o "
+                        "folder")
+    return plan
+
+
+def _write_maps(scan: ScanPrediction, paths: dict[str, Path]) -> list[Path]:
+    """The planned maps of one scan, on its grid with its header."""
     prediction, reference = scan.prediction, scan.reference
-    written = [write_label_like(out_dir / f"{scan.case}.nii.gz", prediction.rendered, reference)]
-    if coarse:
-        written.append(write_label_like(out_dir / f"{scan.case}_coarse.nii.gz",
-                                        prediction.coarse, reference))
-    if probabilities:
-        written.append(write_array_like(out_dir / f"{scan.case}_probabilities.nii.gz",
-                                        prediction.probabilities, reference, channel_axis=0))
-    if points:
-        written.append(write_label_like(out_dir / f"{scan.case}_points.nii.gz",
-                                        prediction.rendered_points.astype(np.uint8), reference))
-    return written
+    maps = {
+        "rendered": lambda path: write_label_like(path, prediction.rendered, reference),
+        "coarse": lambda path: write_label_like(path, prediction.coarse, reference),
+        "probabilities": lambda path: write_array_like(path, prediction.probabilities,
+                                                       reference, channel_axis=0),
+        "points": lambda path: write_label_like(path, prediction.rendered_points.astype(np.uint8),
+                                                reference),
+    }
+    return [maps[name](path) for name, path in paths.items()]

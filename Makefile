@@ -7,11 +7,11 @@ test:
 	python -m pytest
 
 lint:
-	ruff check morse tests
+	ruff check morse tests benchmarks
 
 demo:
 	morse demo
 
 bench:
-	python -m morse.bench overhead
-	python -m morse.bench chunked
+	python -m benchmarks overhead
+	python -m benchmarks chunked

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_cli import TINY, make_dataset
 
-from morse.bench import overhead, trained, volume
-from morse.bench.__main__ import main as bench_main
+from benchmarks import overhead, trained, volume
+from benchmarks.__main__ import main as bench_main
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.trained import load_run
@@ -65,6 +65,14 @@ def test_renderer_options_must_be_field_value_pairs(capsys):
     with pytest.raises(SystemExit):
         bench_main(["overhead", "--renderer", "expert_width"])
     assert "write FIELD=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["knobs", "flips"])
+def test_experiment_scripts_run_under_python_m_benchmarks(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_main([script, "--help"])
+    assert stop.value.code == 0
+    assert f"python -m benchmarks {script}" in capsys.readouterr().out
 
 
 def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):

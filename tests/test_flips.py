@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from morse.report.flips import (
+from benchmarks.flips import (
     FLIP_COLOURS,
     FlipCounts,
     count_flips,
@@ -64,8 +64,8 @@ def test_command_line_draws_the_examples_of_an_evaluation(tmp_path, capsys):
 def test_volume_counts_split_every_changed_voxel_by_its_true_class(tmp_path):
     from test_cli import TINY, make_dataset, write_config
 
+    from benchmarks.flips import volume_flips
     from morse.cli.main import main as morse_main
-    from morse.report.flips import volume_flips
 
     config = write_config(tmp_path / "tiny.yaml", make_dataset(tmp_path / "Dataset001_Disc"), 2)
     run = tmp_path / "run"

@@ -7,9 +7,9 @@ import json
 import pytest
 from test_cli import TINY, make_dataset, write_config
 
+from benchmarks.knobs import Knob, format_knobs, knob_grid
+from benchmarks.knobs import main as knobs_main
 from morse.cli.main import main as morse_main
-from morse.experiments.knobs import Knob, format_knobs, knob_grid
-from morse.experiments.knobs import main as knobs_main
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_each_setting_is_scored_by_evaluate_and_renders_its_budget(tiny_run, tmp
     assert block["baseline"]["dice"] == scored["coarse"]["mean"]["foreground"]["dice"]
     text = (out / "knobs.md").read_text()
     assert text == format_knobs(result) and text in capsys.readouterr().out
-    assert "python -m morse.experiments.knobs " + " ".join(argv) in text
+    assert "python -m benchmarks knobs " + " ".join(argv) in text
     assert "| fixed | none | 2 | " in text and "Backbone alone" in text
     assert (out / "knobs.png").read_bytes()[:4] == b"\x89PNG"
 

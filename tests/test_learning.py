@@ -3,7 +3,7 @@ rendered boundary accuracy we assert, measured beside the plain backbone (render
 same data, budget, loop and seed) trained in the same test.
 
 One seed on one machine: the comparison guards against a renderer that makes the boundary
-worse, it is not evidence that MORSE helps (that needs seeds: see docs/results.md).
+worse, it is not evidence that MORSE helps (that needs seeds: see docs/explanation/results.md).
 """
 
 import numpy as np

@@ -68,17 +68,13 @@ class RendererConfig(Checked):
     """Adaptive budget: a cell whose coarse top-2 logit margin (largest minus second largest)
     is at least this is certain, keeps its coarse value and is not rendered; each step renders
     only uncertain cells, up to N. None: the paper's fixed budget (N cells per step, however
-    certain). The default 3.0 comes from rendering every cell of the demo validation slices
-    with four trained demo models: the cells at a margin >= 3 that flipped label were 0.04%,
-    0%, 0% and 0.04% of all cells (>= 2.5: 0.41%, 0.004%, 0.008%, 0.27%; >= 3.5: none),
-    while 54-63% of the cells with a margin below 0.25 flipped (``python -m morse.bench
-    margins``). Over three demo seeds on validation it scored as the fixed budget (Dice 0.5030
-    ± 0.011 against 0.5026 ± 0.012, HD95 32.76 mm both; docs/results.md)."""
+    certain). The default 3.0 is where, on trained demo models, cells stopped flipping label
+    when rendered (``python -m benchmarks margins``; docs/explanation/performance.md)."""
     render_share: float | None = field(default=0.125, metadata=rule(above=0, maximum=1))
     """The most cells one step may render, as a share of its grid: N per step is
     min(``render_points``, share x cells), at least 1. 0.125 keeps the paper's 8192 on
-    256x256 slices and scales N down on smaller grids (an 84x206 slice gets 2163 per step,
-    where a fixed 8192 x 2 re-predicted 95% of it). None: N whatever the grid's size."""
+    256x256 slices and scales N down on smaller grids, where a fixed N would re-predict most
+    of a small slice. None: N whatever the grid's size."""
     render_upsample: bool = False
     """Double the grid at each inference step (PointRend); the rendered values are then
     interpolated onto the finer grid and do take part in the next step's ranking."""
@@ -90,9 +86,8 @@ class RendererConfig(Checked):
     AVX512-BF16 or AMX), fp32 elsewhere.
 
     Coordinates, sampling, the gate weights, the point logits and the rendered maps stay
-    fp32. On a CPU with bf16 instructions the renderer ran 2.5x faster at inference and 2.2x
-    in training; see docs/results.md for its accuracy next to fp32 over seeds. fp32 makes
-    results identical across machines."""
+    fp32. Speed and accuracy against fp32 are in docs/explanation/performance.md and
+    results.md; fp32 makes results identical across machines."""
     expert_width: int = field(default=256, metadata=rule(minimum=1))
     """Width of each expert's two layers and of the fused feature (paper: 256)."""
     head_width: int = field(default=256, metadata=rule(minimum=1))

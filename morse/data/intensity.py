@@ -78,7 +78,7 @@ _MAX_SAMPLES_PER_CASE = 10_000  # as nnU-Net: dataset statistics from a sample p
 
 @contextmanager
 def no_meta() -> Iterator[None]:
-    """Run MONAI transforms on plain tensors (no MetaTensor bookkeeping: 2-3x faster)."""
+    """Run MONAI transforms on plain tensors: no MetaTensor bookkeeping, which is slow."""
     from monai.data import get_track_meta, set_track_meta
 
     previous = get_track_meta()

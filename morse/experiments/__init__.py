@@ -3,6 +3,4 @@
 ``morse compare`` (:func:`morse.experiments.compare.compare`) trains and scores each variant
 with each seed, then writes one table with means over seeds and paired bootstrap differences
 to the plain backbone (:mod:`morse.experiments.results`, :mod:`morse.experiments.stats`).
-``python -m morse.experiments.knobs RUN`` (:mod:`morse.experiments.knobs`) scores and times one
-trained run against the render budget (points per step, steps, adaptive or fixed).
 """

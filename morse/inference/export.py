@@ -154,7 +154,7 @@ def _torchscript(module: RenderedLogits, example: torch.Tensor, in_channels: int
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # every size the trace reads is fixed by the input's shape, which _ShapeChecked pins;
-        # TorchScript's deprecation notices (torch 2.13) are in the README, not on every export
+        # TorchScript's deprecation notices (torch 2.13) are told once in docs/how-to/export.md
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():

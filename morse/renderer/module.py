@@ -7,10 +7,10 @@ D spatial dims, ``*S`` spatial shape.
 Precision: ``render_precision`` (default ``auto``: bf16 where the device has it natively) runs
 the point MLPs in bf16, in training and at inference, while coordinates, sampling, the gate
 weights and the logits stay fp32; an outer autocast (``train.precision=bf16``) also covers the
-backbone. On a CPU with bf16 instructions (2D, paper sizes, 2 threads) the renderer ran 2.5x
-faster at inference and 2.2x in training (``python -m morse.bench overhead``). Inference there
-(no autograd) also casts and packs the point layers' weights once per pass and reads bf16 cell
-tables (``packed.py``), the same arithmetic as autocast.
+backbone. bf16 is there for speed on devices that compute it natively (timings in
+docs/explanation/performance.md). Inference there (no autograd) also casts and packs the point
+layers' weights once per pass and reads bf16 cell tables (``packed.py``), the same arithmetic
+as autocast.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ __all__ = ["MorseRenderer", "PointPrediction", "Rendering", "check_task"]
 
 MLP_ROWS = 2048
 """Rows the point MLPs take at a time without autograd (inference): activations of 2048 x 256
-stay in a core's cache, and no large buffer is allocated and touched anew per layer. On this
-project's 2-core CPU (bf16, paper sizes, 16384 points per image) that rendered a 256x256 batch
-of 4 in 0.245 s instead of 0.384 s (all rows at once); a 96^3 patch took the same time."""
+stay in a core's cache, and no large buffer is allocated and touched anew per layer (timings in
+docs/explanation/performance.md)."""
 
 
 class PointPrediction(NamedTuple):
@@ -174,9 +173,8 @@ class MorseRenderer(nn.Module):
         cell, before sampling: exact up to float rounding, gradients included. It pays where
         the map has fewer cells than there are points per image and at least as many
         channels as the layer's output, so that sampling reads no more channels than before
-        (the UNet's coarsest scale). Measured at paper sizes, CPU time of rendering 2D / 3D:
-        1.76 / 0.60 s with that rule, 1.92 / 0.61 s never entering, 1.85 / 0.74 s entering
-        every map with fewer cells than points (sampling 256 channels instead of 64-128).
+        (the UNet's coarsest scale). Entering wider-output maps makes sampling read more
+        channels than the layer saves (timings in docs/explanation/performance.md).
 
         Entered maps and small ones are read through cell tables (``prepare_inputs``).
 

@@ -81,7 +81,7 @@ def cell_table(maps: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Te
     """
     dtype = dtype or torch.promote_types(maps.dtype, torch.float32)
     # contiguous rows: embedding_bag on a strided table (e.g. the transposed view that a
-    # single image's channels-first map reshapes to) is ~30x slower
+    # single image's channels-first map reshapes to) is many times slower
     return maps.movedim(1, -1).reshape(-1, maps.shape[1]).to(dtype).contiguous()
 
 
@@ -123,8 +123,8 @@ def corner_weights(
 def sample_table(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weighted sum of each point's ``corner_weights`` rows: (M, C) in the table's dtype.
 
-    One fused gather-and-sum (``embedding_bag``): in 3D about 10x faster than
-    ``grid_sample`` on CPU (8192 points of a 256-channel 6^3 map: 2.5 ms against 27 ms), with
+    One fused gather-and-sum (``embedding_bag``): in 3D much faster than ``grid_sample`` on
+    CPU, whose 3D kernel is not vectorised (timings in docs/explanation/performance.md), with
     the same values up to float rounding, gradients into the table included.
     """
     with torch.autocast(table.device.type, enabled=False):
@@ -167,8 +167,8 @@ def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] < 2:
         raise ValueError(f"need at least 2 classes for a margin, got logits {tuple(logits.shape)}")
     # A running top-2 over the K class maps, elementwise: the same values as
-    # ``topk(2, dim=1)`` (ties give 0), 20-70x faster on CPU, where topk across a
-    # non-contiguous class axis of a 96^3 patch took 17 ms a call.
+    # ``topk(2, dim=1)`` (ties give 0), far faster on CPU, where topk runs across a
+    # non-contiguous class axis (timings in docs/explanation/performance.md).
     logits = logits.detach()  # it ranks cells; nothing is learnt through it
     first = logits[:, 0].clone()
     second = torch.minimum(first, logits[:, 1])

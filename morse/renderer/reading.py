@@ -32,8 +32,7 @@ TABLE_CELLS_PER_POINT = {2: 1, 3: 8}
 """A map is read through a cell table when it has at most this many cells per point read
 (per image); the copy into the table costs a pass over the map. CPU ``grid_sample`` is
 vectorised in 2D but not in 3D, where a table pays for a map of up to 8 cells per point
-(rendering a 96^3 patch, 16384 points, paper sizes, 2 CPU threads: 0.110 s with 1, 0.0995 s
-with 8, which also tables the 48^3 map, 0.131 s with every map tabled; medians of 15)."""
+(the fastest of the thresholds timed; see docs/explanation/performance.md)."""
 
 
 class PointInputs(NamedTuple):

@@ -1,2 +1,1 @@
-"""Reports: training curves, overlay figures, the renderer's right and wrong flips
-(:mod:`morse.report.flips`) and the one-file HTML/Markdown page."""
+"""Reports: training curves, overlay figures and the one-file HTML/Markdown page."""

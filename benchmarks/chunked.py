@@ -15,8 +15,9 @@ import time
 import numpy as np
 import torch
 
+from benchmarks import ROOT
+from benchmarks.memory import peak_rss_mib
 from morse.backbone import UNet
-from morse.bench.memory import peak_rss_mib
 from morse.model import Morse
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
@@ -56,10 +57,10 @@ def run_chunked(size: tuple[int, int, int], device: str = "cpu") -> dict:
     results: dict = {"size": list(size), "device": device}
     for mode in MODES:
         code = (
-            "import json; from morse.bench.chunked import _probe; "
+            "import json; from benchmarks.chunked import _probe; "
             f"print(json.dumps(_probe({tuple(size)!r}, {mode!r}, {device!r})))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             tail = out.stderr.strip().splitlines()[-1:] or ["failed"]
             results[mode] = {"error": tail[0]}

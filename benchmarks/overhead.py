@@ -14,7 +14,7 @@ alike; each ratio is the median of the per-pair ratios, printed with their sprea
   budget (the default: uncertain cells only, at most ``render_points`` x ``render_steps``)
   and with the paper's fixed budget; ``points`` is the cells rendered per image by each.
   Untrained weights leave every cell uncertain, so here the adaptive budget renders its cap
-  (``morse.bench.trained`` times a trained run's model on its own slices). ``fp32``: the
+  (``benchmarks.trained`` times a trained run's model on its own slices). ``fp32``: the
   adaptive budget with the point MLPs in fp32 (``model.render_precision=fp32``).
 * ``dense_experts``: the authors' design, experts and a 3x3 conv gate on feature maps
   upsampled to full resolution before sampling the points, over ours (experts and gate on the
@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from benchmarks import ROOT
+from benchmarks.memory import peak_rss_mib
 from morse.backbone import UNet
-from morse.bench.memory import peak_rss_mib
 from morse.losses import MorseLoss
 from morse.model import Morse
 from morse.renderer.experts import StochasticExperts
@@ -216,11 +217,11 @@ def _fusion_steps(setting: Setting, device: torch.device, train: bool):
 def _peak_memory_child(setting: Setting, renderer: bool, device: str) -> float:
     """Peak memory (MiB) of training steps, measured in a fresh Python process."""
     code = (
-        "import sys, json; from morse.bench.overhead import Setting, _memory_probe; "
+        "import sys, json; from benchmarks.overhead import Setting, _memory_probe; "
         f"print(json.dumps(_memory_probe({setting!r}, {renderer}, {device!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=ROOT)
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 

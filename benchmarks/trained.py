@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import ResizeWithPadOrCrop
 
-from morse.bench.overhead import FIXED, FP32, _compare, _interleaved
-from morse.bench.volume import _variant
+from benchmarks.overhead import FIXED, FP32, _compare, _interleaved
+from benchmarks.volume import _variant
 from morse.config import RendererConfig
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes

@@ -1,18 +1,27 @@
-"""Benchmarks that print what they measured: ``python -m morse.bench overhead|chunked [--json]``.
+"""Benchmarks that print what they measured, run from the repository root.
 
-    python -m morse.bench overhead            # MORSE over the plain backbone, dense experts
-    python -m morse.bench overhead --only 2d  # one setting
-    python -m morse.bench overhead --run RUN  # + a trained run's model on its own slices
-    python -m morse.bench overhead --renderer expert_width=128 head_width=128  # other sizes
-    python -m morse.bench chunked             # large-volume prediction, chunked vs not
-    python -m morse.bench margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
+    python -m benchmarks overhead            # MORSE over the plain backbone, dense experts
+    python -m benchmarks overhead --only 2d  # one setting
+    python -m benchmarks overhead --run RUN  # + a trained run's model on its own slices
+    python -m benchmarks overhead --renderer expert_width=128 head_width=128  # other sizes
+    python -m benchmarks chunked             # large-volume prediction, chunked vs not
+    python -m benchmarks margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
+    python -m benchmarks knobs RUN           # accuracy and time against the render budget
+    python -m benchmarks flips RUN           # where rendering changed the label, right or wrong
+
+``--json`` prints the same figures for machines (overhead, chunked, margins).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+
+#: Experiments with their own command line (``python -m benchmarks NAME --help``).
+SCRIPTS = {"knobs": "accuracy and prediction time of one trained run against the render budget",
+           "flips": "where rendering changed the backbone's label, and whether for the better"}
 
 
 def _fields(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, object]:
@@ -29,8 +38,13 @@ def _fields(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, obje
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m morse.bench")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SCRIPTS:
+        return importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
     sub = parser.add_subparsers(dest="bench", required=True)
+    for name, help in SCRIPTS.items():
+        sub.add_parser(name, help=help, add_help=False)
     overhead = sub.add_parser("overhead", help="MORSE's cost over the plain backbone")
     overhead.add_argument("--only", choices=["2d", "3d"], action="append")
     overhead.add_argument("--device", default="cpu")
@@ -56,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     margins.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.bench == "margins":
-        from morse.bench.margins import budget_accuracy, flip_curve, format_margins, over_runs
+        from benchmarks.margins import budget_accuracy, flip_curve, format_margins, over_runs
 
         curves = [flip_curve(run, args.device) for run in args.runs]
         accuracy = [budget_accuracy(run, device=args.device) for run in args.runs]
@@ -65,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
               else format_margins(curves, accuracy))
         return 0
     if args.bench == "overhead":
-        from morse.bench.overhead import format_rows, run_overhead
-        from morse.bench.trained import format_trained, run_trained
-        from morse.bench.volume import format_volume, run_volume
+        from benchmarks.overhead import format_rows, run_overhead
+        from benchmarks.trained import format_trained, run_trained
+        from benchmarks.volume import format_volume, run_volume
 
         results = run_overhead(args.only or ["2d", "3d"], args.device, args.repeats,
                                renderer_options=_fields(parser, args.renderer))
@@ -92,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             if volume is not None:
                 print(format_volume(volume))
         return 0
-    from morse.bench.chunked import format_chunked, run_chunked
+    from benchmarks.chunked import format_chunked, run_chunked
 
     results = run_chunked(tuple(args.size), args.device)
     print(json.dumps(results, indent=2) if args.json else format_chunked(results))

@@ -1,7 +1,7 @@
 """Inference knobs of one trained run: rendered accuracy and prediction time against the render
 budget (points per step, steps, adaptive or fixed budget, share cap).
 
-    python -m morse.experiments.knobs runs/demo --subsets val test
+    python -m benchmarks knobs runs/demo --subsets val test
 
 For each setting of the grid (``render_points`` x ``render_steps`` x ``render_margin`` x
 ``render_share``, see :class:`morse.config.RendererConfig`) the loaded model's renderer
@@ -328,9 +328,9 @@ def parse_optional_float(text: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m morse.experiments.knobs RUN [options]``; prints ``knobs.md``."""
+    """``python -m benchmarks knobs RUN [options]``; prints ``knobs.md``."""
     parser = argparse.ArgumentParser(
-        prog="python -m morse.experiments.knobs",
+        prog="python -m benchmarks knobs",
         description="Rendered Dice, HD95 and prediction time of one trained MORSE run against "
                     "points per step, steps and the budget (adaptive or fixed).")
     parser.add_argument("run", help="run folder or checkpoint (renderer on)")
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                      "need a MORSE run")
     shares = args.shares or [run.model.renderer.config.render_share]
     grid = knob_grid(args.points, args.steps, args.margins, shares)
-    command = shlex.join(["python", "-m", "morse.experiments.knobs",
+    command = shlex.join(["python", "-m", "benchmarks", "knobs",
                           *(sys.argv[1:] if argv is None else argv)])
     result = measure_knobs(run, grid, subsets=args.subsets, output=args.output,
                            device=args.device, repeats=args.repeats, command=command)

@@ -4,8 +4,8 @@ A voxel *flips* when the rendered label differs from the coarse one. A **right f
 rendered correct and coarse wrong, a **wrong flip** coarse correct and rendered wrong; the
 other flips are wrong both times (one wrong class for another).
 
-    python -m morse.report.flips runs/demo                  # examples.npz of `morse evaluate`
-    python -m morse.report.flips runs/demo --volumes test   # and counts over every voxel,
+    python -m benchmarks flips runs/demo                  # examples.npz of `morse evaluate`
+    python -m benchmarks flips runs/demo --volumes test   # and counts over every voxel,
                                                             # in all and by true class
 
 The figure draws the example slices ``morse evaluate`` saved (``examples.npz``: ``image``,
@@ -204,9 +204,9 @@ def volume_flips(source: str | Path, subset: str = "test", device: str = "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m morse.report.flips RUN_OR_EXAMPLES [--volumes SUBSET] [-o PNG]``."""
+    """``python -m benchmarks flips RUN_OR_EXAMPLES [--volumes SUBSET] [-o PNG]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m morse.report.flips",
+        prog="python -m benchmarks flips",
         description="Right and wrong flips of the renderer over the example slices of a run.")
     parser.add_argument("source", help="examples.npz, or the folder holding it (a run folder "
                         "after `morse evaluate`, or its eval_val/)")

@@ -218,8 +218,31 @@ def test_dynunet_deep_supervision_logits():
 def test_dynunet_layout_options():
     net = _build("dynunet", 2, strides=[1, 2, 2, 2], filters=(4, 8, 8, 16))
     assert net.feature_strides == [8, 4, 2, 1] and net.feature_channels == [16, 8, 8, 4]
-    with pytest.raises(ValueError, match="anisotropically"):
-        _build("dynunet", 2, strides=[1, (2, 1), 2, 2], filters=(4, 8, 8, 16))
+    net = _build("dynunet", 2, strides=[1, (2, 1), 2, 2], filters=(4, 8, 8, 16))
+    assert net.feature_strides == [(8, 4), (4, 2), (2, 1), 1]
+
+
+def test_tap_anisotropic_3d_stages_give_per_axis_strides():
+    # nnU-Net's 3d_fullres plans on thick-slice scans: the first stage pools in plane only
+    net = _build("dynunet", 3, strides=[1, (1, 2, 2), 2], filters=(4, 8, 8))
+    assert net.feature_strides == [(2, 4, 4), (1, 2, 2), 1]
+    logits, feats = net(torch.randn(1, IN_CHANNELS, 8, 16, 16))
+    assert logits.shape[2:] == (8, 16, 16)
+    assert [tuple(f.shape[2:]) for f in feats] == [(4, 4, 4), (8, 8, 8), (8, 16, 16)]
+    morse = Morse(net, NUM_CLASSES, 3, expert_width=8, head_width=8, num_frequencies=4,
+                  train_points=16, render_points=32)
+    out = morse.eval()(torch.randn(1, IN_CHANNELS, 8, 16, 16))
+    assert out.logits.shape == (1, NUM_CLASSES, 8, 16, 16)
+
+
+def test_tap_checks_given_per_axis_strides():
+    conv = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.MaxPool3d((1, 2, 2)),
+                         nn.Upsample(scale_factor=(1, 2, 2)), nn.Conv3d(4, 2, 1))
+    tap = FeatureTap(conv, ["1", "2"], feature_strides=[[1, 2, 2], [1, 1, 1]],
+                     probe_input=torch.zeros(1, 1, 4, 8, 8))
+    assert tap.feature_strides == [(1, 2, 2), 1]
+    with pytest.raises(ValueError, match="feature_strides"):
+        FeatureTap(conv, ["1", "2"], feature_strides=[2, 1], probe_input=torch.zeros(1, 1, 4, 8, 8))
 
 
 # ----------------------------------------------------------------------------- UNet

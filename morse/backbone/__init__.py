@@ -4,7 +4,8 @@ Contract: every backbone is an ``nn.Module`` whose ``forward(image (B, C_in, *sp
 returns ``(logits, features)`` - ``logits (B, K, *spatial)`` at the input resolution and
 ``features`` a list of ``S`` tensors ``(B, c_s, *spatial / stride_s)`` ordered COARSEST
 to FINEST - and which has ``feature_channels`` (``c_s``), ``feature_strides``
-(``stride_s``, 1 = full resolution), ``spatial_dims``, ``in_channels`` and ``num_classes``.
+(``stride_s``, 1 = full resolution; an int, or one int per axis where a network down-samples
+anisotropically, e.g. ``(1, 2, 2)``), ``spatial_dims``, ``in_channels`` and ``num_classes``.
 
 * :class:`UNet` - the paper's UNet (2D and 3D), native ``(logits, features)``;
 * :class:`TransUNet` - R50+ViT-B/16 hybrid with the CUP decoder (2D), native, with

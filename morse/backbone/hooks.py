@@ -7,7 +7,8 @@ backbone contract of :mod:`morse.backbone`:
 
 * ``logits``: ``(B, K, *spatial)`` at the input's resolution;
 * ``features``: list of ``S`` tensors ``(B, c_s, *spatial_s)``, coarsest first;
-* attributes ``feature_channels``, ``feature_strides``, ``spatial_dims``,
+* attributes ``feature_channels``, ``feature_strides`` (an int per map, or a tuple of
+  per-axis ints where the map is down-sampled anisotropically), ``spatial_dims``,
   ``in_channels``, ``num_classes``.
 
 Design notes on the capture store (the part that is easy to get wrong):
@@ -28,6 +29,7 @@ Design notes on the capture store (the part that is easy to get wrong):
 from __future__ import annotations
 
 import difflib
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,7 +40,10 @@ import torch.nn as nn
 from morse.backbone.capture import CaptureHook, CaptureState, tensor_version
 from morse.backbone.checks import check_image, first_logits
 
-__all__ = ["FeatureTap"]
+__all__ = ["FeatureTap", "Stride"]
+
+Stride = int | tuple[int, ...]
+"""A feature map's down-sampling factor: one int for every axis, or one int per axis."""
 
 
 # ----------------------------------------------------------------------------- the tap
@@ -81,9 +86,10 @@ class FeatureTap(nn.Module):
             ``feature_channels``, ``feature_strides``, ``in_channels`` and ``num_classes``.
         spatial_dims: 2 or 3; defaults to ``probe_input.ndim - 2``, else ``net.spatial_dims``,
             else the rank of the first image seen.
-        feature_strides: down-sampling factor of each tapped output vs the input; inferred
-            by the probe, else taken from this argument, else recorded at the first
-            forward (``None`` until then).
+        feature_strides: down-sampling factor of each tapped output vs the input, an int
+            (the same on every axis) or one int per axis (e.g. ``(1, 2, 2)`` for nnU-Net's
+            anisotropic stages); inferred by the probe, else taken from this argument, else
+            recorded at the first forward (``None`` until then).
         size_multiple: every input spatial size must be a multiple of this (checked up
             front with a clear message), int or per axis.
         required_size: the exact spatial size the network accepts, if it has one.
@@ -115,7 +121,7 @@ class FeatureTap(nn.Module):
         probe_input: torch.Tensor | None = None,
         spatial_dims: int | None = None,
         *,
-        feature_strides: Sequence[int] | None = None,
+        feature_strides: Sequence[Stride] | None = None,
         size_multiple: int | Sequence[int] = 1,
         required_size: Sequence[int] | None = None,
         logits_fn: Callable[[Any], torch.Tensor] | None = None,
@@ -170,8 +176,9 @@ class FeatureTap(nn.Module):
         self.feature_channels: list[int] | None = (
             [int(c) for c in feature_channels] if feature_channels is not None else None
         )
-        self.feature_strides: list[int] | None = (
-            [int(s) for s in feature_strides] if feature_strides is not None else None
+        self.feature_strides: list[Stride] | None = (
+            [_normalise_stride(s) for s in feature_strides]
+            if feature_strides is not None else None
         )
 
         self._state = CaptureState()
@@ -278,7 +285,7 @@ class FeatureTap(nn.Module):
                 f"for {self.feature_modules}"
             )
         self.feature_strides = strides
-        if any(a < b for a, b in zip(strides, strides[1:])):
+        if any(_cells(a) < _cells(b) for a, b in zip(strides, strides[1:])):
             warnings.warn(
                 f"FeatureTap: strides {strides} are not coarsest-first; list "
                 "feature_modules from lowest to highest resolution",
@@ -290,7 +297,7 @@ class FeatureTap(nn.Module):
             self.num_classes = int(logits.shape[1])
         self._check_outputs(probe_input, logits, features)
 
-    def _strides(self, spatial: tuple[int, ...], features: list[torch.Tensor]) -> list[int]:
+    def _strides(self, spatial: tuple[int, ...], features: list[torch.Tensor]) -> list[Stride]:
         pairs = zip(self.feature_modules, features)
         return [_stride(spatial, tuple(f.shape[2:]), n) for n, f in pairs]
 
@@ -331,20 +338,34 @@ def _net_attr(net: nn.Module, *names: str) -> int | None:
     return None
 
 
-def _stride(image_size: tuple[int, ...], feat_size: tuple[int, ...], name: str) -> int:
-    """Isotropic integer down-sampling factor of ``feat_size`` vs ``image_size``."""
+def _stride(image_size: tuple[int, ...], feat_size: tuple[int, ...], name: str) -> Stride:
+    """Integer down-sampling factor of ``feat_size`` vs ``image_size``: an int when it is the
+    same on every axis, else one int per axis.
+
+    >>> _stride((32, 64, 64), (8, 16, 16), "x"), _stride((32, 64, 64), (32, 32, 32), "x")
+    (4, (1, 2, 2))
+    """
     if len(image_size) != len(feat_size):
         raise ValueError(f"'{name}' output has spatial size {feat_size} for input {image_size}")
-    ratios = set()
+    ratios = []
     for s, f in zip(image_size, feat_size):
         if f == 0 or s % f:
             raise ValueError(
                 f"'{name}' output size {feat_size} does not divide the input size {image_size}"
             )
-        ratios.add(s // f)
-    if len(ratios) != 1:
-        raise ValueError(
-            f"'{name}' is down-sampled anisotropically ({image_size} -> {feat_size}); the "
-            "backbone contract needs one integer stride per feature map"
-        )
-    return ratios.pop()
+        ratios.append(s // f)
+    return _normalise_stride(ratios)
+
+
+def _normalise_stride(stride: Stride | Sequence[int]) -> Stride:
+    """One form per stride, so that strides compare equal: ``2``, ``[2, 2]`` -> ``2``;
+    ``[1, 2, 2]`` -> ``(1, 2, 2)``."""
+    if isinstance(stride, int):
+        return int(stride)
+    axes = tuple(int(s) for s in stride)
+    return axes[0] if len(set(axes)) == 1 else axes
+
+
+def _cells(stride: Stride) -> int:
+    """Input cells per feature cell: the stride's product over the axes (int: per axis)."""
+    return stride if isinstance(stride, int) else math.prod(stride)

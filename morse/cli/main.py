@@ -13,6 +13,7 @@
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
                   [--subset val|test] [--quick]
     morse export RUN_DIR_or_CHECKPOINT OUT [--format torchscript|onnx] [--size N ...]
+    morse nnunet trainer-dir | train ARGS... | predict ARGS...
 
 Bad input ends with one line on stderr naming the file and the problem, and exit code 2.
 """
@@ -320,7 +321,32 @@ class Export:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export)
+@dataclass
+class Nnunet:
+    """MORSE inside nnU-Net v2: 'trainer-dir' prints the folder for nnUNet_extTrainer; 'train'
+    and 'predict' run nnUNetv2_train / nnUNetv2_predict with ARGS unchanged, MORSE's trainers
+    found (e.g. -tr nnUNetTrainerMORSE) and nnU-Net trainers that cannot import skipped."""
+
+    name: ClassVar[str] = "nnunet"
+    action: str = _option("trainer-dir, train or predict",
+                          choices=["trainer-dir", "train", "predict"])
+    args: list[str] = _option("arguments for nnUNetv2_train / nnUNetv2_predict",
+                              nargs=argparse.REMAINDER, default_factory=list)
+
+    def run(self) -> int:
+        from morse.nnunet.launch import check_nnunet, run_entry, trainer_dir
+
+        if self.action == "trainer-dir":
+            if self.args:
+                raise SystemExit("morse nnunet trainer-dir takes no arguments")
+            check_nnunet()
+            print(trainer_dir())
+            return 0
+        return run_entry(self.action, self.args)
+
+
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export,
+            Nnunet)
 
 
 def _version() -> str:

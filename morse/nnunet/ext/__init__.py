@@ -1,0 +1,1 @@
+"""The folder nnU-Net's ``nnUNet_extTrainer`` points at (``morse nnunet trainer-dir``)."""

@@ -271,3 +271,18 @@ def test_a_second_predict_into_a_held_folder_is_refused(trained, tmp_path, capsy
         assert main(["predict", str(run), str(_scan(config)), "-o", str(out)]) == 2
     assert "is in use by morse predict" in capsys.readouterr().err
     assert not (out / "case0.nii.gz").exists()
+
+
+def test_evaluate_refuses_a_dataset_whose_changed_case_list_would_move_cases(
+    trained, tmp_path, capsys
+):
+    import shutil
+
+    config, run = trained
+    data = shutil.copytree(config.parent / "Dataset001_Disc", tmp_path / "Dataset001_Disc")
+    for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
+        shutil.copy(data / folder / f"case0{suffix}.nii.gz", data / folder / f"added{suffix}.nii.gz")
+    assert main(["evaluate", str(run), "--data", str(data), "-o", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "split.json: the dataset's cases changed" in err and "added: new ->" in err
+    assert not (tmp_path / "eval" / "metrics.json").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -21,7 +22,7 @@ from .datasets import PatchDataset, SliceDataset
 from .formats import data_format
 from .geometry import plan_geometry, to_network
 from .intensity import check_record, normalize_volume
-from .split import Split
+from .split import Split, check_same_split
 from .volume import Volume
 
 __all__ = [
@@ -99,7 +100,10 @@ def plan_dataset_geometry(cfg: DataConfig, train: Sequence[Volume]) -> dict | No
 
 
 def load_eval_volumes(
-    cfg: DataConfig, subset: str = "test", preprocessing: dict | None = None
+    cfg: DataConfig,
+    subset: str = "test",
+    preprocessing: dict | None = None,
+    saved_split: Path | None = None,
 ) -> list[Volume]:
     """The labelled, normalised volumes of ``subset`` ("val" or "test"), on their own grids
     (predict them with the record's ``geometry``, see :func:`morse.inference.trained.predict_case`).
@@ -109,11 +113,16 @@ def load_eval_volumes(
         subset: "val" or "test".
         preprocessing: the run's record (from its checkpoint); None computes it again from the
             training subset, which gives the same record at the cost of reading that subset.
+        saved_split: the run's ``split.json``; a split of today's cases that differs from it
+            is refused (:func:`morse.data.split.check_same_split`).
     """
     if subset not in ("val", "test"):
         raise ValueError(f"subset must be 'val' or 'test', got {subset!r}")
     fmt = data_format(cfg)
-    volumes = fmt.load(cfg, (subset,), False).volumes[subset]
+    loaded = fmt.load(cfg, (subset,), False)
+    if saved_split is not None:
+        check_same_split(loaded.split, saved_split)
+    volumes = loaded.volumes[subset]
     if preprocessing is None:
         train = functools.cache(lambda: fmt.load(cfg, ("train",), False).volumes["train"])
         preprocessing = fmt.preprocessing(cfg, train)

@@ -151,6 +151,31 @@ def load_split(path: str | Path, known_cases: Iterable[str] | None = None) -> Sp
     return split
 
 
+def check_same_split(current: Split, saved_path: str | Path) -> None:
+    """Refuse a split that differs from the one a run saved (``split.json``): with a case added
+    to or removed from the dataset, the seeded split can move cases between subsets, and a
+    training case scored as "test" would inflate the result without a word.
+
+    Raises:
+        DataError: naming the first cases that moved, and the fix.
+    """
+    saved_path = Path(saved_path)
+    if not saved_path.is_file():
+        return
+    saved = load_split(saved_path)
+    before = {case: name for name in SUBSETS for case in getattr(saved, name)}
+    now = {case: name for name in SUBSETS for case in getattr(current, name)}
+    moved = [f"{case}: {before.get(case, 'new')} -> {now.get(case, 'gone')}"
+             for case in sorted(set(before) | set(now)) if before.get(case) != now.get(case)]
+    if moved:
+        shown = "; ".join(moved[:5]) + (f"; and {len(moved) - 5} more" if len(moved) > 5 else "")
+        raise DataError(
+            f"{saved_path}: the dataset's cases changed since this run was trained, and its "
+            f"split would change ({shown}); restore the case list, or set data.split_file to "
+            "this file to keep the run's subsets"
+        )
+
+
 _TITLES = {"train": "training", "val": "validation", "test": "test"}
 _CONSEQUENCE = {
     "train": "the model learns from too little",

@@ -56,7 +56,8 @@ def evaluate(
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     settings = MetricSettings(tuple(cfg.eval.nsd_tolerances_mm), cfg.eval.biou_width_mm)
-    volumes = load_eval_volumes(cfg.data, subset, run.preprocessing)
+    volumes = load_eval_volumes(cfg.data, subset, run.preprocessing,
+                                saved_split=run.path.parent / "split.json")
     if not volumes and require_cases:
         raise DataError(f"{cfg.data.root}: the {subset} subset holds no case to evaluate")
     if verbose:

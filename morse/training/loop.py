@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from morse.config import Config, config_from_dict, config_to_dict, save_config
 from morse.data.prepare import PreparedData, prepare_data
-from morse.data.split import announce_split
+from morse.data.split import announce_split, check_same_split
 from morse.data.volume import Volume
 from morse.device import autocast_context, make_grad_scaler
 from morse.errors import ConfigError, TrainingDiverged
@@ -122,6 +122,8 @@ def _train(
     seed_everything(cfg.train.seed, ctx.rank)
     check_buildable(cfg)
     data = data or prepare_data(cfg.data, check=cfg.train.check_data and state is None)
+    if state is not None and data.split is not None:
+        check_same_split(data.split, run_dir / "split.json")
     cfg = _checkpoint_to_score(cfg, bool(data.val), ctx.is_main and state is None)
     device = ctx.device
     model = build_model(cfg, data.in_channels, data.num_classes).to(device)

@@ -286,3 +286,26 @@ def test_evaluate_refuses_a_dataset_whose_changed_case_list_would_move_cases(
     err = capsys.readouterr().err
     assert "split.json: the dataset's cases changed" in err and "added: new ->" in err
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_score_without_classes_takes_them_from_the_references_not_a_stray_prediction(
+    tmp_path, capsys
+):
+    import nibabel as nib
+    import numpy as np
+
+    preds, refs = tmp_path / "preds", tmp_path / "refs"
+    preds.mkdir()
+    refs.mkdir()
+    truth = np.zeros((8, 8, 3), np.uint8)
+    truth[2:6, 2:6] = 1
+    stray = truth.copy()
+    stray[0, 0, 0] = 3  # one voxel of a label no reference has
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), refs / "a.nii.gz")
+    nib.save(nib.Nifti1Image(stray, np.eye(4)), preds / "a.nii.gz")
+    assert main(["score", str(preds), str(refs)]) == 2
+    err = capsys.readouterr().err
+    assert "a.nii.gz" in err and "outside 0..1 (2 classes)" in err
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), preds / "a.nii.gz")
+    assert main(["score", str(preds), str(refs)]) == 0
+    assert "2 classes (0..largest reference label)" in capsys.readouterr().err

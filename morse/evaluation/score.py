@@ -141,19 +141,23 @@ def _missing_message(missing: dict[str, list[str]], predictions: Path, labels: P
 
 def _class_names(labels: Path, classes: int | None, largest: int) -> list[str]:
     """K names, background first: ``--classes``, else ``dataset.json`` next to the labels, else
-    the largest label found (names ``label_1``, ...)."""
+    the largest label of the references (names ``label_1``, ...): a stray label in a
+    prediction must not invent a class that then scores as a perfect absent class."""
     if classes is None:
         for folder in (labels, labels.parent):
             if (folder / "dataset.json").is_file():
                 return read_dataset_json(folder).class_names
         classes = max(largest + 1, 2)
+        print(f"score: no dataset.json beside {labels} and no --classes: {classes} classes "
+              "(0..largest reference label); give --classes K if a class is absent from every "
+              "reference", file=sys.stderr)
     if classes < 2:
         raise DataError(f"--classes {classes}: give K >= 2 (background and one class)")
     return ["background", *(f"label_{c}" for c in range(1, classes))]
 
 
 def _check_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[int, bool]:
-    """Read and check every pair before any is scored: the largest label in them and whether
+    """Read and check every pair before any is scored: the largest reference label and whether
     every reference is oriented. Raises DataError on the first pair that cannot be scored."""
     largest, oriented = 0, True
     for pred_path, ref_path in pairs:
@@ -161,7 +165,7 @@ def _check_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[int, bool]:
         problem = pair_problem(pred.grid, ref.grid)
         if problem:
             raise DataError(problem)
-        largest = max([largest, *(int(m.label.max()) for m in (pred, ref) if m.label.size)])
+        largest = max(largest, int(ref.label.max()) if ref.label.size else 0)
         oriented = oriented and ref.oriented
     return largest, oriented
 

@@ -1,5 +1,5 @@
-"""The renderer's fast point path (rows, split weights, first layers on coarse maps) computes
-what the straightforward path does: 1x1 Conv1d layers on concatenated (B, C, P) features."""
+"""The renderer's fast point path (split weights, first layers on coarse maps, cell tables)
+computes what the straightforward path does: its layers on concatenated point features."""
 
 import pytest
 import torch
@@ -16,18 +16,28 @@ SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
              render_precision="fp32")
 
 
+def _mlp(layers, rows):
+    for layer in layers:
+        rows = torch.relu(layer(rows))
+    return rows
+
+
 def straightforward_point_logits(renderer, features, coarse, coords):
-    """The reference: sample every map, Conv1d experts on (B, C, P), stacked and concatenated."""
+    """The reference: sample every map, run every expert on all its rows, stack, concatenate;
+    logits (B, K, P), gate (B, S, P)."""
     fusion, head = renderer.fusion, renderer.head
-    sampled = [point_sample(maps, coords) for maps in features]
-    outputs = torch.stack([expert(x) for expert, x in zip(fusion.experts, sampled)], 1)
-    weights = fusion.gate(outputs.flatten(1, 2)).softmax(dim=1)
-    fused = fusion.fuse((outputs * weights.unsqueeze(2)).sum(dim=1))
-    at_points = point_sample(coarse, coords)
-    hidden = torch.cat([renderer.encoding(coords).transpose(1, 2), fused], 1)
+    sampled = [point_sample(maps, coords).transpose(1, 2) for maps in features]
+    experts = [list(expert)[::2] for expert in fusion.experts]
+    # (B, P, S, width)
+    outputs = torch.stack([_mlp(expert, x) for expert, x in zip(experts, sampled)], 2)
+    weights = fusion.gate(outputs.flatten(2)).softmax(dim=-1)
+    fused = _mlp(list(fusion.fuse[0])[::2], (outputs * weights.unsqueeze(-1)).sum(dim=2))
+    at_points = point_sample(coarse, coords).transpose(1, 2)
+    hidden = torch.cat([renderer.encoding(coords), fused], -1)
     for layer in head.layers:
-        hidden = torch.relu(layer(torch.cat([hidden, at_points], 1)))
-    return head.predictor(torch.cat([hidden, at_points], 1)), weights
+        hidden = torch.relu(layer(torch.cat([hidden, at_points], -1)))
+    logits = head.predictor(torch.cat([hidden, at_points], -1))
+    return logits.transpose(1, 2), weights.transpose(1, 2)
 
 
 def _setup(spatial_dims, batch=2):

@@ -51,7 +51,7 @@ class PointInputs(NamedTuple):
 
 
 def prepare_inputs(
-    entries: Sequence[nn.Conv1d],
+    entries: Sequence[nn.Linear],
     features: Sequence[torch.Tensor],
     coarse: torch.Tensor,
     num_points: int,
@@ -77,7 +77,7 @@ def prepare_inputs(
     maps, entered = [], []
     for index, feature_map in enumerate(features):
         enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
-                 and feature_map.shape[1] >= entries[index].out_channels)
+                 and feature_map.shape[1] >= entries[index].out_features)
         maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
         entered.append(enter)
     most = num_points * TABLE_CELLS_PER_POINT[coarse.dim() - 2]
@@ -88,9 +88,9 @@ def prepare_inputs(
                         for m, last in zip(maps, cells_last)])
 
 
-def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
-    """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
-    return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
+def enter_map(entry: nn.Linear, maps: torch.Tensor) -> torch.Tensor:
+    """A point layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
+    return F.linear(maps.movedim(1, -1), entry.weight, entry.bias).movedim(-1, 1)
 
 
 def point_rows(

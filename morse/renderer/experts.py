@@ -121,10 +121,7 @@ class PointMlp(nn.Sequential):
 
 
 def drop_experts_mask(
-    num_experts: int,
-    max_dropped: int,
-    device: torch.device | None = None,
-    generator: torch.Generator | None = None,
+    num_experts: int, max_dropped: int, device: torch.device | None = None
 ) -> torch.Tensor:
     """Which experts survive this step: draw r uniformly in {0..max_dropped}, drop r at random.
 
@@ -135,13 +132,13 @@ def drop_experts_mask(
     Returns:
         (S,) float mask, 1 for kept experts and 0 for dropped ones.
 
-    >>> mask = drop_experts_mask(5, 4, generator=torch.Generator().manual_seed(0))
+    >>> mask = drop_experts_mask(5, 4)
     >>> mask.shape, bool(mask.sum() >= 1)
     (torch.Size([5]), True)
     """
     max_dropped = max(0, min(max_dropped, num_experts - 1))
-    num_dropped = int(torch.randint(0, max_dropped + 1, (1,), generator=generator))
-    order = torch.randperm(num_experts, generator=generator)
+    num_dropped = int(torch.randint(0, max_dropped + 1, (1,)))
+    order = torch.randperm(num_experts)
     mask = torch.ones(num_experts)
     mask[order[:num_dropped]] = 0.0
     return mask.to(device) if device is not None else mask
@@ -208,18 +205,14 @@ class StochasticExperts(nn.Module):
         return [expert.entry for expert in self.experts]
 
     def forward(
-        self,
-        point_features: Sequence[torch.Tensor],
-        generator: torch.Generator | None = None,
-        entered: Sequence[bool] | None = None,
+        self, point_features: Sequence[torch.Tensor], entered: Sequence[bool] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fuse per-scale point features.
+        """Fuse per-scale point features (experts dropped with the global random state).
 
         Args:
             point_features: S tensors (..., c_s) (rows, e.g. (B, P, c_s)), in the order of
                 ``in_channels``; with ``entered[s]``, (..., width) rows that already went
                 through expert s's first layer.
-            generator: optional generator for the expert dropping.
             entered: per scale, whether its features come through the first layer already.
 
         Returns:
@@ -231,7 +224,7 @@ class StochasticExperts(nn.Module):
         # (..., S), fp32 even under bf16 autocast: the weights of a point sum to 1 exactly
         weights = split_linear_rows(self.gate, outputs).float().softmax(dim=-1)
         if self.training and self.stochastic and self.num_experts > 1:
-            mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device, generator)
+            mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device)
             weights = weights * mask
             if self.renormalize:
                 weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -260,12 +253,7 @@ class ConcatFusion(nn.Module):
         """No per-scale first layer (the one layer sees all scales at once)."""
         return []
 
-    def forward(
-        self,
-        point_features: Sequence[torch.Tensor],
-        generator: torch.Generator | None = None,
-        entered: Sequence[bool] | None = None,
-    ) -> tuple[torch.Tensor, None]:
+    def forward(self, point_features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, None]:
         """(S tensors (..., c_s)) -> fused (..., width), no gate."""
         mlp = self.fuse[0]
         first = split_linear_rows(mlp.entry, point_features)

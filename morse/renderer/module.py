@@ -222,7 +222,8 @@ class MorseRenderer(nn.Module):
         points, each (..., c); returns logits (..., K) and gate (..., S) or None."""
         *maps, coarse_rows, points = rows
         code = [] if self.encoding is None else [self.encoding(points)]
-        fused, gate = self.fusion(maps, entered=entered)
+        # only the experts have per-scale first layers to enter (``fusion.entries``)
+        fused, gate = self.fusion(maps, entered) if any(entered) else self.fusion(maps)
         return self.head([*code, fused], coarse_rows), gate
 
     def render(

@@ -96,7 +96,8 @@ def test_rendering_equals_rendering_with_the_straightforward_point_function(spat
     with torch.no_grad():
         out = renderer.render(features, coarse, output_size=[20] * spatial_dims)
         expected = subdivision_render(
-            coarse, lambda coords: straightforward_point_logits(renderer, features, coarse, coords),
+            coarse,
+            lambda coords, active: straightforward_point_logits(renderer, features, coarse, coords),
             50, 2, output_size=[20] * spatial_dims)
     assert torch.equal(out.rendered, expected[1])
     torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
@@ -127,7 +128,7 @@ def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, 
         fast = renderer.render(features, coarse)
         inputs = renderer.prepare(features, coarse, 80)
 
-        def every_row(coords):
+        def every_row(coords, active):  # the fill rows too
             return renderer._chunked_point_logits(inputs, coords)
 
         full = subdivision_render(coarse, every_row, 40, 2, max_margin=0.5,

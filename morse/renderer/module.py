@@ -273,7 +273,7 @@ class MorseRenderer(nn.Module):
             logits, rendered, gate = subdivision_render(
                 coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
                 output_size, cfg.render_margin, cfg.render_share,
-                active_rows=not static_shapes, static_shapes=static_shapes, grid_map=grid_map,
+                static_shapes=static_shapes, grid_map=grid_map,
             )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),

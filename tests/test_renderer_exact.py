@@ -129,7 +129,7 @@ def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, 
         inputs = renderer.prepare(features, coarse, 80)
 
         def every_row(coords, active):  # the fill rows too
-            return renderer._chunked_point_logits(inputs, coords)
+            return renderer._point_logits(inputs, coords)
 
         full = subdivision_render(coarse, every_row, 40, 2, max_margin=0.5,
                                   max_share=renderer.config.render_share)

@@ -69,7 +69,7 @@ def _pass_through_model(spatial_dims: int) -> Morse:
         for layer in [*head.layers, head.predictor]:
             layer.weight.zero_()
             layer.bias.zero_()
-        head.predictor.weight[:, -2:, 0] = torch.eye(2)
+        head.predictor.weight[:, -2:] = torch.eye(2)
     return model.eval()
 
 

@@ -22,7 +22,7 @@ def test_rendering_at_twice_the_size_leaves_certain_cells_as_upsampled_coarse(sp
     coarse = torch.randn(2, 3, *([6] * spatial_dims)) * 4
     output_size = [12] * spatial_dims
     logits, rendered, gate = subdivision_render(
-        coarse, lambda c: torch.full((c.shape[0], 3, c.shape[1]), 100.0), num_points=10,
+        coarse, lambda c, active: torch.full((c.shape[0], 3, c.shape[1]), 100.0), num_points=10,
         steps=2, output_size=output_size,
     )
     assert logits.shape == (2, 3, *output_size)
@@ -39,7 +39,7 @@ def test_rendering_at_twice_the_size_leaves_certain_cells_as_upsampled_coarse(sp
 def test_no_cell_is_rendered_twice_in_one_pass():
     seen = []
 
-    def point_fn(coords):
+    def point_fn(coords, active):
         seen.append(coords)
         return torch.zeros(coords.shape[0], 2, coords.shape[1])  # keeps cells uncertain
 
@@ -51,7 +51,8 @@ def test_no_cell_is_rendered_twice_in_one_pass():
 def test_upsampled_steps_map_rendered_cells_to_the_output_grid():
     coarse = torch.randn(1, 2, 4, 4)
     logits, rendered, _ = subdivision_render(
-        coarse, lambda c: torch.zeros(1, 2, c.shape[1]), num_points=1, steps=2, upsample=True
+        coarse, lambda c, active: torch.zeros(1, 2, c.shape[1]), num_points=1, steps=2,
+        upsample=True,
     )
     assert logits.shape == (1, 2, 16, 16)
     # one cell of the 8x8 step covers 2x2 output cells, plus one 16x16 cell (maybe inside)
@@ -67,7 +68,7 @@ def test_zero_steps_returns_resized_coarse():
 def _recorder(seen, classes=2):
     """A point function that records its coordinates and keeps the cells maximally unsure."""
 
-    def point_fn(coords):
+    def point_fn(coords, active):
         seen.append(coords)
         return torch.zeros(coords.shape[0], classes, coords.shape[1])
 
@@ -113,7 +114,7 @@ def test_rendered_cells_of_a_coarser_step_map_to_output_cells_by_their_centres()
 
 
 def test_gate_map_holds_the_last_write_and_zero_where_nothing_was_rendered():
-    def point_fn(coords):
+    def point_fn(coords, active):
         gate = torch.full((coords.shape[0], 2, coords.shape[1]), len(calls) + 1.0)
         calls.append(coords)
         return torch.zeros(coords.shape[0], 3, coords.shape[1]), gate
@@ -140,7 +141,7 @@ def test_with_a_margin_only_uncertain_cells_are_rendered_and_certain_ones_keep_c
     uncertain[1, 2:4] = True  # image 1: 12, more than N
     coarse[:, 1][uncertain] = 4.0 + torch.rand(int(uncertain.sum()))  # margins in (0, 1)
 
-    def point_fn(coords):
+    def point_fn(coords, active):
         return torch.full((2, 3, coords.shape[1]), 7.0), torch.ones(2, 2, coords.shape[1])
 
     logits, rendered, gate = subdivision_render(coarse, point_fn, 4, steps=2, max_margin=2.0)
@@ -161,12 +162,12 @@ def test_active_rows_are_marked_only_when_some_row_only_fills_the_batch():
     coarse[1, 1, 1, :2] = 4.5  # 2 more in image 1
     seen = []
 
-    def point_fn(coords, active=None):
+    def point_fn(coords, active):
         seen.append(active)
         return torch.full((2, 3, coords.shape[1]), 7.0)
 
-    subdivision_render(coarse, point_fn, 4, steps=1, max_margin=2.0, active_rows=True)
-    subdivision_render(coarse, point_fn, 8, steps=1, max_margin=2.0, active_rows=True)
+    subdivision_render(coarse, point_fn, 4, steps=1, max_margin=2.0)
+    subdivision_render(coarse, point_fn, 8, steps=1, max_margin=2.0)
     assert seen[0] is None  # 4 rows each, all uncertain
     assert seen[1].tolist() == [[True] * 4 + [False] * 2, [True] * 6]
 
@@ -178,7 +179,7 @@ def test_a_share_caps_the_cells_of_each_step_on_small_grids():
     assert [coords.shape[1] for coords in seen] == [16] and rendered.sum() == 16  # 2 x 8
 
 
-def _position_logits(coords):
+def _position_logits(coords, active):
     """A point function whose logits depend on where the point is (3 classes)."""
     return torch.stack([coords.sum(-1), coords[..., 0] * 3, -coords[..., -1]], dim=1)
 
@@ -231,14 +232,14 @@ def test_static_shapes_ask_n_rows_every_step_and_render_the_same_cells_and_value
     shapes: dict[bool, list[int]] = {True: [], False: []}
 
     def point_fn(static):
-        def values(coords, active=None):
+        def values(coords, active):
             shapes[static].append(coords.shape[1])
+            assert active is None or not static  # static shapes: every row, no mask
             position = coords.sum(-1).unsqueeze(1)  # (B, 1, N): each row its own value
             return 9.0 * position.expand(-1, 3, -1).clone(), position.expand(-1, 2, -1).clone()
         return values
 
-    default = subdivision_render(coarse, point_fn(False), 5, steps=4, max_margin=2.0,
-                                 active_rows=True)
+    default = subdivision_render(coarse, point_fn(False), 5, steps=4, max_margin=2.0)
     static = subdivision_render(coarse, point_fn(True), 5, steps=4, max_margin=2.0,
                                 static_shapes=True)
     assert shapes == {False: [12], True: [20]}  # 4 steps of 5 on one grid: one round
@@ -254,7 +255,8 @@ def test_rendering_writes_its_own_grid_never_the_callers_logits(layout):
         coarse = coarse.to(memory_format=torch.channels_last)
     before = coarse.clone()
     logits, rendered, _ = subdivision_render(
-        coarse, lambda c: torch.full((c.shape[0], 3, c.shape[1]), 9.0), num_points=4, steps=2)
+        coarse, lambda c, active: torch.full((c.shape[0], 3, c.shape[1]), 9.0), num_points=4,
+        steps=2)
     assert torch.equal(coarse, before)
     assert logits[rendered.expand_as(logits)].eq(9.0).all()
     assert int(rendered.sum()) == 2 * 2 * 4

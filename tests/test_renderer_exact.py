@@ -1,5 +1,5 @@
-"""The renderer's fast point path (rows, split weights, first layers on coarse maps) computes
-what the straightforward path does: 1x1 Conv1d layers on concatenated (B, C, P) features."""
+"""The renderer's fast point path (split weights, first layers on coarse maps, cell tables)
+computes what the straightforward path does: its layers on concatenated point features."""
 
 import pytest
 import torch
@@ -16,18 +16,28 @@ SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
              render_precision="fp32")
 
 
+def _mlp(layers, rows):
+    for layer in layers:
+        rows = torch.relu(layer(rows))
+    return rows
+
+
 def straightforward_point_logits(renderer, features, coarse, coords):
-    """The reference: sample every map, Conv1d experts on (B, C, P), stacked and concatenated."""
+    """The reference: sample every map, run every expert on all its rows, stack, concatenate;
+    logits (B, K, P), gate (B, S, P)."""
     fusion, head = renderer.fusion, renderer.head
-    sampled = [point_sample(maps, coords) for maps in features]
-    outputs = torch.stack([expert(x) for expert, x in zip(fusion.experts, sampled)], 1)
-    weights = fusion.gate(outputs.flatten(1, 2)).softmax(dim=1)
-    fused = fusion.fuse((outputs * weights.unsqueeze(2)).sum(dim=1))
-    at_points = point_sample(coarse, coords)
-    hidden = torch.cat([renderer.encoding(coords).transpose(1, 2), fused], 1)
+    sampled = [point_sample(maps, coords).transpose(1, 2) for maps in features]
+    experts = [list(expert)[::2] for expert in fusion.experts]
+    # (B, P, S, width)
+    outputs = torch.stack([_mlp(expert, x) for expert, x in zip(experts, sampled)], 2)
+    weights = fusion.gate(outputs.flatten(2)).softmax(dim=-1)
+    fused = _mlp(list(fusion.fuse[0])[::2], (outputs * weights.unsqueeze(-1)).sum(dim=2))
+    at_points = point_sample(coarse, coords).transpose(1, 2)
+    hidden = torch.cat([renderer.encoding(coords), fused], -1)
     for layer in head.layers:
-        hidden = torch.relu(layer(torch.cat([hidden, at_points], 1)))
-    return head.predictor(torch.cat([hidden, at_points], 1)), weights
+        hidden = torch.relu(layer(torch.cat([hidden, at_points], -1)))
+    logits = head.predictor(torch.cat([hidden, at_points], -1))
+    return logits.transpose(1, 2), weights.transpose(1, 2)
 
 
 def _setup(spatial_dims, batch=2):
@@ -86,7 +96,8 @@ def test_rendering_equals_rendering_with_the_straightforward_point_function(spat
     with torch.no_grad():
         out = renderer.render(features, coarse, output_size=[20] * spatial_dims)
         expected = subdivision_render(
-            coarse, lambda coords: straightforward_point_logits(renderer, features, coarse, coords),
+            coarse,
+            lambda coords, active: straightforward_point_logits(renderer, features, coarse, coords),
             50, 2, output_size=[20] * spatial_dims)
     assert torch.equal(out.rendered, expected[1])
     torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
@@ -117,8 +128,8 @@ def test_adaptive_render_on_active_rows_only_equals_the_full_pass(spatial_dims, 
         fast = renderer.render(features, coarse)
         inputs = renderer.prepare(features, coarse, 80)
 
-        def every_row(coords):
-            return renderer._chunked_point_logits(inputs, coords)
+        def every_row(coords, active):  # the fill rows too
+            return renderer._point_logits(inputs, coords)
 
         full = subdivision_render(coarse, every_row, 40, 2, max_margin=0.5,
                                   max_share=renderer.config.render_share)

@@ -11,6 +11,8 @@ from morse.backbone import FeatureTap
 from morse.config import ModelConfig
 from morse.renderer import precision
 
+from toys import small_morse
+
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, train_points=64, render_points=32)
 
 
@@ -93,7 +95,7 @@ def test_bf16_autocast_renders_the_cells_and_values_of_fp32_on_a_512_grid():
         predictor.weight.zero_()
         predictor.bias.zero_()
         width = predictor.weight.shape[1] - 3
-        predictor.weight[:, width:, 0] = torch.eye(3)
+        predictor.weight[:, width:] = torch.eye(3)
     features, coarse = _inputs((128, 2))
     coarse = (coarse * 2).round().clamp(-2, 2)  # small integers: their interpolations are exact
     reference = renderer.render(features, coarse)  # steps on (256, 4) then (512, 8)
@@ -163,3 +165,46 @@ def test_model_config_declares_no_renderer_option_of_its_own():
     assert set(ModelConfig.__annotations__) == {"backbone", "backbone_options", "renderer"}
     config = ModelConfig(render_points=5, backbone="basicunet")
     assert MorseRenderer([8], 2, 2, config=config).config == RendererConfig(render_points=5)
+
+
+def _conv1d_layout(state: dict) -> dict:
+    """A state dict as written when the point layers were 1x1 Conv1d: (C_out, C_in, 1) weights."""
+    return {key: value.unsqueeze(-1) if key.endswith("weight") and value.dim() == 2 else value
+            for key, value in state.items()}
+
+
+@pytest.mark.parametrize("experts", [True, False])
+def test_a_state_dict_of_conv1d_point_layers_loads_and_gives_the_same_outputs(experts):
+    torch.manual_seed(0)
+    saved = MorseRenderer([8, 4], 3, 2, experts=experts, render_precision="fp32", **SIZES)
+    old = _conv1d_layout(saved.state_dict())
+    assert sum(value.dim() == 3 for value in old.values()) >= 4  # experts (or fusion), head
+    torch.manual_seed(1)
+    loaded = MorseRenderer([8, 4], 3, 2, experts=experts, render_precision="fp32", **SIZES)
+    loaded.load_state_dict(old)
+    for key, value in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    generator = torch.Generator().manual_seed(2)
+    features = [torch.randn(2, 8, 4, 4, generator=generator),
+                torch.randn(2, 4, 8, 8, generator=generator)]
+    coarse = torch.randn(2, 3, 8, 8, generator=generator)
+    trained = []
+    for renderer in (saved, loaded):
+        torch.manual_seed(3)
+        trained.append(renderer.train()(features, coarse, torch.Generator().manual_seed(4)))
+    for a, b in zip(*trained):
+        assert (a is None and b is None) or torch.equal(a, b)
+    with torch.no_grad():
+        rendered = [renderer.eval().render(features, coarse) for renderer in (saved, loaded)]
+    for a, b in zip(*rendered):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_a_model_checkpoint_of_conv1d_point_layers_loads_under_its_prefix():
+    torch.manual_seed(0)
+    saved = small_morse()
+    torch.manual_seed(1)
+    loaded = small_morse()
+    loaded.load_state_dict(_conv1d_layout(saved.state_dict()))
+    for key, value in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

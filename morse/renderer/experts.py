@@ -1,9 +1,9 @@
 """Stochastic experts: one expert per feature scale, fused per point by a randomly thinned gate.
 
-Point features travel as rows, (..., C) (the renderer passes (B, P, C)), so each 1x1 layer is
-one GEMM (``F.linear``) on the layers' ``Conv1d`` weights: the same arithmetic as a 1x1
-``Conv1d`` over (B, C, P) but faster on CPU, forward and backward (timings in
-docs/explanation/performance.md), with the state dict unchanged.
+Point features travel as rows, (..., C) (the renderer passes (B, P, C)), so every layer is an
+``nn.Linear``: one GEMM per layer, which is what a 1x1 ``Conv1d`` over (B, C, P) computes.
+Checkpoints written when the layers were 1x1 ``Conv1d`` (weights (C_out, C_in, 1)) still load:
+``accept_conv1d_weights`` squeezes those weights as the state dict is read.
 """
 
 from __future__ import annotations
@@ -17,25 +17,45 @@ from torch import nn
 from morse.renderer.packed import packed_of
 
 __all__ = [
-    "PointMlp", "StochasticExperts", "ConcatFusion", "drop_experts_mask", "linear_rows",
-    "split_linear_rows",
+    "PointMlp", "StochasticExperts", "ConcatFusion", "accept_conv1d_weights", "drop_experts_mask",
+    "linear_rows", "split_linear_rows",
 ]
 
 
-def linear_rows(conv: nn.Conv1d, rows: torch.Tensor, relu: bool = False) -> torch.Tensor:
-    """A 1x1 ``Conv1d`` applied to rows: (..., C_in) -> (..., C_out), any strides, then a
-    ReLU when ``relu`` (fused into the GEMM inside ``packed_layers``)."""
-    packed = packed_of(conv)
+def accept_conv1d_weights(module: nn.Module) -> None:
+    """Let ``module`` load state dicts whose ``nn.Linear`` weights are 1x1 ``Conv1d`` ones.
+
+    The point layers were 1x1 ``Conv1d`` until they became ``nn.Linear``: the same numbers,
+    with a trailing axis of 1 on the weight, (C_out, C_in, 1). A hook run before loading
+    squeezes that axis for every ``nn.Linear`` under ``module``; a current state dict passes
+    unchanged.
+    """
+    module.register_load_state_dict_pre_hook(_squeeze_conv1d_weights)
+
+
+def _squeeze_conv1d_weights(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    for name, layer in module.named_modules(prefix=prefix.rstrip(".")):
+        key = f"{name}.weight" if name else "weight"
+        weight = state_dict.get(key)
+        if isinstance(layer, nn.Linear) and weight is not None and weight.dim() == 3 \
+                and weight.shape[-1] == 1:
+            state_dict[key] = weight.squeeze(-1)
+
+
+def linear_rows(layer: nn.Linear, rows: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """``layer`` on rows: (..., C_in) -> (..., C_out), any strides, then a ReLU when ``relu``
+    (fused into the GEMM inside ``packed_layers``)."""
+    packed = packed_of(layer)
     if packed is not None:
         return packed(rows, relu)
-    out = F.linear(rows, conv.weight.squeeze(-1), conv.bias)
+    out = F.linear(rows, layer.weight, layer.bias)
     return out.relu_() if relu else out
 
 
 def split_linear_rows(
-    conv: nn.Conv1d, blocks: Sequence[torch.Tensor], relu: bool = False
+    layer: nn.Linear, blocks: Sequence[torch.Tensor], relu: bool = False
 ) -> torch.Tensor:
-    """A 1x1 ``Conv1d`` on the channel concatenation of ``blocks``, without concatenating
+    """``layer`` on the channel concatenation of ``blocks``, without concatenating
     (inside ``packed_layers``: one bf16 concatenation and one packed GEMM), then a ReLU when
     ``relu``.
 
@@ -45,22 +65,21 @@ def split_linear_rows(
     ``F.linear``, which reads it as it is; the others are flattened to 2D for ``addmm_``.
     Returns (..., C_out).
 
-    >>> conv = nn.Conv1d(5, 3, 1)
+    >>> layer = nn.Linear(5, 3)
     >>> a, b = torch.randn(2, 4, 2), torch.randn(2, 4, 3)
-    >>> torch.allclose(split_linear_rows(conv, [a, b]), linear_rows(conv, torch.cat([a, b], -1)),
-    ...                atol=1e-6)
+    >>> torch.allclose(split_linear_rows(layer, [a, b]), layer(torch.cat([a, b], -1)), atol=1e-6)
     True
     """
-    weight = conv.weight.squeeze(-1)
+    weight = layer.weight
     widths = [block.shape[-1] for block in blocks]
     if sum(widths) != weight.shape[1]:
         raise ValueError(f"blocks of {widths} channels for a layer of {weight.shape[1]} inputs")
-    packed = packed_of(conv)
+    packed = packed_of(layer)
     if packed is not None:
         return packed(torch.cat([block.to(torch.bfloat16) for block in blocks], -1), relu)
     columns = weight.split(widths, dim=1)
     first = next((i for i, block in enumerate(blocks) if not block.is_contiguous()), 0)
-    out = F.linear(blocks[first], columns[first], conv.bias)
+    out = F.linear(blocks[first], columns[first], layer.bias)
     flat = out.view(-1, out.shape[-1])
     for index, (block, part) in enumerate(zip(blocks, columns)):
         if index != first:
@@ -70,42 +89,39 @@ def split_linear_rows(
 
 
 class PointMlp(nn.Sequential):
-    """1x1 ``Conv1d`` layers with ReLU over points: (B, C_in, P) -> (B, C_out, P).
-
-    ``rows`` runs the same layers on rows (..., C_in) -> (..., C_out), the renderer's layout.
+    """``nn.Linear`` layers with ReLU over point rows: (..., C_in) -> (..., C_out).
 
     >>> mlp = PointMlp(4, 8, num_layers=2)
-    >>> mlp(torch.randn(1, 4, 6)).shape, mlp.rows(torch.randn(6, 4)).shape
-    (torch.Size([1, 8, 6]), torch.Size([6, 8]))
+    >>> mlp(torch.randn(6, 4)).shape, mlp(torch.randn(1, 6, 4)).shape
+    (torch.Size([6, 8]), torch.Size([1, 6, 8]))
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2) -> None:
         layers: list[nn.Module] = []
         for index in range(num_layers):
-            layers += [nn.Conv1d(in_channels if index == 0 else out_channels, out_channels, 1)]
+            layers += [nn.Linear(in_channels if index == 0 else out_channels, out_channels)]
             layers += [nn.ReLU(inplace=True)]
         super().__init__(*layers)
+        accept_conv1d_weights(self)
 
     @property
-    def entry(self) -> nn.Conv1d:
+    def entry(self) -> nn.Linear:
         """The first (linear) layer: it commutes with linear interpolation."""
         return self[0]
 
-    def rows(self, rows: torch.Tensor, entered: bool = False) -> torch.Tensor:
-        """(..., C_in) -> (..., C_out); ``entered``: ``rows`` already went through ``entry``."""
-        convs = list(self)[::2]
+    def forward(self, rows: torch.Tensor, entered: bool = False) -> torch.Tensor:
+        """(..., C_in) -> (..., C_out); ``entered``: ``rows`` (..., C_out) already went
+        through ``entry`` (and are overwritten)."""
+        layers = list(self)[::2]
         if entered:  # sampled rows are ours to overwrite (grid_sample's grad ignores them)
-            rows, convs = rows.relu_(), convs[1:]
-        for conv in convs:
-            rows = linear_rows(conv, rows, relu=True)
+            rows, layers = rows.relu_(), layers[1:]
+        for layer in layers:
+            rows = linear_rows(layer, rows, relu=True)
         return rows
 
 
 def drop_experts_mask(
-    num_experts: int,
-    max_dropped: int,
-    device: torch.device | None = None,
-    generator: torch.Generator | None = None,
+    num_experts: int, max_dropped: int, device: torch.device | None = None
 ) -> torch.Tensor:
     """Which experts survive this step: draw r uniformly in {0..max_dropped}, drop r at random.
 
@@ -116,13 +132,13 @@ def drop_experts_mask(
     Returns:
         (S,) float mask, 1 for kept experts and 0 for dropped ones.
 
-    >>> mask = drop_experts_mask(5, 4, generator=torch.Generator().manual_seed(0))
+    >>> mask = drop_experts_mask(5, 4)
     >>> mask.shape, bool(mask.sum() >= 1)
     (torch.Size([5]), True)
     """
     max_dropped = max(0, min(max_dropped, num_experts - 1))
-    num_dropped = int(torch.randint(0, max_dropped + 1, (1,), generator=generator))
-    order = torch.randperm(num_experts, generator=generator)
+    num_dropped = int(torch.randint(0, max_dropped + 1, (1,)))
+    order = torch.randperm(num_experts)
     mask = torch.ones(num_experts)
     mask[order[:num_dropped]] = 0.0
     return mask.to(device) if device is not None else mask
@@ -178,40 +194,37 @@ class StochasticExperts(nn.Module):
         self.experts = nn.ModuleList(PointMlp(channels, width) for channels in in_channels)
         # One linear layer over the concatenated expert outputs, the per-point counterpart of
         # the authors' single 3x3 conv gate on dense maps.
-        self.gate = nn.Conv1d(self.num_experts * width, self.num_experts, 1)
+        self.gate = nn.Linear(self.num_experts * width, self.num_experts)
         self.fuse = nn.Sequential(PointMlp(width, width, num_layers=1), nn.Dropout(dropout))
         self.out_channels = width
+        accept_conv1d_weights(self)
 
     @property
-    def entries(self) -> list[nn.Conv1d]:
+    def entries(self) -> list[nn.Linear]:
         """Each expert's first layer (see ``PointMlp.entry``)."""
         return [expert.entry for expert in self.experts]
 
     def forward(
-        self,
-        point_features: Sequence[torch.Tensor],
-        generator: torch.Generator | None = None,
-        entered: Sequence[bool] | None = None,
+        self, point_features: Sequence[torch.Tensor], entered: Sequence[bool] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fuse per-scale point features.
+        """Fuse per-scale point features (experts dropped with the global random state).
 
         Args:
             point_features: S tensors (..., c_s) (rows, e.g. (B, P, c_s)), in the order of
                 ``in_channels``; with ``entered[s]``, (..., width) rows that already went
                 through expert s's first layer.
-            generator: optional generator for the expert dropping.
             entered: per scale, whether its features come through the first layer already.
 
         Returns:
             fused (..., width) and gate weights (..., S) fp32 (zero for dropped experts).
         """
         entered = entered or [False] * self.num_experts
-        outputs = [expert.rows(features, done)
+        outputs = [expert(features, done)
                    for expert, features, done in zip(self.experts, point_features, entered)]
         # (..., S), fp32 even under bf16 autocast: the weights of a point sum to 1 exactly
         weights = split_linear_rows(self.gate, outputs).float().softmax(dim=-1)
         if self.training and self.stochastic and self.num_experts > 1:
-            mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device, generator)
+            mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device)
             weights = weights * mask
             if self.renormalize:
                 weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -219,7 +232,7 @@ class StochasticExperts(nn.Module):
         fused = outputs[0] * mixing[..., :1]
         for index in range(1, self.num_experts):
             fused.addcmul_(outputs[index], mixing[..., index : index + 1])
-        return self.fuse[1](self.fuse[0].rows(fused)), weights
+        return self.fuse(fused), weights
 
 
 class ConcatFusion(nn.Module):
@@ -236,17 +249,12 @@ class ConcatFusion(nn.Module):
         self.out_channels = width
 
     @property
-    def entries(self) -> list[nn.Conv1d]:
+    def entries(self) -> list[nn.Linear]:
         """No per-scale first layer (the one layer sees all scales at once)."""
         return []
 
-    def forward(
-        self,
-        point_features: Sequence[torch.Tensor],
-        generator: torch.Generator | None = None,
-        entered: Sequence[bool] | None = None,
-    ) -> tuple[torch.Tensor, None]:
+    def forward(self, point_features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, None]:
         """(S tensors (..., c_s)) -> fused (..., width), no gate."""
         mlp = self.fuse[0]
         first = split_linear_rows(mlp.entry, point_features)
-        return self.fuse[1](mlp.rows(first, entered=True)), None
+        return self.fuse[1](mlp(first, entered=True)), None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from morse.renderer.experts import split_linear_rows
+from morse.renderer.experts import accept_conv1d_weights, split_linear_rows
 
 __all__ = ["ImplicitPointHead"]
 
@@ -15,11 +15,12 @@ __all__ = ["ImplicitPointHead"]
 class ImplicitPointHead(nn.Module):
     """PointRend's standard point head, made implicit by the coordinate encoding it is fed.
 
-    Each hidden layer is a 1x1 ``Conv1d`` + ReLU whose input is the previous layer's output
-    concatenated with the coarse logits ``c(x)``; the last layer maps to K logits. The same
-    module is PointRend's head when the caller leaves the Fourier encoding out of ``features``.
-    The concatenations are never built: each layer multiplies every input block by its own
-    columns of the weight and sums (``split_linear_rows``), the same arithmetic.
+    Each hidden layer is an ``nn.Linear`` + ReLU over point rows whose input is the previous
+    layer's output concatenated with the coarse logits ``c(x)``; the last layer maps to K
+    logits. The same module is PointRend's head when the caller leaves the Fourier encoding out
+    of ``features``. The concatenations are never built: each layer multiplies every input
+    block by its own columns of the weight and sums (``split_linear_rows``), the same
+    arithmetic.
 
     Args:
         in_channels: channels of the fine point features (encoding + fused features).
@@ -39,9 +40,10 @@ class ImplicitPointHead(nn.Module):
         self.layers = nn.ModuleList()
         width = in_channels
         for _ in range(num_layers):
-            self.layers.append(nn.Conv1d(width + num_classes, hidden_channels, 1))
+            self.layers.append(nn.Linear(width + num_classes, hidden_channels))
             width = hidden_channels
-        self.predictor = nn.Conv1d(width + num_classes, num_classes, 1)
+        self.predictor = nn.Linear(width + num_classes, num_classes)
+        accept_conv1d_weights(self)
 
     def forward(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> torch.Tensor:
         """Predict logits at points.

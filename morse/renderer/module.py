@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -160,7 +160,8 @@ class MorseRenderer(nn.Module):
         Returns:
             logits (B, K, P) and gate weights (B, S, P) or None when experts are off.
         """
-        return self._point_logits(self.prepare(features, coarse, coords.shape[1]), coords)
+        return _channels_first(*self._point_rows(self.prepare(features, coarse, coords.shape[1]),
+                                                 coords))
 
     def prepare(
         self, features: Sequence[torch.Tensor], coarse: torch.Tensor, num_points: int,
@@ -188,39 +189,35 @@ class MorseRenderer(nn.Module):
         return prepare_inputs(self.fusion.entries, features, coarse, num_points, tables,
                               table_dtype)
 
-    def _point_logits(
+    def _point_rows(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``point_logits`` from prepared maps: logits (B, K, P), gate (B, S, P) or None.
+        """``point_logits`` from prepared maps, as rows: logits (B, P, K), gate (B, P, S) or
+        None.
 
         With ``active`` (B, P) bool, only the active rows are sampled and run through the
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros.
         """
         rows, points = point_rows(inputs, coords, active)
-        rows.append(points)
-        axis = 1 if active is None else 0  # the points' axis: (B, P, c) or (M, c) rows
-        step = max(1, MLP_ROWS // (coords.shape[0] if active is None else 1))
-        if torch.is_grad_enabled() or rows[0].shape[axis] <= step:
-            logits, gate = self._mlps(rows, inputs.entered)
-        else:  # without autograd, a few thousand rows at a time keep the activations in cache
-            parts = [self._mlps([r.narrow(axis, start, min(step, r.shape[axis] - start))
-                                 for r in rows], inputs.entered)
-                     for start in range(0, rows[0].shape[axis], step)]
-            logits = torch.cat([part[0] for part in parts], axis)
-            gate = None if parts[0][1] is None else torch.cat([part[1] for part in parts], axis)
+        # without autograd, a few thousand rows at a time keep the activations in cache
+        step = None if torch.is_grad_enabled() else max(1, MLP_ROWS // rows[0].shape[0])
+        logits, gate = _in_chunks(functools.partial(self._mlps, inputs.entered),
+                                  [*rows, points], step)
         if active is not None:
             logits, gate = _scatter_rows(logits, active), _scatter_rows(gate, active)
-        return logits.transpose(1, 2), None if gate is None else gate.transpose(1, 2)
+        return logits, gate
 
     def _mlps(
-        self, rows: list[torch.Tensor], entered: list[bool]
+        self, entered: list[bool], *rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Experts, gate and head on sampled rows: S map blocks, the coarse logits and the
-        points, each (..., c); returns logits (..., K) and gate (..., S) or None."""
+        """Experts, gate and head on read rows: S map blocks, the coarse logits and the
+        points, each (B', P', c) (see ``point_rows``); returns logits (B', P', K) and gate
+        (B', P', S) or None."""
         *maps, coarse_rows, points = rows
         code = [] if self.encoding is None else [self.encoding(points)]
-        fused, gate = self.fusion(maps, entered=entered)
+        # only the experts have per-scale first layers to enter (``fusion.entries``)
+        fused, gate = self.fusion(maps, entered) if any(entered) else self.fusion(maps)
         return self.head([*code, fused], coarse_rows), gate
 
     def render(
@@ -264,33 +261,26 @@ class MorseRenderer(nn.Module):
                 and packing_available(coarse.device))
         inputs = self.prepare(features, coarse, budget, not static_shapes,
                               torch.bfloat16 if pack else None)
-        point_fn = functools.partial(self._chunked_point_logits, inputs)
+        point_fn = functools.partial(self._point_logits, inputs)
         with point_precision(cfg.render_precision, coarse.device), \
                 packed_layers(self, MLP_ROWS, enabled=pack):
             logits, rendered, gate = subdivision_render(
                 coarse, point_fn, cfg.render_points, cfg.render_steps, upsample,
                 output_size, cfg.render_margin, cfg.render_share,
-                active_rows=not static_shapes, static_shapes=static_shapes, grid_map=grid_map,
+                static_shapes=static_shapes, grid_map=grid_map,
             )
         if gate is None and cfg.experts:  # no cell was uncertain enough: an all-zero map
             gate = logits.new_zeros(logits.shape[0], len(self.feature_channels),
                                     *logits.shape[2:])
         return Rendering(logits, rendered, gate)
 
-    def _chunked_point_logits(
+    def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``_point_logits`` on at most ``render_chunk`` points at a time (bounds memory)."""
-        chunk = self.config.render_chunk or coords.shape[1]
-        parts_of = -(-coords.shape[1] // chunk)
-        actives = [None] * parts_of if active is None else active.split(chunk, 1)
-        parts = [self._point_logits(inputs, part, part_active)
-                 for part, part_active in zip(coords.split(chunk, 1), actives)]
-        if len(parts) == 1:
-            return parts[0]
-        logits = torch.cat([part[0] for part in parts], dim=2)
-        gate = None if parts[0][1] is None else torch.cat([part[1] for part in parts], dim=2)
-        return logits, gate
+        """``render``'s point function: ``_point_rows`` on at most ``render_chunk`` points at
+        a time (bounds memory); logits (B, K, P), gate (B, S, P) or None."""
+        return _channels_first(*_in_chunks(functools.partial(self._point_rows, inputs),
+                                           [coords, active], self.config.render_chunk))
 
     def check_inputs(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> None:
         """Raise with the fix when the maps do not match what the renderer was built for."""
@@ -327,10 +317,36 @@ def check_task(num_classes: int, spatial_dims: int) -> None:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
 
 
+def _in_chunks(
+    fn: Callable[..., tuple[torch.Tensor | None, ...]],
+    tensors: Sequence[torch.Tensor | None],
+    size: int | None,
+) -> tuple[torch.Tensor | None, ...]:
+    """``fn(*tensors)`` on at most ``size`` points at a time (None: all at once).
+
+    Every tensor (B', P', ...) is cut along its point axis, 1 (None passes as None), and the
+    outputs (B', P', ...) are concatenated along it (None stays None).
+    """
+    length = tensors[0].shape[1]
+    if size is None or length <= size:
+        return fn(*tensors)
+    parts = [fn(*(None if tensor is None else tensor.narrow(1, start, min(size, length - start))
+                  for tensor in tensors))
+             for start in range(0, length, size)]
+    return tuple(None if outputs[0] is None else torch.cat(outputs, 1) for outputs in zip(*parts))
+
+
+def _channels_first(
+    logits: torch.Tensor, gate: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows (B, P, K) and (B, P, S) -> (B, K, P) and (B, S, P), as views."""
+    return logits.transpose(1, 2), None if gate is None else gate.transpose(1, 2)
+
+
 def _scatter_rows(values: torch.Tensor | None, active: torch.Tensor) -> torch.Tensor | None:
-    """(M, C) values of the M active rows -> (B, P, C), zeros on the inactive rows."""
+    """(1, M, C) values of the M active rows -> (B, P, C), zeros on the inactive rows."""
     if values is None:
         return None
     out = values.new_zeros(*active.shape, values.shape[-1])
-    out[active] = values
+    out[active] = values[0]
     return out

@@ -3,7 +3,7 @@
 Under bf16 autocast every 1x1 layer casts its fp32 weight to bf16 again at each call (a
 layer's weight reaches ``F.linear`` as a view, which autocast does not cache), and a GEMM on a
 plain bf16 weight runs slower than on one laid out for oneDNN's kernels. ``packed_layers``
-does both once for a whole rendering pass: every 1x1 ``Conv1d`` of the renderer gets a
+does both once for a whole rendering pass: every ``nn.Linear`` of the renderer gets a
 ``PackedLinear`` for the duration, which ``linear_rows`` and ``split_linear_rows`` use instead
 of the layer's own weight. The arithmetic is autocast's (bf16 inputs and weights, fp32
 accumulation, bf16 output), so the outputs match it; a layer fed several blocks multiplies
@@ -29,17 +29,17 @@ _ATTRIBUTE = "_morse_packed"
 
 
 class PackedLinear(NamedTuple):
-    """A 1x1 layer's weight (C_out, C_in) packed for oneDNN in bf16, and its bf16 bias."""
+    """A point layer's weight (C_out, C_in) packed for oneDNN in bf16, and its bf16 bias."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
 
     @classmethod
-    def of(cls, conv: nn.Conv1d, rows_hint: int) -> PackedLinear:
-        """Pack ``conv`` for GEMMs of about ``rows_hint`` rows."""
-        weight = conv.weight.detach().squeeze(-1).to(torch.bfloat16)
+    def of(cls, layer: nn.Linear, rows_hint: int) -> PackedLinear:
+        """Pack ``layer`` for GEMMs of about ``rows_hint`` rows."""
+        weight = layer.weight.detach().to(torch.bfloat16)
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
-        bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
+        bias = None if layer.bias is None else layer.bias.detach().to(torch.bfloat16)
         return cls(packed, bias)
 
     def __call__(self, rows: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -57,14 +57,14 @@ def packing_available(device: torch.device) -> bool:
     return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
 
 
-def packed_of(conv: nn.Conv1d) -> PackedLinear | None:
+def packed_of(layer: nn.Linear) -> PackedLinear | None:
     """The layer's ``PackedLinear`` inside ``packed_layers``, else None."""
-    return conv.__dict__.get(_ATTRIBUTE)
+    return layer.__dict__.get(_ATTRIBUTE)
 
 
 @contextlib.contextmanager
 def packed_layers(module: nn.Module, rows_hint: int, enabled: bool = True) -> Iterator[None]:
-    """Within the block, every 1x1 ``Conv1d`` of ``module`` computes with a packed bf16 weight.
+    """Within the block, every ``nn.Linear`` of ``module`` computes with a packed bf16 weight.
 
     The layers are restored on exit, error or not. Use without autograd only: the packed
     weights are copies, so no gradient would reach the parameters.
@@ -79,8 +79,7 @@ def packed_layers(module: nn.Module, rows_hint: int, enabled: bool = True) -> It
         return
     if torch.is_grad_enabled():
         raise RuntimeError("packed_layers is for inference: run it under torch.no_grad()")
-    layers = [layer for layer in module.modules()
-              if isinstance(layer, nn.Conv1d) and layer.kernel_size == (1,)]
+    layers = [layer for layer in module.modules() if isinstance(layer, nn.Linear)]
     try:
         for layer in layers:
             layer.__dict__[_ATTRIBUTE] = PackedLinear.of(layer, rows_hint)

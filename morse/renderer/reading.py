@@ -50,7 +50,7 @@ class PointInputs(NamedTuple):
 
 
 def prepare_inputs(
-    entries: Sequence[nn.Conv1d],
+    entries: Sequence[nn.Linear],
     features: Sequence[torch.Tensor],
     coarse: torch.Tensor,
     num_points: int,
@@ -76,7 +76,7 @@ def prepare_inputs(
     maps, entered = [], []
     for index, feature_map in enumerate(features):
         enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
-                 and feature_map.shape[1] >= entries[index].out_channels)
+                 and feature_map.shape[1] >= entries[index].out_features)
         maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
         entered.append(enter)
     most = num_points * TABLE_CELLS_PER_POINT[coarse.dim() - 2]
@@ -87,46 +87,48 @@ def prepare_inputs(
                         for m, last in zip(maps, cells_last)])
 
 
-def enter_map(entry: nn.Conv1d, maps: torch.Tensor) -> torch.Tensor:
-    """A 1x1 layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
-    return F.linear(maps.movedim(1, -1), entry.weight.squeeze(-1), entry.bias).movedim(-1, 1)
+def enter_map(entry: nn.Linear, maps: torch.Tensor) -> torch.Tensor:
+    """A point layer on every cell of a map: (B, c, *S) -> (B, c_out, *S) (channels-last)."""
+    return F.linear(maps.movedim(1, -1), entry.weight, entry.bias).movedim(-1, 1)
 
 
 def point_rows(
     inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Every prepared map read at the points, the coarse logits last.
+    """Every prepared map read at the points, the coarse logits last, as rows (B', P', c).
 
     Args:
         coords: (B, P, D) in [0, 1].
         active: (B, P) bool, the rows to read (None: all).
 
     Returns:
-        S + 1 row blocks: (B, P, c) each without ``active``, (M, c) for the M active rows
-        with it (in ``coords[active]`` order); grid-sampled blocks are transposed views,
-        which ``F.linear`` reads as they are. And the points read: ``coords`` without
-        ``active``, its (M, D) active rows with it.
+        S + 1 row blocks (B', P', c): without ``active``, the P points of each of the B
+        images; with it, B' = 1 and P' = M, the active rows in ``coords[active]`` order.
+        Grid-sampled blocks are transposed views, which ``F.linear`` reads as they are. And
+        the points read, (B', P', D): ``coords`` itself without ``active``.
     """
     batch, count, spatial_dims = coords.shape
     if active is None:
-        points = coords.reshape(-1, spatial_dims)
+        points = coords
+        flat = coords.reshape(-1, spatial_dims)
         images = torch.arange(batch, device=coords.device).repeat_interleave(count)
-        lead: tuple[int, ...] = (batch, count)
-        grid = sampling_grid(coords)
-        by_grid = functools.partial(sample_rows, grid=grid)
+        by_grid = functools.partial(sample_rows, grid=sampling_grid(coords))
     else:
-        points, images = coords[active], active.nonzero()[:, 0]
-        lead = (points.shape[0],)
-        by_grid = functools.partial(_sample_image_by_image, points=points,
-                                    counts=active.sum(1).tolist())
+        flat, images = coords[active], active.nonzero()[:, 0]
+        points = flat[None]
+        counts = active.sum(1).tolist()
+
+        def by_grid(maps: torch.Tensor) -> torch.Tensor:
+            return _sample_image_by_image(maps, flat, counts)[None]
+
     rows = []
     for maps, table in zip([*inputs.maps, inputs.coarse], [*inputs.tables, None]):
         if table is None:
             rows.append(by_grid(maps))
         else:
-            corners = corner_weights(points, images, maps.shape[2:])
-            rows.append(sample_table(table, *corners).view(*lead, table.shape[1]))
-    return rows, coords if active is None else points
+            corners = corner_weights(flat, images, maps.shape[2:])
+            rows.append(sample_table(table, *corners).view(*points.shape[:2], table.shape[1]))
+    return rows, points
 
 
 def _sample_image_by_image(

@@ -21,7 +21,7 @@ from morse.renderer.points import (
 __all__ = ["plan_render_sizes", "step_points", "subdivision_render", "onto_grid"]
 
 PointResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
-PointFn = Callable[[torch.Tensor], PointResult]
+PointFn = Callable[[torch.Tensor, torch.Tensor | None], PointResult]
 
 
 def plan_render_sizes(
@@ -109,7 +109,6 @@ def subdivision_render(
     output_size: Sequence[int] | None = None,
     max_margin: float | None = None,
     max_share: float | None = None,
-    active_rows: bool = False,
     grid_map: GridMap | None = None,
     static_shapes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -140,19 +139,18 @@ def subdivision_render(
 
     Args:
         coarse: (B, K, *S) coarse logits.
-        point_fn: maps (B, N, D) coordinates in [0, 1] to (B, K, N) logits, or to a pair of
-            those logits and per-point gate weights (B, S, N) (or None); None only when
-            ``steps`` is 0.
+        point_fn: ``point_fn(coords, active)`` maps (B, N, D) coordinates in [0, 1] to
+            (B, K, N) logits, or to a pair of those logits and per-point gate weights
+            (B, S, N) (or None); None only when ``steps`` is 0. ``active`` (B, N) bool is
+            False on the rows that only fill the batch (with ``max_margin``, images have
+            different numbers of uncertain cells) and whose values are discarded, so it may
+            skip them; it is None when every row counts, and always with ``static_shapes``.
         num_points: N cells per step.
         steps: number of rounds; 0 returns the (resized) coarse logits.
         upsample: double the grid at each step (see ``plan_render_sizes``).
         output_size: the grid to render on (e.g. the scan's own), default see above.
         max_margin: None renders N cells per step whatever their margin (the paper).
         max_share: None lets N be any share of the grid.
-        active_rows: call ``point_fn(coords, active)`` with ``active`` (B, N) bool, False on
-            the rows that only fill the batch (with ``max_margin``, images have different
-            numbers of uncertain cells) and whose values are discarded, so it can skip them;
-            ``active`` is None when every row counts.
         grid_map: where the ``output_size`` grid lies over the coarse map (e.g. a scan's
             own voxels inside the network's resampled input); the coarse logits are read at
             its cells' centres and ``point_fn`` gets the mapped coordinates. None: the output
@@ -160,8 +158,8 @@ def subdivision_render(
         static_shapes: every step asks for exactly N cells (``step_points``, at most the
             grid's cells), never fewer because fewer are left: rows beyond the cells left are
             filled with skipped cells and keep their values, as with ``max_margin``. No shape
-            then depends on the logits' values (for tracing and export; give it without
-            ``active_rows``); the cells rendered and their values are the same.
+            then depends on the logits' values (for tracing and export), and ``point_fn``
+            gets every row; the cells rendered and their values are the same.
 
     Returns:
         logits (B, K, *S_out); a bool map (B, 1, *S_out) of the cells that were rendered (a
@@ -196,10 +194,10 @@ def subdivision_render(
         keep = None if skip is None else skip.gather(1, indices)
         if keep is not None and not static_shapes and not keep.any():
             keep = None  # every row counts: no masking, no gathers (a branch on values)
-        active = None if keep is None else ~keep
+        active = None if keep is None or static_shapes else ~keep
         if grid_map is not None:
             coords = grid_map.apply(coords)
-        values, point_gate = _split(point_fn(coords, active) if active_rows else point_fn(coords))
+        values, point_gate = _split(point_fn(coords, active))
         # the grids are this function's own (copies, resized or zeros): written in place
         scatter_to_grid(logits, indices, _unless(keep, values, logits, indices), inplace=True)
         if point_gate is not None:

@@ -5,6 +5,7 @@ the right answer; nothing finished is lost or replaced."""
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -281,7 +282,8 @@ def test_evaluate_refuses_a_dataset_whose_changed_case_list_would_move_cases(
     config, run = trained
     data = shutil.copytree(config.parent / "Dataset001_Disc", tmp_path / "Dataset001_Disc")
     for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
-        shutil.copy(data / folder / f"case0{suffix}.nii.gz", data / folder / f"added{suffix}.nii.gz")
+        source = data / folder / f"case0{suffix}.nii.gz"
+        shutil.copy(source, data / folder / f"added{suffix}.nii.gz")
     assert main(["evaluate", str(run), "--data", str(data), "-o", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err
     assert "split.json: the dataset's cases changed" in err and "added: new ->" in err
@@ -309,3 +311,33 @@ def test_score_without_classes_takes_them_from_the_references_not_a_stray_predic
     nib.save(nib.Nifti1Image(truth, np.eye(4)), preds / "a.nii.gz")
     assert main(["score", str(preds), str(refs)]) == 0
     assert "2 classes (0..largest reference label)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer_class", [torch.optim.SGD, torch.optim.AdamW])
+def test_an_optimizer_state_saved_with_conv1d_point_layers_resumes_as_linear(optimizer_class):
+    from morse.training.resume import fit_optimizer_state
+
+    def step(layer, optimizer):
+        optimizer.zero_grad()
+        layer(torch.ones(2, 3)).sum().backward()
+        optimizer.step()
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 4)
+    optimizer = optimizer_class(layer.parameters(), lr=0.1, **(
+        {"momentum": 0.9} if optimizer_class is torch.optim.SGD else {}))
+    step(layer, optimizer)
+    saved = copy.deepcopy(optimizer.state_dict())  # state_dict shares its buffers
+    for buffers in saved["state"].values():  # as a Conv1d weight's buffers were shaped
+        for name, value in buffers.items():
+            if value.dim() == 2:
+                buffers[name] = value.unsqueeze(-1)
+    twin = torch.nn.Linear(3, 4)
+    twin.load_state_dict(layer.state_dict())
+    twin_optimizer = optimizer_class(twin.parameters(), lr=0.1, **(
+        {"momentum": 0.9} if optimizer_class is torch.optim.SGD else {}))
+    twin_optimizer.load_state_dict(saved)
+    fit_optimizer_state(twin_optimizer)
+    step(layer, optimizer)
+    step(twin, twin_optimizer)
+    assert torch.equal(layer.weight, twin.weight)

@@ -48,7 +48,7 @@ from morse.training.distributed import (
     reduce_dict,
     wrap_model,
 )
-from morse.training.resume import load_resume_state
+from morse.training.resume import fit_optimizer_state, load_resume_state
 from morse.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from morse.training.sampling import SeededItems, StepBatchSampler
 
@@ -137,6 +137,7 @@ def _train(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        fit_optimizer_state(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         start_step, best = int(state["step"]), float(state.get("best_metric", -math.inf))
         restore_rng_state(state["rng"])

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
 from morse.config import Config, config_from_dict, config_to_dict
 from morse.errors import CheckpointError, ConfigError
 from morse.io.checkpoint import LAST_NAME, load_checkpoint, validate_checkpoint
 
-__all__ = ["load_resume_state", "training_changes"]
+__all__ = ["fit_optimizer_state", "load_resume_state", "training_changes"]
 
 _RESUME_PARTS = ["model", "optimizer", "scheduler", "step", "rng", "config"]
 _TRAINING_SECTIONS = ("data", "model", "loss", "train")
@@ -83,3 +84,17 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def fit_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter buffer (momentum, Adam moments) its parameter's shape.
+
+    Runs saved while the renderer's point layers were 1x1 ``Conv1d`` hold (C_out, C_in, 1)
+    buffers for what are now ``nn.Linear`` (C_out, C_in) weights; the model's state dict is
+    migrated as it loads, and this does the same for the optimizer's.
+    """
+    for param, buffers in optimizer.state.items():
+        for name, value in buffers.items():
+            if (isinstance(value, torch.Tensor) and value.dim() > 0
+                    and value.shape != param.shape and value.numel() == param.numel()):
+                buffers[name] = value.reshape(param.shape)

@@ -341,3 +341,22 @@ def test_an_optimizer_state_saved_with_conv1d_point_layers_resumes_as_linear(opt
     step(layer, optimizer)
     step(twin, twin_optimizer)
     assert torch.equal(layer.weight, twin.weight)
+
+
+def test_a_section_written_twice_in_yaml_is_refused_naming_both_lines(tmp_path):
+    from morse.config import load_config
+    from morse.errors import ConfigError
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  iterations: 5\nmodel:\n  experts: true\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"key 'train' written twice \(lines 1 and 5\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["../../..", "a/b", ".."])
+def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(name):
+    from morse.config import load_config
+    from morse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        load_config("demo", [f"name={name}"])

@@ -197,7 +197,9 @@ class EvalConfig(Checked):
 class Config(Checked):
     """A whole run: data, model, loss, training and evaluation."""
 
-    name: str = "run"
+    name: str = field(default="run", metadata=rule(
+        test=lambda name: re.fullmatch(r"[\w.-]+", name) is not None and name not in (".", ".."),
+        text="a plain folder name (letters, digits, _ . -; no / and not . or ..)"))
     """The run's name (default run folder: runs/<name>)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -360,3 +360,17 @@ def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(name):
 
     with pytest.raises(ConfigError, match="name must be a plain folder name"):
         load_config("demo", [f"name={name}"])
+
+
+def test_a_voxel_size_a_hundred_times_off_is_refused_before_resampling(trained, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    config, run = trained
+    scan = nib.load(_scan(config))
+    wrong = np.diag([100.0, 100.0, 100.0, 1.0]) @ scan.affine  # pixdim 70-300 mm, not 0.7-3
+    path = tmp_path / "wrong_0000.nii.gz"
+    nib.save(nib.Nifti1Image(scan.get_fdata().astype(np.float32), wrong), path)
+    assert main(["predict", str(run), str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "would resample network axis" in err and "pixdim" in err

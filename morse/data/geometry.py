@@ -42,6 +42,7 @@ import torch
 from nibabel.orientations import io_orientation
 
 from morse.errors import DataError
+from morse.shapes import check_grid_size
 
 from .volume import Volume
 
@@ -194,8 +195,34 @@ def _target_shape(volume: Volume, geometry: dict) -> tuple[int, ...]:
     targets = [geometry["spacing"][axis] for axis in _network_order(geometry)]
     if geometry.get("slice_axis") is not None:
         targets[-1] = volume.spacing[-1]
-    return tuple(max(1, round(n * s / t))
-                 for n, s, t in zip(volume.spatial_shape, volume.spacing, targets))
+    shape = tuple(max(1, round(n * s / t))
+                  for n, s, t in zip(volume.spatial_shape, volume.spacing, targets))
+    _check_resampling(volume, targets, shape)
+    return shape
+
+
+MAX_RESAMPLING = 16.0
+"""The most a scan is stretched or shrunk along one axis; beyond it the voxel size in the file
+(or the target spacing) is almost surely wrong, and the resampled scan could fill memory."""
+
+
+def _check_resampling(volume: Volume, targets: list[float], shape: tuple[int, ...]) -> None:
+    """Refuse a resampling that stretches or shrinks an axis more than ``MAX_RESAMPLING``
+    times, or a resampled grid too large to hold, before any memory is taken."""
+    fix = ("check the file's voxel size (NIfTI pixdim / affine) or data.target_spacing")
+    for axis, (before, after) in enumerate(zip(volume.spatial_shape, shape)):
+        factor = after / before
+        if factor > MAX_RESAMPLING or factor < 1 / MAX_RESAMPLING:
+            raise DataError(
+                f"{volume.source}: voxel size {_mm(volume.spacing)} mm at the target spacing "
+                f"{_mm(targets)} mm would resample network axis {axis} from {before} to {after} "
+                f"cells ({factor:.3g}x, the limit is {MAX_RESAMPLING:g}x either way); {fix}"
+            )
+    check_grid_size(shape, str(volume.source), 4 * volume.num_channels, fix)
+
+
+def _mm(sizes) -> str:
+    return "[" + ", ".join(f"{float(s):.4g}" for s in sizes) + "]"
 
 
 def _resized(volume: Volume, shape: tuple[int, ...]) -> Volume:

@@ -374,3 +374,42 @@ def test_a_voxel_size_a_hundred_times_off_is_refused_before_resampling(trained, 
     assert main(["predict", str(run), str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "would resample network axis" in err and "pixdim" in err
+
+
+def test_an_h_by_w_scan_is_one_slice_and_its_labels_keep_its_shape(trained, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    config, run = trained
+    scan = nib.load(_scan(config))
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(scan.get_fdata()[:, :, 2].astype(np.float32), scan.affine), flat)
+    assert main(["predict", str(run), str(flat), "-o", str(tmp_path / "out")]) == 0
+    assert nib.load(tmp_path / "out" / "flat.nii.gz").shape == (32, 32)
+
+
+def test_a_single_channel_scan_named_like_a_channel_file_is_its_own_case(trained, tmp_path):
+    config, run = trained
+    visit = tmp_path / "visit_2021.nii.gz"
+    visit.write_bytes(_scan(config).read_bytes())
+    assert main(["predict", str(run), str(visit), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "visit_2021.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("notes.txt", b"hello", "not a NIfTI file"),
+    ("empty.nii.gz", b"", "cannot be read as NIfTI"),
+    ("._scan.nii.gz", b"\x00\x05\x16\x07" * 64, "cannot be read as NIfTI"),
+])
+def test_an_input_that_is_not_a_scan_is_one_line_before_the_model_loads(
+    trained, tmp_path, capsys, monkeypatch, name, content, says
+):
+    import morse.inference.files as files_module
+
+    _, run = trained
+    monkeypatch.setattr(files_module, "load_run", None)  # any use would fail loudly
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    assert main(["predict", str(run), str(bad), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1

@@ -55,14 +55,20 @@ def split_channel_file(
     return match["case"], int(match["channel"])
 
 
-def group_channel_files(paths: list[Path]) -> dict[str, list[Path]]:
+def group_channel_files(
+    paths: list[Path], in_channels: int | None = None
+) -> dict[str, list[Path]]:
     """Group nnU-Net channel files (``CASE_0000.nii.gz``, ``CASE_0001``...) by case.
 
-    Files without a channel suffix are single-channel (or 4D multi-channel) cases. The
-    channels of a case must run 0..C-1: a gap or a repeat raises DataError naming the file.
+    Files without a channel suffix are single-channel (or 4D multi-channel) cases. For a
+    model of one input channel (``in_channels=1``), so are files whose would-be case has no
+    ``_0000``: ``visit_2021.nii.gz`` is case ``visit_2021``. The channels of a case must run
+    0..C-1: a gap or a repeat raises DataError naming the file.
 
     >>> group_channel_files([Path("a_0001.nii.gz"), Path("a_0000.nii.gz"), Path("b.nii")])
     {'a': [PosixPath('a_0000.nii.gz'), PosixPath('a_0001.nii.gz')], 'b': [PosixPath('b.nii')]}
+    >>> group_channel_files([Path("visit_2021.nii.gz")], in_channels=1)
+    {'visit_2021': [PosixPath('visit_2021.nii.gz')]}
     """
     groups: dict[str, list[tuple[int, Path]]] = defaultdict(list)
     for path in paths:
@@ -72,6 +78,11 @@ def group_channel_files(paths: list[Path]) -> dict[str, list[Path]]:
             groups[parsed[0]].append((parsed[1], path))
         else:
             groups[stem].append((0, path))
+    # one channel and no _0000 file: the digits are part of the name, not a channel number
+    lone = [c for c, files in groups.items() if all(n > 0 for n, _ in files)]
+    for case in lone if in_channels == 1 else []:
+        for _, path in groups.pop(case):
+            groups[_stem(path)].append((0, path))
     for case, files in groups.items():
         _check_channel_numbers(case, sorted(files))
     return {case: [p for _, p in sorted(files)] for case, files in groups.items()}

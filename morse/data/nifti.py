@@ -138,6 +138,9 @@ def _write_like(
 ) -> Path:
     ref = load_reference(reference)
     spatial = tuple(ref.shape[:3]) if len(ref.shape) >= 3 else tuple(ref.shape)
+    array = np.asarray(array)
+    if len(spatial) == 2 and array.ndim >= 3 and array.shape[2] == 1:
+        array = array[:, :, 0]  # an H x W scan was read as one slice; write it as it came
     if tuple(array.shape[: len(spatial)]) != spatial:
         raise DataError(
             f"{out_path}: array shape {array.shape} does not start with the reference's "

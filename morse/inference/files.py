@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from morse.data.files import group_channel_files
+from morse.data.files import group_channel_files, strip_ending
 from morse.data.intensity import check_record, raw_to_network
 from morse.data.nifti import (
     CHANNEL_GRID_FIX,
@@ -50,6 +50,8 @@ def _read_case(case: str, files: list[Path], in_channels: int) -> Volume:
                                  fix=CHANNEL_GRID_FIX)
             if grid:
                 raise DataError(f"{path}: {grid[0]}")
+        if array.ndim == 2:  # one slice saved as H x W: a volume of one slice, not W channels
+            array = array[..., None]
         arrays.extend([array] if array.ndim == 3 else np.moveaxis(array, -1, 0))
     if len(arrays) != in_channels:
         raise DataError(
@@ -195,19 +197,24 @@ def predict_files(
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
     """
     torch_device = resolve_device(device)
-    groups = group_channel_files([Path(p) for p in inputs])
-    wanted = ("rendered",) + tuple(name for name, on in (
-        ("coarse", coarse), ("probabilities", probabilities), ("points", points)) if on)
+    paths = [Path(p) for p in inputs]
+    for path in paths:  # every input a readable scan before the model is loaded
+        if strip_ending(path.name) is None:
+            raise DataError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+        image_grid(path)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file; -o names the output folder")
+    run = load_run(checkpoint, torch_device, tta=tta)
+    if points and run.model.renderer is None:
+        raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
+                        "re-predicted; predict without --points")
+    in_channels = int(check_record(run.preprocessing, f"checkpoint {run.path}")["in_channels"])
+    groups = group_channel_files(paths, in_channels)
+    wanted = ("rendered",) + tuple(name for name, on in (
+        ("coarse", coarse), ("probabilities", probabilities), ("points", points)) if on)
     with FolderLock(out_dir, "morse predict"):
         plan = plan_outputs(groups, out_dir, wanted, overwrite)
-        run = load_run(checkpoint, torch_device, tta=tta)
-        if points and run.model.renderer is None:
-            raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no "
-                            "voxel is re-predicted; predict without --points")
-        check_record(run.preprocessing, f"checkpoint {run.path}")
         written = []
         for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
                                   progress=progress):

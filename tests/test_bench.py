@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from test_cli import TINY, make_dataset
 
 from morse.bench import overhead, trained, volume
 from morse.bench.__main__ import main as bench_main
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.trained import load_run
+
+from helpers import TINY, make_dataset
 
 
 def test_interleaved_timings_alternate_and_give_one_time_per_repeat():

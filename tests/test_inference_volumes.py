@@ -8,7 +8,7 @@ import torch
 
 from morse.model.volumes import predict_volume
 
-from toys import small_morse
+from helpers import small_morse
 
 
 class _Bands(torch.nn.Module):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import replace
+
 import pytest
-from test_cli import TINY, make_dataset
 
 from benchmarks import overhead, trained, volume
 from benchmarks.__main__ import main as bench_main
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.trained import load_run
+
+from helpers import TINY, make_dataset
 
 
 def test_interleaved_timings_alternate_and_give_one_time_per_repeat():
@@ -56,9 +60,18 @@ def test_renderer_options_reach_every_morse_row_and_the_memory_probe(monkeypatch
     assert "renderer: expert_width=8, head_width=12" in overhead.format_rows({"tiny": row})
 
 
-def test_the_memory_probe_builds_the_setting_it_is_given_in_a_fresh_process():
+def test_the_memory_probe_builds_the_setting_it_is_given_in_a_fresh_process(monkeypatch):
     tiny = overhead.Setting("tiny", 2, 32, 1, 3, 0.25, (("expert_width", 8),))
+    # a probe run in this process would call the patched function; a fresh one imports its own
+    monkeypatch.setattr(overhead, "_memory_probe",
+                        lambda *args: pytest.fail("the probe ran in the test's process"))
     assert overhead._peak_memory_child(tiny, True, "cpu") >= 0
+    # the child builds the setting it is given, renderer options included: a misspelt one
+    # fails there, by name
+    misspelt = replace(tiny, renderer=(("expert_wdith", 8),))
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        overhead._peak_memory_child(misspelt, True, "cpu")
+    assert "unknown renderer option 'expert_wdith'" in failed.value.stderr
 
 
 def test_renderer_options_must_be_field_value_pairs(capsys):

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import yaml
-from test_cli import TINY, make_dataset, write_config
 
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.inference.trained import resolve_checkpoint
 from morse.io.checkpoint import load_checkpoint
+
+from helpers import TINY, make_dataset, write_config
 
 
 @pytest.fixture(scope="module")

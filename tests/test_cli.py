@@ -21,59 +21,7 @@ from morse.cli.main import main
 from morse.config import load_config
 from morse.errors import ConfigError
 
-TINY = [
-    "model.backbone_options={width: 0.25}", "model.expert_width=16", "model.head_width=16",
-    "model.train_points=64", "model.render_points=64", "model.num_frequencies=8",
-    "train.batch_size=2", "train.log_every=1", "data.num_workers=0",
-]
-
-
-def oblique_affine(spacing=(0.7, 0.9, 3.0)) -> np.ndarray:
-    angle = np.deg2rad(20)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
-                         [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag(spacing)
-    affine[:3, 3] = (-10.0, 5.0, 2.5)
-    return affine
-
-
-def make_dataset(root: Path, cases: int = 5, shape=(32, 32, 6)) -> Path:
-    """An nnU-Net v2 folder: discs (label 1) on noise, one channel, oblique anisotropic grid."""
-    rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for index in range(cases):
-        cy, cx = rng.uniform(10, 22, 2)
-        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 36).astype(np.uint8)
-        label = np.repeat(disc[..., None], shape[2], axis=2)
-        image = (label * 2.0 + rng.normal(0, 0.3, shape)).astype(np.float32)
-        affine = oblique_affine()
-        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case{index}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case{index}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "disc": 1},
-        "numTraining": cases, "file_ending": ".nii.gz",
-    }))
-    return root
-
-
-def write_config(path: Path, data_root: Path, iterations: int = 2, **train) -> Path:
-    cfg = {
-        "name": "tiny",
-        "data": {"format": "nnunet", "root": str(data_root), "spatial_dims": 2,
-                 "split_fractions": [0.6, 0.2, 0.2]},
-        "train": {"iterations": iterations, "val_every": iterations, "checkpoint_every": 1,
-                  **train},
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    return make_dataset(tmp_path / "Dataset001_Disc")
+from helpers import TINY, make_dataset, write_config
 
 
 def test_train_evaluate_report_predict_through_the_command_line(tmp_path, dataset, capsys):

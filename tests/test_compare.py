@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-from test_cli import make_dataset, write_config
 
 import morse.experiments.compare as compare_module
 import morse.training.loop as loop_module
@@ -15,6 +14,8 @@ from morse.config import load_config, save_config
 from morse.experiments.compare import QUICK, make_plan, variant_overrides
 from morse.experiments.results import build_comparison, format_markdown
 from morse.io.checkpoint import load_checkpoint
+
+from helpers import write_config
 
 
 def _doc(output: str, per_class: dict[str, float]) -> dict:
@@ -131,9 +132,9 @@ def _interrupt_at(step: int):
 
 @pytest.mark.slow
 def test_quick_comparison_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
-    tmp_path, capsys, monkeypatch
+    tmp_path, dataset, capsys, monkeypatch
 ):
-    config = write_config(tmp_path / "tiny.yaml", make_dataset(tmp_path / "Dataset001_Disc"))
+    config = write_config(tmp_path / "tiny.yaml", dataset)
     out = tmp_path / "out"
     command = ["compare", str(config), "--quick", "-o", str(out)]
     assert main(command) == 0

@@ -11,7 +11,7 @@ from morse.config import Config, ModelConfig, check_fields, describe_config, loa
 from morse.config.rules import describe_rule
 from morse.errors import ConfigError
 
-from toys import ToyBackbone
+from helpers import ToyBackbone
 
 BAD_RENDERER_VALUES = [  # (key, the value in Python, the same value in YAML)
     ("expert_width", 0, "0"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -37,40 +36,7 @@ from morse.data.synapse import (
 )
 from morse.errors import DataError
 
-
-def write_h5(path: Path, **arrays: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value)
-    return path
-
-
-def ramp(shape: tuple[int, ...]) -> np.ndarray:
-    return np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-
-
-def make_synapse(root: Path) -> Path:
-    (root / "train_npz").mkdir(parents=True)
-    names = ["case0005_slice000", "case0005_slice001", "case0006_slice000"]
-    for i, name in enumerate(names):
-        label = np.zeros((8, 6), np.float32)
-        label[2:4, 1:3] = i + 1
-        np.savez(root / "train_npz" / f"{name}.npz", image=ramp((8, 6)) + i, label=label)
-    volume = ramp((3, 8, 6))  # (D, H, W)
-    label = np.zeros((3, 8, 6), np.uint8)
-    label[1, 2:5, 2:4] = 8
-    write_h5(root / "test_vol_h5" / "case0001.npy.h5", image=volume, label=label)
-    lists = root / "lists" / "lists_Synapse"
-    lists.mkdir(parents=True)
-    (lists / "train.txt").write_text("\n".join(names) + "\n")
-    (lists / "test_vol.txt").write_text("case0001\n")
-    return root
-
-
-@pytest.fixture()
-def synapse_root(tmp_path: Path) -> Path:
-    return make_synapse(tmp_path / "Synapse")
+from helpers import make_synapse, ramp, write_h5
 
 
 def test_synapse_class_order_is_transunets():

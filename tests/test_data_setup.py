@@ -10,6 +10,8 @@ from morse.data import Volume, load_atlas_demo
 from morse.data.atlas_demo import DEFAULT_TEMPLATE_DIR, atlas_demo_split
 from morse.data.prepare import load_eval_volumes, prepare_data
 
+from helpers import make_dataset
+
 
 def _world_x(volume: Volume) -> np.ndarray:
     """World x (mm) of each index along the first axis."""
@@ -42,8 +44,6 @@ def test_demo_split_of_the_real_brain_has_every_class_in_test():
 
 
 def test_2d_slices_that_backbones_cannot_take_are_padded_for_training(tmp_path):
-    from test_cli import make_dataset
-
     root = make_dataset(tmp_path / "Dataset002", shape=(30, 33, 4))
     cfg = load_config("demo", ["data.format=nnunet", f"data.root={root}", "data.slice_size=null"])
     sample = prepare_data(cfg.data).train[0]

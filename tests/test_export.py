@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_cli import TINY, make_dataset
 
 from morse.cli.main import main
 from morse.data.intensity import raw_to_network
@@ -20,7 +19,7 @@ from morse.inference.export import RenderedLogits
 from morse.inference.trained import load_run
 from morse.model.volumes import predict_volume
 
-from toys import small_morse
+from helpers import TINY, make_dataset, small_morse
 
 SIZE = ("--size", "32", "32")
 

@@ -13,11 +13,12 @@ import sys
 import pytest
 import torch
 import yaml
-from test_cli import TINY, make_dataset, write_config
 
 import morse.training.loop as loop_module
 from morse.cli.main import main
 from morse.io.checkpoint import load_checkpoint
+
+from helpers import TINY, make_dataset, write_config
 
 
 @pytest.fixture

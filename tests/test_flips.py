@@ -62,10 +62,10 @@ def test_command_line_draws_the_examples_of_an_evaluation(tmp_path, capsys):
 
 
 def test_volume_counts_split_every_changed_voxel_by_its_true_class(tmp_path):
-    from test_cli import TINY, make_dataset, write_config
-
     from benchmarks.flips import volume_flips
     from morse.cli.main import main as morse_main
+
+    from helpers import TINY, make_dataset, write_config
 
     config = write_config(tmp_path / "tiny.yaml", make_dataset(tmp_path / "Dataset001_Disc"), 2)
     run = tmp_path / "run"

@@ -13,7 +13,7 @@ from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged, flip_axes
 from morse.model.volumes import predict_volume
 
-from toys import small_morse
+from helpers import small_morse
 
 
 def _counted(spatial_dims: int):

@@ -10,7 +10,7 @@ from monai.inferers import sliding_window_inference
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 
-from toys import small_morse
+from helpers import small_morse
 
 
 class _Bands(torch.nn.Module):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cli import TINY, make_dataset, write_config
 
 from benchmarks.knobs import Knob, format_knobs, knob_grid
 from benchmarks.knobs import main as knobs_main
 from morse.cli.main import main as morse_main
+
+from helpers import TINY, make_dataset, write_config
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from morse import MorseLoss
 from morse.losses import point_weight
 
-from toys import small_morse
+from helpers import small_morse
 
 
 def test_delayed_ramp_matches_the_authors_schedule():

@@ -9,7 +9,7 @@ import torch
 
 from morse import Morse, MorseLoss, RendererConfig
 
-from toys import ToyBackbone, small_morse
+from helpers import ToyBackbone, small_morse
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cli import make_dataset
-from test_data_formats import synapse_root  # noqa: F401  (a fixture)
 
 from morse.backbone.transunet import TRANSUNET_SMALL
 from morse.cli.main import main
 from morse.config import load_config
+
+from helpers import make_dataset
 
 AUTHORS = {  # preset: (input size, batch, loss schedule)
     "synapse_unet2d": ([256, 256], 4, "delayed-ramp"),
@@ -63,7 +63,7 @@ def nnunet_root(tmp_path):
 
 
 @pytest.mark.parametrize("preset", sorted(AUTHORS))
-def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, synapse_root, nnunet_root):  # noqa: F811
+def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, synapse_root, nnunet_root):
     root = synapse_root if preset.startswith("synapse") else nnunet_root
     run = tmp_path / "run"
     args = ["train", preset, f"data.root={root}", *TINY, *SIZES[preset], "-o", str(run)]

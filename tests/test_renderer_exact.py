@@ -9,7 +9,7 @@ from morse.renderer.module import MorseRenderer
 from morse.renderer.points import point_sample
 from morse.renderer.render import subdivision_render
 
-from toys import small_morse
+from helpers import small_morse
 
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, dropout=0.0,
              stochastic_gating=False, render_margin=None, render_share=None,

@@ -11,7 +11,7 @@ from morse.backbone import FeatureTap
 from morse.config import ModelConfig
 from morse.renderer import precision
 
-from toys import small_morse
+from helpers import small_morse
 
 SIZES = dict(expert_width=16, head_width=16, num_frequencies=8, train_points=64, render_points=32)
 

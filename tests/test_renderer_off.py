@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-from test_cli import TINY, make_dataset, write_config
-
 from morse.cli.main import main
 
+from helpers import TINY, write_config
 
-def test_evaluate_and_predict_say_renderer_off(tmp_path, capsys):
-    dataset = make_dataset(tmp_path / "Dataset001_Disc")
+
+def test_evaluate_and_predict_say_renderer_off(tmp_path, dataset, capsys):
     run = tmp_path / "run"
     config = write_config(tmp_path / "tiny.yaml", dataset)
     assert main(["train", str(config), *TINY, "model.renderer=false", "-o", str(run)]) == 0

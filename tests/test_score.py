@@ -9,12 +9,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_cli import oblique_affine
 
 from morse.cli.main import main
 from morse.errors import DataError
 from morse.evaluation.score import label_files, score_folders
 from morse.metrics import MetricSettings, case_metrics
+
+from helpers import oblique_affine
 
 SHAPE = (12, 10, 4)
 

@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_data_formats import synapse_root  # noqa: F401  (a fixture)
 
 from morse.backbone import TransUNet, build_backbone
 from morse.backbone.pretrained import google_layout
@@ -176,7 +175,7 @@ def train_small_transunet(root, weights, run) -> int:
                  "model.train_points=32", "model.render_points=32", "-o", str(run)])
 
 
-def test_pretrained_errors_through_morse_train_exit_2(tmp_path, synapse_root, capsys):  # noqa: F811
+def test_pretrained_errors_through_morse_train_exit_2(tmp_path, synapse_root, capsys):
     wrong = tmp_path / "wrong.npz"
     to_google(small(hidden_size=32), wrong)
     for weights, problem in ((tmp_path / "absent.npz", "not found"), (wrong, "has shape")):
@@ -186,7 +185,7 @@ def test_pretrained_errors_through_morse_train_exit_2(tmp_path, synapse_root, ca
         assert f"{weights}: " in err[0] and problem in err[0]
 
 
-def test_a_trained_run_evaluates_without_its_pretrained_file(tmp_path, synapse_root):  # noqa: F811
+def test_a_trained_run_evaluates_without_its_pretrained_file(tmp_path, synapse_root):
     weights, run = tmp_path / "R50+ViT-B_16.npz", tmp_path / "run"
     to_google(small(), weights)
     assert train_small_transunet(synapse_root, weights, run) == 0

@@ -11,12 +11,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_cli import TINY, make_dataset
 
 from morse.cli.main import main
 from morse.config import load_config
 from morse.errors import DataError
 from morse.inference.files import _check_oriented
+
+from helpers import TINY, make_dataset
 
 SHAPE = (20, 28, 3)  # 20 x 28 slices: the backbones need 32, the 2D path pads them itself
 

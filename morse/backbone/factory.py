@@ -40,6 +40,7 @@ from morse.backbone.hooks import FeatureTap
 from morse.backbone.transunet import TRANSUNET_SMALL, build_transunet
 from morse.backbone.unet import UNet
 from morse.config.choices import BACKBONES
+from morse.shapes import per_axis
 
 __all__ = [
     "BackboneSpec",
@@ -154,7 +155,7 @@ def _tap(
     """Wrap ``net`` with a FeatureTap whose channels/strides come from one probe forward."""
     if probe_size is None:
         # twice the divisor keeps >1 voxel at the bottleneck (instance norm needs it)
-        probe_size = tuple(2 * m for m in _axes(size_multiple, spatial_dims))
+        probe_size = tuple(2 * m for m in per_axis(size_multiple, spatial_dims))
     probe = torch.zeros(1, in_channels, *probe_size)
     return FeatureTap(
         net,
@@ -168,10 +169,6 @@ def _tap(
         num_classes=num_classes,
         name=name,
     )
-
-
-def _axes(value: int | Sequence[int], n: int) -> tuple[int, ...]:
-    return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -223,7 +220,7 @@ def _build_unetr(
             f"UNETR needs the training patch size: pass img_size=({example}) "
             "(its ViT position embedding is built for one input size; each axis a multiple of 16)"
         )
-    img_size = _axes(options["img_size"], spatial_dims)
+    img_size = per_axis(options["img_size"], spatial_dims)
     if any(s % 16 for s in img_size):
         raise ValueError(f"UNETR img_size must be multiples of 16 (patch size), got {img_size}")
     options["img_size"] = img_size
@@ -318,7 +315,7 @@ def _build_dynunet(
     options.setdefault("strides", defaults["strides"])
     options.setdefault("upsample_kernel_size", list(options["strides"])[1:])
     net = DynUNet(spatial_dims, in_channels, num_classes, **options)
-    strides = [_axes(s, spatial_dims) for s in net.strides]
+    strides = [per_axis(s, spatial_dims) for s in net.strides]
     if strides[0] != (1,) * spatial_dims:
         raise ValueError(
             f"DynUNet strides[0] must be 1 for full-resolution logits, got {net.strides[0]}"

@@ -22,25 +22,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from morse.cli.errors import os_error_line
+from morse.cli.options import option
+from morse.cli.tools import Compare, Export, Nnunet
 
 __all__ = ["main"]
-
-
-def _option(help: str, *flags: str, **kwargs: Any) -> Any:
-    """A dataclass field that documents itself and becomes an argparse argument."""
-    default = kwargs.pop("default", dataclasses.MISSING)
-    factory = kwargs.pop("default_factory", dataclasses.MISSING)
-    metadata = {"help": help, "flags": flags, "argparse": kwargs}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 _TTA_HELP = ("flip test-time augmentation: the backbone's logits averaged over the 2^D "
@@ -52,11 +45,11 @@ class Train:
     """Train a model (or resume a run) from a YAML config or preset."""
 
     name: ClassVar[str] = "train"
-    config: str | None = _option("config file or preset name", nargs="?", default=None)
-    overrides: list[str] = _option("section.key=value overrides", nargs="*", default_factory=list)
-    output: str | None = _option("run folder (default runs/<name>)", "-o", "--output",
+    config: str | None = option("config file or preset name", nargs="?", default=None)
+    overrides: list[str] = option("section.key=value overrides", nargs="*", default_factory=list)
+    output: str | None = option("run folder (default runs/<name>)", "-o", "--output",
                                  default=None)
-    resume: str | None = _option("resume the run in this folder", "--resume", default=None)
+    resume: str | None = option("resume the run in this folder", "--resume", default=None)
 
     def run(self) -> int:
         from morse.config import load_config
@@ -96,23 +89,23 @@ class Evaluate:
     split's test subset and the held-out imagesTs + labelsTs (or --images/--labels)."""
 
     name: ClassVar[str] = "evaluate"
-    source: str = _option("run folder or checkpoint")
-    data: str | None = _option("dataset folder (default: the run's)", "--data", default=None)
-    subset: str = _option("all: the split's test subset and the held-out set; test or val: "
+    source: str = option("run folder or checkpoint")
+    data: str | None = option("dataset folder (default: the run's)", "--data", default=None)
+    subset: str = option("all: the split's test subset and the held-out set; test or val: "
                           "that subset of the split; heldout: the held-out set only",
                           "--subset", default="all", choices=["all", "test", "val", "heldout"])
-    images: str | None = _option("held-out scans (default: the dataset's imagesTs)", "--images",
+    images: str | None = option("held-out scans (default: the dataset's imagesTs)", "--images",
                                  default=None)
-    labels: str | None = _option("their label maps (default: the dataset's labelsTs)",
+    labels: str | None = option("their label maps (default: the dataset's labelsTs)",
                                  "--labels", default=None)
-    output: str | None = _option("results folder (default: the run folder for test, "
+    output: str | None = option("results folder (default: the run folder for test, "
                                  "RUN/eval_val for val, RUN/eval_<images folder> for the "
                                  "held-out set)", "-o", "--output", default=None)
-    device: str = _option("auto, cpu or cuda", "--device", default="auto")
-    checkpoint: str | None = _option("score best.pt or last.pt of a run folder (default: the "
+    device: str = option("auto, cpu or cuda", "--device", default="auto")
+    checkpoint: str | None = option("score best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
-    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+    tta: bool | None = option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
                                default=None)
 
     def run(self) -> int:
@@ -129,19 +122,19 @@ class Predict:
     """Segment NIfTI scans; label maps keep each input's grid, affine and header."""
 
     name: ClassVar[str] = "predict"
-    checkpoint: str = _option("run folder or checkpoint")
-    inputs: list[str] = _option("NIfTI files (nnU-Net channel files are grouped)", nargs="+")
-    output: str = _option("output folder", "-o", "--output", required=True)
-    probabilities: bool = _option("also write CASE_probabilities.nii.gz", "--probabilities",
+    checkpoint: str = option("run folder or checkpoint")
+    inputs: list[str] = option("NIfTI files (nnU-Net channel files are grouped)", nargs="+")
+    output: str = option("output folder", "-o", "--output", required=True)
+    probabilities: bool = option("also write CASE_probabilities.nii.gz", "--probabilities",
                                   default=False, action="store_true")
-    points: bool = _option("also write CASE_points.nii.gz (rendered voxels)", "--points",
+    points: bool = option("also write CASE_points.nii.gz (rendered voxels)", "--points",
                            default=False, action="store_true")
-    coarse: bool = _option("also write CASE_coarse.nii.gz (the backbone's label map)",
+    coarse: bool = option("also write CASE_coarse.nii.gz (the backbone's label map)",
                            "--coarse", default=False, action="store_true")
-    overwrite: bool = _option("replace existing outputs", "--overwrite", default=False,
+    overwrite: bool = option("replace existing outputs", "--overwrite", default=False,
                               action="store_true")
-    device: str = _option("auto, cpu or cuda", "--device", default="auto")
-    tta: bool | None = _option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
+    device: str = option("auto, cpu or cuda", "--device", default="auto")
+    tta: bool | None = option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
                                default=None)
 
     def run(self) -> int:
@@ -160,8 +153,8 @@ class ConfigCommand:
     """Print a preset or config file, resolved with overrides, one documented line per key."""
 
     name: ClassVar[str] = "config"
-    config: str = _option("config file or preset name")
-    overrides: list[str] = _option("section.key=value overrides", nargs="*", default_factory=list)
+    config: str = option("config file or preset name")
+    overrides: list[str] = option("section.key=value overrides", nargs="*", default_factory=list)
 
     def run(self) -> int:
         from morse.config import describe_config, load_config
@@ -176,19 +169,19 @@ class Score:
     by case name; writes metrics.json and metrics.csv."""
 
     name: ClassVar[str] = "score"
-    predictions: str = _option("folder of predicted label maps (CASE.nii.gz)")
-    labels: str = _option("folder of reference label maps (CASE.nii.gz)")
-    output: str | None = _option("results folder (default: the predictions folder)", "-o",
+    predictions: str = option("folder of predicted label maps (CASE.nii.gz)")
+    labels: str = option("folder of reference label maps (CASE.nii.gz)")
+    output: str | None = option("results folder (default: the predictions folder)", "-o",
                                  "--output", default=None)
-    classes: int | None = _option("number of classes K with background (default: dataset.json "
+    classes: int | None = option("number of classes K with background (default: dataset.json "
                                   "next to LABELS, else the largest label found)", "--classes",
                                   type=int, default=None)
-    allow_missing: bool = _option("score the cases found in both folders and record the others "
+    allow_missing: bool = option("score the cases found in both folders and record the others "
                                   "(default: refuse)", "--allow-missing", default=False,
                                   action="store_true")
-    nsd: list[float] | None = _option("normalised surface Dice tolerances in mm (default: 1 2)",
+    nsd: list[float] | None = option("normalised surface Dice tolerances in mm (default: 1 2)",
                                       "--nsd", nargs="+", type=float, default=None)
-    biou: float | None = _option("boundary IoU band width in mm (default: 2)", "--biou",
+    biou: float | None = option("boundary IoU band width in mm (default: 2)", "--biou",
                                  type=float, default=None)
 
     def run(self) -> int:
@@ -205,7 +198,7 @@ class Check:
     """Check an nnU-Net / Decathlon dataset folder; lists every problem found."""
 
     name: ClassVar[str] = "check"
-    data: str = _option("dataset folder")
+    data: str = option("dataset folder")
 
     def run(self) -> int:
         from morse.data.check import inspect_dataset
@@ -222,8 +215,8 @@ class Demo:
     """Train, evaluate and report MORSE on the Colin27 brain with the AAL atlas (CPU)."""
 
     name: ClassVar[str] = "demo"
-    output: str = _option("run folder", "-o", "--output", default="runs/demo")
-    overrides: list[str] = _option("section.key=value overrides", nargs="*",
+    output: str = option("run folder", "-o", "--output", default="runs/demo")
+    overrides: list[str] = option("section.key=value overrides", nargs="*",
                                    default_factory=list)
 
     def run(self) -> int:
@@ -238,111 +231,14 @@ class Report:
     """Write a self-contained HTML (or Markdown) report of a run."""
 
     name: ClassVar[str] = "report"
-    run_dir: str = _option("run folder")
-    format: str = _option("html or md", "--format", default="html", choices=["html", "md"])
+    run_dir: str = option("run folder")
+    format: str = option("html or md", "--format", default="html", choices=["html", "md"])
 
     def run(self) -> int:
         from morse.cli.demo import write_run_report
 
         print(write_run_report(self.run_dir, self.format))
         return 0
-
-
-def _seed(text: str) -> int:
-    """An integer seed; anything else most likely is an override typed after the options."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a seed (an integer); put section.key=value overrides right "
-            "after CONFIG, before the options") from None
-
-
-@dataclass
-class Compare:
-    """Train and score ablation variants over seeds with one budget, then one table: means ±
-    std over seeds and paired bootstrap differences to the plain backbone. Run it again to
-    resume: finished runs are skipped, interrupted ones continue from last.pt."""
-
-    name: ClassVar[str] = "compare"
-    config: str = _option("config file or preset name")
-    output: str = _option("comparison folder: DIR/<variant>/seed<k>/ and the table",
-                          "-o", "--output", required=True)
-    overrides: list[str] = _option("section.key=value overrides for every run (before the "
-                                   "options)", nargs="*", default_factory=list)
-    variants: list[str] | None = _option("plain pointrend no-gating no-fourier morse (default: "
-                                         "all; --quick: plain morse)", "--variants", nargs="+",
-                                         default=None)
-    seeds: list[int] | None = _option("values of train.seed (default: 0 1 2; --quick: 0)",
-                                      "--seeds", nargs="+", type=_seed, default=None)
-    subset: str = _option("score on val (choose settings) or test (report once)", "--subset",
-                          default="val", choices=["val", "test"])
-    quick: bool = _option("tiny budget and widths (4 steps): proves the harness in seconds",
-                          "--quick", default=False, action="store_true")
-
-    def run(self) -> int:
-        from morse.experiments.compare import compare
-
-        compare(self.config, self.overrides, output=self.output, variants=self.variants,
-                seeds=self.seeds, subset=self.subset, quick=self.quick)
-        return 0
-
-
-@dataclass
-class Export:
-    """Write a run's model (backbone and renderer) as one TorchScript or ONNX graph for
-    deployment, and next to it OUT.json: the input it takes (channels, size, the
-    preprocessing record), the classes, and its check against the checkpoint."""
-
-    name: ClassVar[str] = "export"
-    source: str = _option("run folder or checkpoint")
-    output: str = _option("the model file to write, e.g. model.pt (TorchScript) or model.onnx")
-    format: str = _option("torchscript or onnx (ONNX needs pip install -e '.[export]')",
-                          "--format", default="torchscript")
-    size: list[int] | None = _option("spatial input size, H W (2D) or X Y Z (3D) (default: "
-                                     "data.slice_size in 2D, data.patch_size in 3D)", "--size",
-                                     nargs="+", type=int, default=None)
-    checkpoint: str | None = _option("export best.pt or last.pt of a run folder (default: the "
-                                     "run's eval.checkpoint)", "--checkpoint", default=None,
-                                     choices=["best", "last"])
-    overwrite: bool = _option("replace existing files", "--overwrite", default=False,
-                              action="store_true")
-
-    def run(self) -> int:
-        from morse.inference.export import export_run
-
-        result = export_run(self.source, self.output, fmt=self.format, size=self.size,
-                            checkpoint=self.checkpoint, overwrite=self.overwrite)
-        check = ("not checked: onnxruntime is not installed" if result.max_difference is None
-                 else f"against the checkpoint on a random input: max |difference| "
-                      f"{result.max_difference:.2g}, rendered labels agree on "
-                      f"{100 * result.labels_agree:.2f}% of cells")
-        print(f"wrote {result.model} and {result.description}; {check}")
-        return 0
-
-
-@dataclass
-class Nnunet:
-    """MORSE inside nnU-Net v2: 'trainer-dir' prints the folder for nnUNet_extTrainer; 'train'
-    and 'predict' run nnUNetv2_train / nnUNetv2_predict with ARGS unchanged, MORSE's trainers
-    found (e.g. -tr nnUNetTrainerMORSE) and nnU-Net trainers that cannot import skipped."""
-
-    name: ClassVar[str] = "nnunet"
-    action: str = _option("trainer-dir, train or predict",
-                          choices=["trainer-dir", "train", "predict"])
-    args: list[str] = _option("arguments for nnUNetv2_train / nnUNetv2_predict",
-                              nargs=argparse.REMAINDER, default_factory=list)
-
-    def run(self) -> int:
-        from morse.nnunet.launch import check_nnunet, run_entry, trainer_dir
-
-        if self.action == "trainer-dir":
-            if self.args:
-                raise SystemExit("morse nnunet trainer-dir takes no arguments")
-            check_nnunet()
-            print(trainer_dir())
-            return 0
-        return run_entry(self.action, self.args)
 
 
 COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export,
@@ -395,27 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"morse {command_class.name}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only folder, a file where a folder goes
-        print(f"morse {command_class.name}: error: {_os_error_line(error)}", file=sys.stderr)
+        print(f"morse {command_class.name}: error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"morse {command_class.name}: interrupted", file=sys.stderr)
         return 130
-
-
-def _os_error_line(error: OSError) -> str:
-    """One line for an operating-system error: the file, what went wrong, and for the usual
-    causes what to do."""
-    if error.filename is None or isinstance(error, FileExistsError):
-        return str(error)
-    where = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
-    fixes = {
-        errno.ENOSPC: "free some space or write elsewhere (-o)",
-        errno.EACCES: "check the folder's permissions or write elsewhere (-o)",
-        errno.EROFS: "the file system is read-only; write elsewhere (-o)",
-        errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
-    }
-    fix = fixes.get(error.errno)
-    return f"{where}: {error.strerror or error}" + (f"; {fix}" if fix else "")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from morse.data.validate import image_problem
 from morse.data.volume import Volume
 from morse.device import resolve_device
 from morse.errors import DataError
-from morse.inference.trained import TrainedRun, load_run, predict_case
+from morse.inference.trained import TrainedRun, load_run, predict_case, resolve_checkpoint
 from morse.io.lock import FolderLock
 from morse.model.volumes import VolumePrediction
 
@@ -197,6 +197,7 @@ def predict_files(
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
     """
     torch_device = resolve_device(device)
+    resolve_checkpoint(checkpoint)  # the cheap checks first: the run, then every input
     paths = [Path(p) for p in inputs]
     for path in paths:  # every input a readable scan before the model is loaded
         if strip_ending(path.name) is None:

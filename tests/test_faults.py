@@ -414,3 +414,15 @@ def test_an_input_that_is_not_a_scan_is_one_line_before_the_model_loads(
     assert main(["predict", str(run), str(bad), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and len(err.splitlines()) == 1
+
+
+def test_a_slice_size_the_backbone_cannot_take_is_refused_before_the_data_is_prepared(
+    tmp_path, config, capsys, monkeypatch
+):
+    def never(*args, **kwargs):
+        raise AssertionError("the data was prepared before the slice size was checked")
+
+    monkeypatch.setattr(loop_module, "prepare_data", never)
+    assert _train(config, tmp_path / "run", "data.slice_size=[100,100]") == 2
+    assert "data.slice_size [100, 100]: UNet needs every spatial size to be a multiple of 16" in (
+        capsys.readouterr().err)

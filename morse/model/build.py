@@ -25,13 +25,13 @@ def build_model(cfg: Config, in_channels: int, num_classes: int) -> Morse:
 
 
 def check_buildable(cfg: Config, origin: str = "config") -> None:
-    """Build the backbone once on the meta device (no memory taken, no weights read), so a
-    typo'd or impossible ``model.backbone_options`` fails in one line before the data is
-    prepared rather than after."""
+    """Build the backbone once on the meta device (no memory taken, no weights read) and run
+    it on the training size, so a typo'd or impossible ``model.backbone_options`` or a slice or
+    patch size the backbone cannot take fails in one line before the data is prepared."""
     options = {k: v for k, v in cfg.model.backbone_options.items() if k != "pretrained"}
     try:
         with torch.device("meta"):
-            build_backbone(cfg.model.backbone, cfg.data.spatial_dims, 1, 2, **options)
+            backbone = build_backbone(cfg.model.backbone, cfg.data.spatial_dims, 1, 2, **options)
     except (TypeError, ValueError, KeyError, AssertionError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
@@ -39,3 +39,14 @@ def check_buildable(cfg: Config, origin: str = "config") -> None:
             f"{cfg.data.spatial_dims}D {cfg.model.backbone} ({detail}); see the backbone's "
             "options in docs/reference/configuration.md"
         ) from None
+    size = cfg.data.slice_size if cfg.data.spatial_dims == 2 else cfg.data.patch_size
+    if size is not None:
+        try:  # shapes only: the meta device computes no values
+            with torch.device("meta"):
+                backbone(torch.empty(1, 1, *size))
+        except NotImplementedError:  # an operator without a meta kernel: nothing to learn
+            return
+        except (ValueError, RuntimeError) as error:
+            key = "slice_size" if cfg.data.spatial_dims == 2 else "patch_size"
+            detail = str(error).splitlines()[0]
+            raise ConfigError(f"{origin}: data.{key} {list(size)}: {detail}") from None

@@ -426,3 +426,17 @@ def test_a_slice_size_the_backbone_cannot_take_is_refused_before_the_data_is_pre
     assert _train(config, tmp_path / "run", "data.slice_size=[100,100]") == 2
     assert "data.slice_size [100, 100]: UNet needs every spatial size to be a multiple of 16" in (
         capsys.readouterr().err)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_instead_of_predicting_background(
+    trained, tmp_path, capsys
+):
+    config, run = trained
+    state = load_checkpoint(run / "last.pt")
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], math.nan)
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    assert main(["predict", str(broken), str(_scan(config)), "-o", str(tmp_path / "out")]) == 2
+    assert "hold NaN or infinity" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "case0.nii.gz").exists()

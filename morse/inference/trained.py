@@ -109,6 +109,13 @@ def load_run(
     class_names = list(state["class_names"])
     model = build_model(_without_pretrained(cfg), int(state["in_channels"]), len(class_names))
     model.load_state_dict(state["model"])
+    broken = [name for name, value in model.state_dict().items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} weight tensor(s) hold NaN or infinity (first: {broken[0]}); "
+            "the run diverged before it was saved: use an earlier checkpoint or retrain"
+        )
     return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"),
                       path, int(state.get("step", 0)))
 

@@ -440,3 +440,12 @@ def test_a_checkpoint_with_nan_weights_is_refused_instead_of_predicting_backgrou
     assert main(["predict", str(broken), str(_scan(config)), "-o", str(tmp_path / "out")]) == 2
     assert "hold NaN or infinity" in capsys.readouterr().err
     assert not (tmp_path / "out" / "case0.nii.gz").exists()
+
+
+def test_evaluate_into_a_run_folder_that_is_training_is_refused(trained, capsys):
+    from morse.io.lock import FolderLock
+
+    _, run = trained
+    with FolderLock(run, "morse train"):
+        assert main(["evaluate", str(run)]) == 2
+    assert "is in use by morse train" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from morse.evaluation.score import label_files, pair_metrics, pair_problem
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.files import segment_files
 from morse.inference.trained import TrainedRun, load_run
+from morse.io.lock import FolderLock
 from morse.metrics import ClassMetrics, MetricSettings
 
 __all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run"]
@@ -184,6 +185,14 @@ def evaluate_run(
     run = load_run(source, torch_device, checkpoint, tta=tta)
     if data_root is not None:
         run.config = replace(run.config, data=replace(run.config.data, root=data_root))
+    with FolderLock(Path(out_dir) if out_dir else run.path.parent, "morse evaluate"):
+        return _evaluate_sets(run, out_dir, subset, images, labels, device)
+
+
+def _evaluate_sets(run: TrainedRun, out_dir: str | Path | None, subset: str,
+                   images: str | Path | None, labels: str | Path | None,
+                   device: str) -> dict[str, dict]:
+    """The sets of :func:`evaluate_run`, scored while it holds the output folder."""
     scored = {}
     if subset != "heldout":
         split = "test" if subset == "all" else subset

@@ -449,3 +449,31 @@ def test_evaluate_into_a_run_folder_that_is_training_is_refused(trained, capsys)
     with FolderLock(run, "morse train"):
         assert main(["evaluate", str(run)]) == 2
     assert "is in use by morse train" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_kill_9_during_predict_overwrite_leaves_a_whole_file_never_a_truncated_one(
+    trained, tmp_path, delay
+):
+    import os
+    import signal
+    import time
+
+    import nibabel as nib
+
+    config, run = trained
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "morse", "predict", str(run), str(_scan(config)), "-o",
+               str(out), "--probabilities", "--overwrite"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    good = {p.name: p.read_bytes() for p in out.glob("*.nii.gz")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    for name, before in good.items():
+        after = (out / name).read_bytes()
+        assert after == before or nib.load(out / name).get_fdata().size > 0, name
+    assert subprocess.run(command, capture_output=True).returncode == 0  # no lock left behind
+    assert not list(out.glob(".*.tmp"))

@@ -42,8 +42,8 @@ def check_buildable(cfg: Config, origin: str = "config") -> None:
     size = cfg.data.slice_size if cfg.data.spatial_dims == 2 else cfg.data.patch_size
     if size is not None:
         try:  # shapes only: the meta device computes no values
-            with torch.device("meta"):
-                backbone(torch.empty(1, 1, *size))
+            with torch.device("meta"):  # eval: batch norm takes a batch of one
+                backbone.eval()(torch.empty(1, 1, *size))
         except NotImplementedError:  # an operator without a meta kernel: nothing to learn
             return
         except (ValueError, RuntimeError) as error:

@@ -22,7 +22,7 @@ MAX_CELLS = 1024**3
 
 def check_grid_size(shape: Sequence[int], what: str, bytes_per_cell: int, fix: str) -> None:
     """Refuse a grid with an empty axis or of more than :data:`MAX_CELLS` cells; the message
-    gives the memory one map of ``bytes_per_cell`` would take, then ``fix``.
+    gives the memory ``bytes_per_cell`` per cell would take, then ``fix``.
 
     >>> check_grid_size((512, 512, 300), "scan", 4, "check its voxel size")
     >>> check_grid_size((100000, 100000), "--size", 4, "give it in voxels")  # doctest: +ELLIPSIS
@@ -37,7 +37,7 @@ def check_grid_size(shape: Sequence[int], what: str, bytes_per_cell: int, fix: s
     if cells > MAX_CELLS:
         raise DataError(
             f"{what}: a grid of {size} cells ({cells / 1e6:.0f} M) would need about "
-            f"{cells * bytes_per_cell / 2**30:.1f} GiB for one map alone (the limit is "
+            f"{cells * bytes_per_cell / 2**30:.1f} GiB for its maps alone (the limit is "
             f"{MAX_CELLS / 1e6:.0f} M cells); {fix}"
         )
 

@@ -53,6 +53,7 @@ class Train:
 
     def run(self) -> int:
         from morse.config import load_config
+        from morse.errors import ConfigError
         from morse.training.loop import train
 
         if self.resume:
@@ -62,8 +63,8 @@ class Train:
             if not self.config:
                 raise SystemExit("morse train: give a CONFIG (file or preset) or --resume RUN_DIR")
             if Path(self.config).is_dir():
-                raise SystemExit(f"morse train: {self.config} is a folder; give a CONFIG file or "
-                                 f"preset, or continue a run with --resume {self.config}")
+                raise ConfigError(f"{self.config} is a folder; give a CONFIG file or preset, or "
+                                  f"continue a run with --resume {self.config}")
             cfg = load_config(self.config, self.overrides)
             result = train(cfg, self.output or Path("runs") / cfg.name)
         best = (f"best validation Dice {result.best_dice:.4f}" if math.isfinite(result.best_dice)
@@ -75,11 +76,12 @@ class Train:
     def _resume_request(self):
         """The config given with --resume (checked against the saved one), or None."""
         from morse.config import load_config
+        from morse.errors import ConfigError
 
         if self.config and "=" in self.config and not Path(self.config).exists():
-            raise SystemExit(f"morse train: --resume continues the run as it was saved; "
-                             f"overrides ({self.config}) are not applied; start a new run "
-                             "(-o NEW_FOLDER) to train with other settings")
+            raise ConfigError(f"--resume continues the run as it was saved; overrides "
+                              f"({self.config}) are not applied; start a new run "
+                              "(-o NEW_FOLDER) to train with other settings")
         return load_config(self.config, self.overrides) if self.config else None
 
 

@@ -45,6 +45,8 @@ def load_config(source: str | Path, overrides: list[str] | None = None) -> Confi
         path = Path(str(resources.files("morse.configs") / f"{source}.yaml"))
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         detail = " ".join(str(error).split())  # pyyaml's message spans lines
         raise ConfigError(f"{path}: not valid YAML ({detail})") from error
@@ -53,6 +55,10 @@ def load_config(source: str | Path, overrides: list[str] | None = None) -> Confi
     for item in overrides or []:
         _apply_override(raw, item)
     return config_from_dict(raw, origin=str(path))
+
+
+class _DuplicateKey(ValueError):
+    """A key written twice in one YAML mapping."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -64,9 +70,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} written twice (lines {seen[key] + 1} and "
-                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                raise _DuplicateKey(f"key {key!r} written twice (lines {seen[key] + 1} and "
+                                    f"{key_node.start_mark.line + 1}); keep one")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 

@@ -477,3 +477,19 @@ def test_kill_9_during_predict_overwrite_leaves_a_whole_file_never_a_truncated_o
         assert after == before or nib.load(out / name).get_fdata().size > 0, name
     assert subprocess.run(command, capture_output=True).returncode == 0  # no lock left behind
     assert not list(out.glob(".*.tmp"))
+
+
+def test_score_takes_an_h_by_w_map_against_its_h_by_w_by_1_reference(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from morse.evaluation.score import score_folders
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:5, 2:5] = 1
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), tmp_path / "p" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(truth[..., None], np.eye(4)), tmp_path / "r" / "a.nii.gz")
+    result = score_folders(tmp_path / "p", tmp_path / "r", classes=2, verbose=False)
+    assert result.per_case["a"][1].values["dice"] == 1.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,12 +156,20 @@ def _class_names(labels: Path, classes: int | None, largest: int) -> list[str]:
     return ["background", *(f"label_{c}" for c in range(1, classes))]
 
 
+def _as_slice(label_map: LabelMap) -> LabelMap:
+    """An H x W x 1 map as the H x W slice it is, so it scores against an H x W one."""
+    label = label_map.label
+    if label.ndim == 3 and label.shape[-1] == 1:
+        return replace(label_map, label=label[..., 0])
+    return label_map
+
+
 def _check_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[int, bool]:
     """Read and check every pair before any is scored: the largest reference label and whether
     every reference is oriented. Raises DataError on the first pair that cannot be scored."""
     largest, oriented = 0, True
     for pred_path, ref_path in pairs:
-        pred, ref = read_label_map(pred_path), read_label_map(ref_path)
+        pred, ref = _as_slice(read_label_map(pred_path)), _as_slice(read_label_map(ref_path))
         problem = pair_problem(pred.grid, ref.grid)
         if problem:
             raise DataError(problem)
@@ -229,7 +237,7 @@ def score_folders(
     settings = settings or MetricSettings()
     per_case = {}
     for case, (pred_path, ref_path) in zip(cases, pairs, strict=True):
-        pred, ref = (read_label_map(p, len(names)) for p in (pred_path, ref_path))
+        pred, ref = (_as_slice(read_label_map(p, len(names))) for p in (pred_path, ref_path))
         per_case[case] = pair_metrics(pred.label, ref, len(names), settings)
     result = ScoreResult(per_case, names, summarise(per_case, names), missing)
     if out_dir is not None:

@@ -493,3 +493,44 @@ def test_score_takes_an_h_by_w_map_against_its_h_by_w_by_1_reference(tmp_path):
     nib.save(nib.Nifti1Image(truth[..., None], np.eye(4)), tmp_path / "r" / "a.nii.gz")
     result = score_folders(tmp_path / "p", tmp_path / "r", classes=2, verbose=False)
     assert result.per_case["a"][1].values["dice"] == 1.0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_during_predict_is_one_line_and_leaves_no_partial_file(
+    trained, small_disk, capsys
+):
+    config, run = trained
+    (small_disk / "filler").write_bytes(b"\0" * (256 * 1024 - 8 * 1024))  # 8 KiB left
+    out = small_disk / "out"
+    assert main(["predict", str(run), str(_scan(config)), "-o", str(out),
+                 "--probabilities"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("morse predict: error:") and "No space left on device" in err
+    import nibabel as nib
+
+    for written in out.glob("*.nii.gz"):  # whatever stands under a final name is whole
+        assert nib.load(written).get_fdata().size > 0
+    assert "case0_probabilities.nii.gz" not in {p.name for p in out.iterdir()}
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_read_only_output_folder_is_one_line_before_any_work(trained, small_disk, capsys):
+    config, run = trained
+    (small_disk / "out").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["predict", str(run), str(_scan(config)), "-o", str(small_disk / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("morse predict: error:") and "Read-only file system" in err
+    assert len(err.splitlines()) == 1

@@ -185,3 +185,44 @@ def test_check_command_ends_with_a_one_line_summary(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("labelsTr/b.nii.gz: file not found")
     assert lines[-1] == "Dataset009_X: 2 training cases, 1 test cases (0 labelled), 1 problems"
+
+
+def _scan(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=SHAPE).astype(np.float32)
+
+
+def test_a_case_in_both_training_and_held_out_folders_is_leakage_by_name(tmp_path, capsys):
+    from morse.cli.main import main
+
+    root = make_dataset(tmp_path / "Dataset009_X", ["a", "b"], channels=1)
+    save(root / "imagesTs" / "a_0000.nii.gz", _scan(1))  # another scan under a training name
+    problems = check_dataset(root)
+    assert [p.path for p in problems] == ["imagesTs/a_0000.nii.gz"], format_problems(problems)
+    assert "case a is also a training case (imagesTr/a_0000.nii.gz);" in problems[0].message
+    assert "remove the case from imagesTs" in problems[0].message
+    assert main(["check", str(root)]) == 1
+    assert capsys.readouterr().out.strip().endswith("1 problems")
+
+
+def test_a_held_out_copy_of_a_training_case_under_another_name_is_leakage(tmp_path):
+    root = make_dataset(tmp_path / "D", ["a", "b"], channels=1)
+    scan = _scan(2)
+    save(root / "imagesTr" / "b_0000.nii.gz", scan)
+    save(root / "imagesTs" / "t_0000.nii.gz", scan.astype(np.float64))  # re-saved as float64
+    save(root / "imagesTs" / "u_0000.nii.gz", _scan(3))  # a case of its own
+    problems = check_dataset(root)
+    assert [p.path for p in problems] == ["imagesTs/t_0000.nii.gz"], format_problems(problems)
+    assert problems[0].message.startswith(
+        "same voxels as training case b (imagesTr/b_0000.nii.gz) under another name; "
+        "remove the case from imagesTs")
+
+
+def test_same_name_and_same_voxels_say_both(tmp_path):
+    root = make_dataset(tmp_path / "D", ["a"], channels=1)
+    scan = _scan(4)
+    save(root / "imagesTr" / "a_0000.nii.gz", scan)
+    save(root / "imagesTs" / "a_0000.nii.gz", scan)
+    problems = check_dataset(root)
+    assert len(problems) == 1, format_problems(problems)
+    assert "case a is also a training case (imagesTr/a_0000.nii.gz) with the same voxels" in (
+        problems[0].message)

@@ -5,7 +5,8 @@ dataset.json fields, missing channel or label files, orphan labels, badly named 
 unreadable files, channel/image/label grids (shape, spacing, affine), label values not in
 dataset.json, NaN or infinite voxels, and ``numTraining`` against the cases found. The test set
 (``imagesTs``) is checked the same way; once ``labelsTs`` exists, every test case needs its
-label map there.
+label map there. A case in both ``imagesTr`` and ``imagesTs`` is leakage, found by name and by
+content (the same decoded voxels under another name, e.g. a copy re-saved as another dtype).
 
 Example:
     >>> import tempfile
@@ -16,8 +17,11 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from morse.errors import DataError
 
@@ -135,6 +139,20 @@ class SubsetCheck:
     problems: list[Problem]
     cases: int = 0
     labelled: int = 0
+    files: dict[str, Path] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+def _voxel_digest(image: np.ndarray) -> str | None:
+    """A hash of a case's decoded voxels (C, *spatial) as float32 and their shape: equal for a
+    copy whatever its file name, compression or stored dtype. None for an image of one value
+    throughout: blank scans are alike without being the same case."""
+    flat = image.reshape(-1)
+    if flat.size == 0 or np.all(flat == flat[0]):
+        return None
+    digest = hashlib.sha256(repr(image.shape).encode())
+    digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> SubsetCheck:
@@ -150,9 +168,13 @@ def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> SubsetCheck:
     problems = _naming_problems(root, spec, subset)
     if subset == "Ts":
         problems.extend(_test_labels(root, spec, cases))
+    digests = {}
     for case in cases:
-        _, found = inspect_case(case, spec)
+        volume, found = inspect_case(case, spec)
         problems.extend(Problem(case.show(path), text) for path, text in found)
+        digest = None if volume is None else _voxel_digest(volume.image)
+        if digest is not None:
+            digests[case.case_id] = digest
     problems.extend(_orphan_labels(root, spec, {c.case_id for c in cases}, subset))
     if subset == "Tr" and spec.num_training is not None and spec.num_training != len(cases):
         problems.append(
@@ -163,7 +185,32 @@ def _check_subset(root: Path, spec: DatasetSpec, subset: str) -> SubsetCheck:
             )
         )
     labelled = sum(case.label is not None and case.label.is_file() for case in cases)
-    return SubsetCheck(problems, len(cases), labelled)
+    return SubsetCheck(problems, len(cases), labelled, {c.case_id: c.images[0] for c in cases},
+                       digests)
+
+
+def _leakage(root: Path, train: SubsetCheck, test: SubsetCheck) -> list[Problem]:
+    """Held-out cases that are also training cases, by name or by the same voxels: their
+    scores would measure memory, not generalisation. One problem per held-out case."""
+    fix = ("remove the case from imagesTs (and labelsTs) or from imagesTr (and labelsTr), so "
+           "that held-out scores measure cases the model never saw")
+    same = {digest: case for case, digest in train.digests.items()}
+    problems = []
+    for case, path in test.files.items():
+        digest = test.digests.get(case)
+        if case in train.files:
+            other = display_path(train.files[case], root)
+            voxels = " with the same voxels" if digest and digest == train.digests.get(case) \
+                else ""
+            problems.append(Problem(display_path(path, root),
+                                    f"case {case} is also a training case ({other}){voxels}; "
+                                    f"{fix} (or rename it if it is another scan)"))
+        elif digest in same:
+            other = display_path(train.files[same[digest]], root)
+            problems.append(Problem(display_path(path, root),
+                                    f"same voxels as training case {same[digest]} ({other}) "
+                                    f"under another name; {fix}"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -202,8 +249,8 @@ def inspect_dataset(root: str | Path) -> DatasetCheck:
     if spec is None:
         return DatasetCheck(root, problems)
     train, test = (_check_subset(root, spec, subset) for subset in ("Tr", "Ts"))
-    return DatasetCheck(root, [*problems, *train.problems, *test.problems], train.cases,
-                        test.cases, test.labelled)
+    problems += [*train.problems, *test.problems, *_leakage(root, train, test)]
+    return DatasetCheck(root, problems, train.cases, test.cases, test.labelled)
 
 
 def check_dataset(root: str | Path) -> list[Problem]:

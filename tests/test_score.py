@@ -173,3 +173,46 @@ def test_morses_extra_maps_are_not_cases_but_a_case_named_like_one_is(tmp_path):
     save(tmp_path / "a.nii", box())
     with pytest.raises(DataError, match=r"a.nii.gz: case a is also a.nii; keep one"):
         label_files(tmp_path)
+
+
+def test_the_files_left_unscored_are_named_in_one_line_with_their_count(folders, capsys):
+    preds, refs = folders
+    for name in ("a_coarse.nii.gz", "a_probabilities.nii.gz", "b_points.nii.gz"):
+        save(preds / name, box())
+    assert main(["score", str(preds), str(refs)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
+    names = ", ".join(str(preds / n) for n in ("a_coarse.nii.gz", "a_probabilities.nii.gz",
+                                               "b_points.nii.gz"))
+    assert lines == [f"skipped 3 file(s), not scored: {names} (maps written beside a label map)"]
+    doc = json.loads((preds / "metrics.json").read_text())
+    assert list(doc["prediction"]["per_case"]) == ["a", "b"] and len(doc["skipped"]) == 3
+
+
+def test_unmatched_files_scored_with_allow_missing_are_in_the_skipped_line(folders, tmp_path,
+                                                                          capsys):
+    preds, refs = folders
+    (preds / "b.nii.gz").unlink()
+    assert main(["score", str(preds), str(refs), "--allow-missing", "-o",
+                 str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped 1 file(s), not scored: {refs / 'b.nii.gz'} (cases in one folder only)" in out
+
+
+def test_suffix_coarse_scores_the_coarse_maps_against_the_plain_references(folders, capsys):
+    preds, refs = folders
+    for case in ("a", "b"):
+        save(preds / f"{case}_coarse.nii.gz", box())  # the backbone's map: exact here
+    assert main(["score", str(preds), str(refs), "--suffix", "_coarse"]) == 0
+    out = capsys.readouterr().out
+    plain = ", ".join(str(preds / f"{c}.nii.gz") for c in ("a", "b"))
+    assert f"skipped 2 file(s), not scored: {plain} (not named CASE_coarse)" in out
+    doc = json.loads((preds / "score_coarse" / "metrics.json").read_text())
+    assert doc["suffix"] == "_coarse" and list(doc["coarse"]["per_case"]) == ["a", "b"]
+    assert doc["coarse"]["per_case"]["a"]["label_1"]["dice"] == 1.0
+    assert not (preds / "metrics.json").exists()  # the plain maps' scores are not replaced
+
+
+def test_a_suffix_no_file_has_is_named(folders, capsys):
+    preds, refs = folders
+    line = one_line_error(capsys, ["score", str(preds), str(refs), "--suffix", "_coarse"])
+    assert f"{preds}: no NIfTI predicted label maps named CASE_coarse.nii.gz" in line

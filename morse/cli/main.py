@@ -5,7 +5,7 @@
                    [--images DIR --labels DIR] [-o OUT] [--tta]
     morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse] [--tta]
     morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing] [--nsd MM ...]
-                [--biou MM]
+                [--biou MM] [--suffix _coarse]
     morse check DATA
     morse demo [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
@@ -173,7 +173,8 @@ class Score:
     name: ClassVar[str] = "score"
     predictions: str = option("folder of predicted label maps (CASE.nii.gz)")
     labels: str = option("folder of reference label maps (CASE.nii.gz)")
-    output: str | None = option("results folder (default: the predictions folder)", "-o",
+    output: str | None = option("results folder (default: the predictions folder; "
+                                 "PREDICTIONS/score_coarse with --suffix _coarse)", "-o",
                                  "--output", default=None)
     classes: int | None = option("number of classes K with background (default: dataset.json "
                                   "next to LABELS, else the largest label found)", "--classes",
@@ -185,13 +186,17 @@ class Score:
                                       "--nsd", nargs="+", type=float, default=None)
     biou: float | None = option("boundary IoU band width in mm (default: 2)", "--biou",
                                  type=float, default=None)
+    suffix: str = option("score the maps named CASE<SUFFIX> against the references CASE, e.g. "
+                         "_coarse for the CASE_coarse.nii.gz of predict --coarse (default: "
+                         "the label maps CASE.nii.gz)", "--suffix", default="")
 
     def run(self) -> int:
-        from morse.evaluation.score import flag_settings, score_folders
+        from morse.evaluation.score import default_output, flag_settings, score_folders
 
-        score_folders(self.predictions, self.labels, self.output or self.predictions,
-                      classes=self.classes, allow_missing=self.allow_missing,
-                      settings=flag_settings(self.nsd, self.biou))
+        out = self.output or default_output(self.predictions, self.suffix)
+        score_folders(self.predictions, self.labels, out, classes=self.classes,
+                      allow_missing=self.allow_missing,
+                      settings=flag_settings(self.nsd, self.biou), suffix=self.suffix)
         return 0
 
 

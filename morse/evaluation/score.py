@@ -10,7 +10,9 @@ trailing axis of length 1 is dropped); its spacing comes from the reference's af
 Before any case is scored, every pair is checked: both files readable, integer labels in range,
 the same shape, spacing and affine (within :data:`morse.data.nifti.AFFINE_TOLERANCE_MM`), and
 orientation in both headers or in neither. Maps that MORSE writes next to a label map
-(``CASE_coarse``, ``CASE_probabilities``, ``CASE_points``) are not cases.
+(``CASE_coarse``, ``CASE_probabilities``, ``CASE_points``) are not cases; with a suffix
+(``suffix="_coarse"``) the predictions are the ``CASE_coarse`` maps instead, each scored
+against the reference ``CASE``. Every file left unscored is listed, in one line.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ __all__ = [
     "ScoreResult",
     "flag_settings",
     "label_files",
+    "select_files",
     "pair_problem",
     "pair_metrics",
+    "default_output",
     "score_folders",
+    "skipped_line",
 ]
 
 #: Suffixes of the maps ``morse predict`` writes beside ``CASE.nii.gz``; never cases here.
@@ -50,11 +55,27 @@ PREDICTION_FIX = ("a prediction must lie on its reference's grid (resample it on
                   "reference image, nearest neighbour)")
 
 
-def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]:
-    """``{case: file}`` of the NIfTI files in ``folder``, MORSE's extra maps left out.
+#: Why a file is left unscored, as :func:`select_files` and :func:`score_folders` say it.
+EXTRA_REASON = "maps written beside a label map"
+UNMATCHED_REASON = "cases in one folder only"
+
+
+def select_files(
+    folder: str | Path, what: str = "label maps", suffix: str = ""
+) -> tuple[dict[str, Path], dict[Path, str]]:
+    """The NIfTI files of ``folder`` that are cases, and those that are not.
+
+    Args:
+        folder: a folder of label maps.
+        what: what the files are, for messages.
+        suffix: ``""``: every file is a case but MORSE's extra maps (``CASE_coarse`` beside
+            ``CASE``...); ``"_coarse"``: only ``CASE_coarse`` files are, as case ``CASE``.
+
+    Returns:
+        ``({case: file}, {skipped file: why})``.
 
     Raises:
-        DataError: no such folder, no NIfTI file in it, or a case given twice (.nii and .nii.gz).
+        DataError: no such folder, no case file in it, or a case given twice (.nii and .nii.gz).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -65,12 +86,26 @@ def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]
         if case in found:
             raise DataError(f"{path}: case {case} is also {found[case].name}; keep one of them")
         found[case] = path
-    extras = {c for c in found if c.rpartition("_")[2] in EXTRA_MAPS and c.rpartition("_")[0]
-              in found}
-    if len(found) == len(extras):
-        raise DataError(f"{folder}: no NIfTI {what} (.nii or .nii.gz) in this folder; "
+    if suffix:
+        cases = {c[: -len(suffix)]: p for c, p in found.items()
+                 if c.endswith(suffix) and len(c) > len(suffix)}
+        why = f"not named CASE{suffix}"
+    else:
+        cases = {c: p for c, p in found.items()
+                 if not (c.rpartition("_")[2] in EXTRA_MAPS and c.rpartition("_")[0] in found)}
+        why = EXTRA_REASON
+    if not cases:
+        named = f" named CASE{suffix}.nii.gz" if suffix else ""
+        raise DataError(f"{folder}: no NIfTI {what}{named} (.nii or .nii.gz) in this folder; "
                         f"give the folder the {what} are in")
-    return {case: path for case, path in found.items() if case not in extras}
+    chosen = set(cases.values())
+    return cases, {path: why for path in found.values() if path not in chosen}
+
+
+def label_files(folder: str | Path, what: str = "label maps") -> dict[str, Path]:
+    """``{case: file}`` of the NIfTI files in ``folder``, MORSE's extra maps left out (see
+    :func:`select_files`)."""
+    return select_files(folder, what)[0]
 
 
 def pair_problem(pred: Grid, ref: Grid, fix: str = PREDICTION_FIX) -> str | None:
@@ -107,6 +142,8 @@ class ScoreResult:
         summary: :func:`morse.evaluation.tables.summarise` of ``per_case``.
         missing: ``{"predictions": [...], "references": [...]}``, cases found on one side only.
         paths: ``(metrics.json, metrics.csv)`` when written.
+        skipped: ``{file: why}`` of the NIfTI files in either folder that were not scored.
+        output: the name of the scored maps in the table and ``metrics.json``.
     """
 
     per_case: dict[str, dict[int, ClassMetrics]]
@@ -114,6 +151,14 @@ class ScoreResult:
     summary: dict
     missing: dict[str, list[str]] = field(default_factory=dict)
     paths: tuple[Path, ...] = ()
+    skipped: dict[Path, str] = field(default_factory=dict)
+    output: str = OUTPUT
+
+
+def default_output(predictions: str | Path, suffix: str = "") -> Path:
+    """Where ``morse score`` writes without ``-o``: the predictions folder, or
+    ``PREDICTIONS/score_coarse`` for ``--suffix _coarse`` (the plain maps' scores stay)."""
+    return Path(predictions) / f"score{suffix}" if suffix else Path(predictions)
 
 
 def _missing(preds: dict[str, Path], refs: dict[str, Path]) -> dict[str, list[str]]:
@@ -206,6 +251,7 @@ def score_folders(
     classes: int | None = None,
     allow_missing: bool = False,
     settings: MetricSettings | None = None,
+    suffix: str = "",
     verbose: bool = True,
 ) -> ScoreResult:
     """Score every prediction against the reference of the same case; write metrics.
@@ -219,18 +265,24 @@ def score_folders(
         allow_missing: score the matched cases when one folder lacks some (recorded in
             ``metrics.json`` under ``"missing"``) instead of refusing.
         settings: NSD tolerances and bIoU width in mm (default :class:`MetricSettings`).
+        suffix: score the predictions named ``CASE{suffix}`` (e.g. ``"_coarse"``, the maps
+            ``morse predict --coarse`` writes) against the references ``CASE``.
 
     Raises:
         DataError: an empty folder, missing cases (without ``allow_missing``), a pair on
             different grids, a file that is not a label map; the message names the file(s).
     """
     predictions, labels = Path(predictions), Path(labels)
-    preds = label_files(predictions, "predicted label maps")
-    refs = label_files(labels, "reference label maps")
+    preds, skipped = select_files(predictions, "predicted label maps", suffix)
+    refs, skipped_refs = select_files(labels, "reference label maps")
     missing = _missing(preds, refs)
     cases = sorted(set(preds) & set(refs))
     if not cases or (not allow_missing and any(missing.values())):
         raise DataError(_missing_message(missing, predictions, labels, len(cases)))
+    skipped.update(skipped_refs)
+    skipped.update({refs[c]: UNMATCHED_REASON for c in missing["predictions"]})
+    skipped.update({preds[c]: UNMATCHED_REASON for c in missing["references"]})
+    output = suffix.lstrip("_") or OUTPUT
     pairs = [(preds[c], refs[c]) for c in cases]
     largest, oriented = _check_pairs(pairs)
     names = _class_names(labels, classes, largest)
@@ -239,21 +291,41 @@ def score_folders(
     for case, (pred_path, ref_path) in zip(cases, pairs, strict=True):
         pred, ref = (_as_slice(read_label_map(p, len(names))) for p in (pred_path, ref_path))
         per_case[case] = pair_metrics(pred.label, ref, len(names), settings)
-    result = ScoreResult(per_case, names, summarise(per_case, names), missing)
+    result = ScoreResult(per_case, names, summarise(per_case, names), missing,
+                         skipped=skipped, output=output)
     if out_dir is not None:
-        extra = {"missing": missing, "predictions": str(predictions), "labels": str(labels)}
-        result.paths = write_metrics(out_dir, {OUTPUT: per_case}, names, settings=settings,
+        extra = {"missing": missing, "predictions": str(predictions), "labels": str(labels),
+                 "suffix": suffix, "skipped": sorted(str(p) for p in skipped)}
+        result.paths = write_metrics(out_dir, {output: per_case}, names, settings=settings,
                                      extra=extra)
     if verbose:
         _print_result(result, oriented, out_dir)
     return result
 
 
+def skipped_line(skipped: dict[Path, str], shown: int = 8) -> str | None:
+    """One line naming the files left unscored, their count and why; None when none were.
+
+    >>> skipped_line({Path("p/a_coarse.nii.gz"): "maps written beside a label map"})
+    'skipped 1 file(s), not scored: p/a_coarse.nii.gz (maps written beside a label map)'
+    """
+    if not skipped:
+        return None
+    names = sorted(str(p) for p in skipped)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    why = "; ".join(dict.fromkeys(skipped[p] for p in sorted(skipped)))
+    return (f"skipped {len(names)} file(s), not scored: {', '.join(names[:shown])}{more} "
+            f"({why})")
+
+
 def _print_result(result: ScoreResult, oriented: bool, out_dir: str | Path | None) -> None:
-    print(format_table({OUTPUT: result.summary}, result.class_names))
+    print(format_table({result.output: result.summary}, result.class_names))
     if not oriented:
         print("warning: some references have no orientation (qform_code and sform_code 0); "
               "distances use their pixdim voxel sizes", file=sys.stderr)
+    line = skipped_line(result.skipped)
+    if line:
+        print(line)
     skipped = sum(len(v) for v in result.missing.values())
     note = f"; {skipped} unmatched case(s) recorded, not scored" if skipped else ""
     where = f"; wrote {Path(out_dir) / 'metrics.json'}" if out_dir is not None else ""

@@ -200,3 +200,20 @@ def test_gate_map_gets_its_own_panel_coloured_by_scale():
     rgba = gate_rgba(gate)
     assert rgba[0, 0, 3] == 0 and rgba[2, 0, 3] > 0
     assert not np.allclose(rgba[2, 0, :3], rgba[5, 0, :3])
+
+
+def test_held_out_sets_get_their_own_heading_scores_and_examples(tmp_path):
+    run = _full_run(tmp_path)
+    heldout = run / "eval_imagesTs"
+    heldout.mkdir()
+    results = {"rendered": {"t1": {1: _cm(0.6543, 0.5, 3.0, 1.0), 2: _cm(0.5, 0.4, 3.0, 1.0)}}}
+    write_metrics(heldout, results, CLASSES, extra={"images": "/data/D/imagesTs",
+                                                     "labels": "/data/D/labelsTs"})
+    _write_examples(heldout, n=3)
+    (run / "eval_val").mkdir()  # the validation subset's scores are not a held-out set
+    _write_metrics(run / "eval_val")
+    page = write_report(run).read_text()
+    heading = page.index("<h2>Held-out set: imagesTs</h2>")
+    assert page.index("<h2>Examples</h2>") < heading and page.count("Held-out set") == 1
+    assert "0.6543" in page[heading:] and "/data/D/labelsTs" in page[heading:]
+    assert len(re.findall(r"data:image/png;base64", page[heading:])) == 3

@@ -122,6 +122,38 @@ def test_coarse_maps_score_as_evaluates_coarse_output(workflow, tmp_path):
         assert scored[case]["disc"]["dice"] == pytest.approx(evaluated[case]["disc"]["dice"])
 
 
+def test_suffix_coarse_scores_predicts_coarse_maps_as_evaluate_scores_coarse(workflow, tmp_path,
+                                                                           capsys):
+    predictions = tmp_path / "predictions"
+    _predict(workflow, predictions, "--coarse", "--points")
+    capsys.readouterr()
+    assert main(["score", str(predictions), str(workflow["data"] / "labelsTs"), "--suffix",
+                 "_coarse"]) == 0
+    assert "skipped 4 file(s), not scored: " in capsys.readouterr().out
+    scored = _per_case(predictions / "score_coarse" / "metrics.json", "coarse")
+    evaluated = _per_case(workflow["run"] / "eval_imagesTs" / "metrics.json", "coarse")
+    assert scored.keys() == evaluated.keys() == {"case3", "case4"}
+    for case in evaluated:
+        assert scored[case]["disc"]["dice"] == pytest.approx(evaluated[case]["disc"]["dice"])
+
+
+def test_held_out_evaluation_writes_example_slices_the_report_shows_under_their_heading(
+        workflow):
+    run = workflow["run"]
+    with np.load(run / "eval_imagesTs" / "examples.npz") as examples:
+        assert set(examples["case_id"]) == {"case3", "case4"}
+        assert {"image", "truth", "coarse", "rendered", "points"} <= set(examples.files)
+        truth = nib.load(workflow["data"] / "labelsTs" / "case3.nii.gz").get_fdata()
+        first = list(examples["case_id"]).index("case3")
+        index = int(examples["slice"][first])
+        np.testing.assert_array_equal(examples["truth"][first], truth[..., index])
+    assert main(["report", str(run), "--format", "md"]) == 0
+    page = (run / "report.md").read_text()
+    heading = page.index("## Held-out set: imagesTs")
+    assert page.index("## Examples") < heading
+    assert "report_files/eval_imagesTs_example_000.png" in page[heading:]
+
+
 def test_any_held_out_pair_is_scored_alone_into_the_given_folder(workflow, tmp_path, capsys):
     images, labels = tmp_path / "scans", tmp_path / "truth"
     shutil.copytree(workflow["data"] / "imagesTs", images)

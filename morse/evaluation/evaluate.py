@@ -18,7 +18,8 @@ from morse.io import atomic_open
 from morse.metrics import MetricSettings, case_metrics
 from morse.model.volumes import VolumePrediction
 
-__all__ = ["distance_unit", "evaluate", "metric_spacing"]
+__all__ = ["distance_unit", "evaluate", "example_slice", "example_slices", "metric_spacing",
+           "save_examples"]
 
 
 def evaluate(
@@ -78,12 +79,12 @@ def evaluate(
                 getattr(prediction, output), volume.label, len(class_names),
                 metric_spacing(volume), settings,
             )
-        examples += [_example_slice(volume, prediction, k, outputs)
-                     for k in _example_slices(volume.label, per_volume)]
+        examples += [example_slice(volume, prediction, k, outputs)
+                     for k in example_slices(volume.label, per_volume)]
     scored = {"file": run.path.name, "step": run.step}
     write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
                   checkpoint=scored, extra={"tta": cfg.eval.tta})
-    _save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
+    save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
         if model.renderer is None:
@@ -123,12 +124,12 @@ def metric_spacing(volume: Volume) -> tuple[float, ...]:
     return (1.0,) * volume.spatial_dims
 
 
-def _example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int]:
+def example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int]:
     """Axial slices showing the most anatomy (most classes, then most foreground), apart.
 
     >>> label = np.zeros((4, 4, 10), int); label[..., 2] = 1; label[0, 0, 2] = 2
     >>> label[..., 3] = 1; label[..., 8] = 1
-    >>> _example_slices(label, 2)
+    >>> example_slices(label, 2)
     [2, 8]
     """
     flat = label.reshape(-1, label.shape[-1])
@@ -143,10 +144,11 @@ def _example_slices(label: np.ndarray, count: int, spacing: int = 4) -> list[int
     return chosen
 
 
-def _example_slice(
+def example_slice(
     volume: Volume, prediction: VolumePrediction, index: int, outputs: Sequence[str]
 ) -> dict:
-    """One axial slice of a case and its predictions (a 2D view of a 2D or 3D case)."""
+    """One axial slice of a case and its predictions (a 2D view of a 2D or 3D case): the
+    first channel, the truth, each output and, when present, the rendered points and gate."""
     example = {"image": volume.image[0][..., index], "truth": volume.label[..., index],
                "case_id": volume.case_id, "slice": index}
     example.update({output: getattr(prediction, output)[..., index] for output in outputs})
@@ -157,7 +159,9 @@ def _example_slice(
     return example
 
 
-def _save_examples(path: Path, examples: list[dict]) -> None:
+def save_examples(path: Path, examples: list[dict]) -> None:
+    """Write :func:`example_slice` dicts as the ``examples.npz`` that ``morse report`` shows
+    (each array padded to the largest slice); nothing when there are none."""
     if not examples:
         return
     shape = np.max([e["image"].shape for e in examples], axis=0)

@@ -15,15 +15,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from morse.config import Config
 from morse.data.files import group_channel_files, list_files
 from morse.data.nifti import image_grid, read_label_map
+from morse.data.volume import Volume
 from morse.device import resolve_device
 from morse.errors import DataError
-from morse.evaluation.evaluate import evaluate
+from morse.evaluation.evaluate import evaluate, example_slice, example_slices, save_examples
 from morse.evaluation.score import label_files, pair_metrics, pair_problem
 from morse.evaluation.tables import format_table, summarise, write_metrics
-from morse.inference.files import segment_files
+from morse.inference.files import ScanPrediction, segment_files
 from morse.inference.trained import TrainedRun, load_run
 from morse.io.lock import FolderLock
 from morse.metrics import ClassMetrics, MetricSettings
@@ -93,7 +96,8 @@ def evaluate_heldout(
     verbose: bool = True,
 ) -> dict[str, dict]:
     """Predict every image of ``images`` as ``morse predict`` does and score it against
-    ``labels``; write ``metrics.json`` and ``metrics.csv`` (outputs coarse and rendered).
+    ``labels``; write ``metrics.json``, ``metrics.csv`` (outputs coarse and rendered) and
+    ``examples.npz`` (slices chosen as for the split's test subset, shown by ``morse report``).
 
     Args:
         run: a loaded run, or its folder or checkpoint.
@@ -121,16 +125,19 @@ def evaluate_heldout(
     if verbose:
         print(f"held-out set {images} ({len(groups)} case(s)), labels {labels}")
     results: dict[str, dict[str, dict[int, ClassMetrics]]] = {o: {} for o in outputs}
+    examples, wanted = [], run.config.eval.num_examples
     for scan in segment_files(run, groups, torch_device, progress=verbose):
         ref = read_label_map(refs[scan.case], len(names))
         for output in outputs:
             results[output][scan.case] = pair_metrics(getattr(scan.prediction, output), ref,
                                                       len(names), settings)
+        examples += _examples(scan, ref.label, -(-wanted // len(groups)), outputs)
     out_dir = Path(out_dir) if out_dir else run.path.parent / f"eval_{images.name}"
     write_metrics(out_dir, results, names, settings=settings,
                   checkpoint={"file": run.path.name, "step": run.step},
                   extra={"images": str(images), "labels": str(labels),
                          "tta": run.config.eval.tta})
+    save_examples(out_dir / "examples.npz", examples[:wanted])
     summaries = {name: summarise(per_case, names) for name, per_case in results.items()}
     if verbose:
         print(format_table(summaries, names))
@@ -138,6 +145,20 @@ def evaluate_heldout(
         print(f"scored {run.path} (step {run.step}{tta}) on {images}; wrote "
               f"{out_dir / 'metrics.json'}")
     return summaries
+
+
+def _examples(
+    scan: ScanPrediction, label: np.ndarray, count: int, outputs: tuple[str, ...]
+) -> list[dict]:
+    """``count`` example slices of a held-out case, as the split's test subset gives them.
+
+    The reference (*S) may lack the trailing axis of length 1 that the scan (C, *S) keeps."""
+    if scan.image is None or count < 1:
+        return []
+    volume = Volume(scan.image, label.reshape(scan.image.shape[1:]), case_id=scan.case,
+                    source=str(scan.reference))
+    return [example_slice(volume, scan.prediction, k, outputs)
+            for k in example_slices(volume.label, count)]
 
 
 def _heldout_pair(

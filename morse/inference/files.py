@@ -81,12 +81,14 @@ class ScanPrediction:
         prediction: coarse, rendered (*S) int64 and rendered_points (*S) bool (probabilities
             (K, *S) when asked for), all in the file's axis order.
         seconds: time spent on the case (reading, network, back to the file's axes).
+        image: the scan as read (C, *S) float32, raw intensities in the file's axis order.
     """
 
     case: str
     reference: Path
     prediction: VolumePrediction
     seconds: float
+    image: np.ndarray | None = None
 
 
 def _check_oriented(path: Path, needed: bool) -> None:
@@ -130,18 +132,19 @@ def segment_files(
                disable=not (progress and sys.stderr.isatty()))
     for number, (case, files) in enumerate(groups.items(), 1):
         start = time.perf_counter()
-        prediction = _segment_case(run, record, case, files, device, probabilities)
+        prediction, image = _segment_case(run, record, case, files, device, probabilities)
         seconds = time.perf_counter() - start
         _report_case(bar, progress, f"{case}: {seconds:.2f} s", number)
-        yield ScanPrediction(case, files[0], prediction, seconds)
+        yield ScanPrediction(case, files[0], prediction, seconds, image)
     bar.close()
 
 
 def _segment_case(
     run: TrainedRun, record: dict, case: str, files: list[Path], device: torch.device,
     probabilities: bool,
-) -> VolumePrediction:
-    """One case's maps, from its raw channel files, in the files' axis order."""
+) -> tuple[VolumePrediction, np.ndarray]:
+    """One case's maps from its raw channel files, and its image (C, *S) as read; all in the
+    files' axis order."""
     _check_oriented(files[0], needed=run.geometry is not None)
     volume = _read_case(case, files, record["in_channels"])
     network_input = replace(volume, image=raw_to_network(volume.image, record))
@@ -149,13 +152,14 @@ def _segment_case(
         raw = predict_case(run.model, run.config, network_input, device, run.geometry,
                            probabilities=probabilities)
     order = record["axis_order"]
-    return VolumePrediction(
+    maps = VolumePrediction(
         coarse=_to_file_axes(raw.coarse, order),
         rendered=_to_file_axes(raw.rendered, order),
         rendered_points=_to_file_axes(raw.rendered_points, order),
         probabilities=None if raw.probabilities is None
         else _to_file_axes(raw.probabilities, order, leading=1),
     )
+    return maps, volume.image
 
 
 def _report_case(bar: tqdm, progress: bool, text: str, number: int) -> None:

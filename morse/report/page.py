@@ -13,6 +13,9 @@ whatever is missing or unreadable; it never fails because of one file:
   (N, H, W) int, ``points`` (N, H, W) bool (the cells the renderer re-predicted), optional
   ``case_id`` and ``slice`` (N,); one row of panels per example (see
   :func:`make_overlay_figure`).
+* ``eval_*/``: held-out sets scored by ``morse evaluate`` (their ``metrics.json`` records the
+  ``images`` folder); each under its own heading, with its mean scores and its
+  ``examples.npz``.
 
 ``fmt="html"`` writes ``report.html``, a single self-contained file (CSS inline, images as
 ``data:image/png;base64`` URIs). ``fmt="md"`` writes ``report.md`` with its PNGs in
@@ -165,12 +168,11 @@ def _example_title(data: Mapping[str, np.ndarray], i: int) -> str:
 
 
 def _section_examples(
-    page: Page, run_dir: Path, class_names: list[str] | None, max_examples: int
+    page: Page, path: Path, class_names: list[str] | None, max_examples: int, prefix: str = ""
 ) -> None:
-    page.heading("Examples")
-    path = run_dir / "examples.npz"
+    """One row of overlay panels per example of ``path`` (an ``examples.npz``)."""
     if not path.exists():
-        page.note("examples.npz not found in the run directory; skipped.")
+        page.note(f"{path.name} not found in {path.parent}; skipped.")
         return
     with np.load(path, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
@@ -193,7 +195,33 @@ def _section_examples(
         fig = make_overlay_figure(
             images[i], **arrays, num_classes=num_classes, class_names=class_names, title=title
         )
-        page.image(figure_png_bytes(fig), f"example_{i:03d}.png", title)
+        page.image(figure_png_bytes(fig), f"{prefix}example_{i:03d}.png", title)
+
+
+def _heldout_folders(run_dir: Path) -> list[tuple[Path, Mapping]]:
+    """``(folder, metrics)`` of the held-out sets scored into ``run_dir/eval_*``."""
+    found = []
+    for folder in sorted(run_dir.glob("eval_*")):
+        path = folder / "metrics.json"
+        if path.is_file():
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(doc, Mapping) and "images" in doc:
+                found.append((folder, doc))
+    return found
+
+
+def _section_heldout(
+    page: Page, folder: Path, doc: Mapping, class_names: list[str] | None, max_examples: int
+) -> None:
+    """A held-out set: where its scans came from, its mean scores and its example slices."""
+    page.heading(f"Held-out set: {Path(str(doc['images'])).name}")
+    page.para(f"Scans {doc['images']}, label maps {doc.get('labels', '?')}; results in "
+              f"{folder.name}/.")
+    outputs = _outputs(doc)
+    if outputs:
+        _metrics_tables(page, doc, outputs)
+    _section_examples(page, folder / "examples.npz", class_names, max_examples,
+                      prefix=f"{folder.name}_")
 
 
 def _guarded(page: Page, name: str, fn: Callable[[], object]) -> object:
@@ -207,8 +235,9 @@ def _guarded(page: Page, name: str, fn: Callable[[], object]) -> object:
 
 def write_report(run_dir: str | os.PathLike, fmt: str = "html", max_examples: int = 8) -> Path:
     """Write ``report.html`` (one self-contained file) or ``report.md`` (+ ``report_files/``)
-    into ``run_dir`` from its ``config.yaml``, ``metrics.json``, ``curves.csv`` and
-    ``examples.npz``; absent or unreadable files are skipped with a note in the page.
+    into ``run_dir`` from its ``config.yaml``, ``metrics.json``, ``curves.csv``,
+    ``examples.npz`` and held-out sets (``eval_*/``); absent or unreadable files are skipped
+    with a note in the page.
 
     Args:
         run_dir: the run directory (must exist).
@@ -232,5 +261,11 @@ def write_report(run_dir: str | os.PathLike, fmt: str = "html", max_examples: in
         "list[str] | None", _guarded(page, "metrics.json", lambda: _section_metrics(page, run))
     )
     _guarded(page, "curves.csv", lambda: _section_curves(page, run))
-    _guarded(page, "examples.npz", lambda: _section_examples(page, run, names, max_examples))
+    page.heading("Examples")
+    _guarded(page, "examples.npz",
+             lambda: _section_examples(page, run / "examples.npz", names, max_examples))
+    for folder, doc in cast("list", _guarded(page, "eval_*/metrics.json",
+                                             lambda: _heldout_folders(run)) or []):
+        _guarded(page, f"{folder.name}/examples.npz",
+                 lambda f=folder, d=doc: _section_heldout(page, f, d, names, max_examples))
     return atomic_write_text(out_path, page.finish(f"MORSE run report: {run.name}"))

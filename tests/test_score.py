@@ -215,4 +215,7 @@ def test_suffix_coarse_scores_the_coarse_maps_against_the_plain_references(folde
 def test_a_suffix_no_file_has_is_named(folders, capsys):
     preds, refs = folders
     line = one_line_error(capsys, ["score", str(preds), str(refs), "--suffix", "_coarse"])
-    assert f"{preds}: no NIfTI predicted label maps named CASE_coarse.nii.gz" in line
+    assert f"{preds}: no NIfTI predicted label maps named CASE_coarse.nii.gz or .nii" in line
+    line = one_line_error(capsys, ["score", str(preds), str(refs), "--suffix", "coarse"])
+    assert line.endswith("--suffix coarse: give the text between the case name and the ending "
+                         "with its separator, e.g. _coarse for CASE_coarse.nii.gz")

@@ -78,6 +78,9 @@ def select_files(
         DataError: no such folder, no case file in it, or a case given twice (.nii and .nii.gz).
     """
     folder = Path(folder)
+    if suffix[:1].isalnum():
+        raise DataError(f"--suffix {suffix}: give the text between the case name and the "
+                        f"ending with its separator, e.g. _{suffix} for CASE_{suffix}.nii.gz")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder; give the folder holding the {what}")
     found: dict[str, Path] = {}
@@ -95,9 +98,9 @@ def select_files(
                  if not (c.rpartition("_")[2] in EXTRA_MAPS and c.rpartition("_")[0] in found)}
         why = EXTRA_REASON
     if not cases:
-        named = f" named CASE{suffix}.nii.gz" if suffix else ""
-        raise DataError(f"{folder}: no NIfTI {what}{named} (.nii or .nii.gz) in this folder; "
-                        f"give the folder the {what} are in")
+        named = f"named CASE{suffix}.nii.gz or .nii" if suffix else "(.nii or .nii.gz)"
+        raise DataError(f"{folder}: no NIfTI {what} {named} in this folder; give the folder "
+                        f"the {what} are in")
     chosen = set(cases.values())
     return cases, {path: why for path in found.values() if path not in chosen}
 

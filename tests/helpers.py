@@ -135,3 +135,21 @@ def make_synapse(root: Path) -> Path:
     (lists / "train.txt").write_text("\n".join(names) + "\n")
     (lists / "test_vol.txt").write_text("case0001\n")
     return root
+
+
+def make_mni_tissue(root: Path) -> Path:
+    """A nilearn-like data folder: a 16 x 6 x 64 head at 1 mm (x = 0 at index 8) whose T1 and
+    grey/white-matter maps (uint8, 255 = 1) hold both tissues on every brain slice."""
+    root.mkdir(parents=True)
+    gm = np.zeros((16, 6, 64), np.uint8)
+    wm = np.zeros((16, 6, 64), np.uint8)
+    gm[2:14, :, 4:60] = 230
+    wm[5:11, :, 4:60] = 200
+    gm[5:11, :, 4:60] = 40
+    t1 = (gm > 0).astype(np.uint8) * 80 + (wm > 0).astype(np.uint8) * 60
+    affine = np.eye(4)
+    affine[:3, 3] = (-8.0, -3.0, -32.0)
+    for kind, array in (("t1", t1), ("gm", gm), ("wm", wm)):
+        name = f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), str(root / name))
+    return root

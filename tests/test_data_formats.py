@@ -36,7 +36,7 @@ from morse.data.synapse import (
 )
 from morse.errors import DataError
 
-from helpers import make_synapse, ramp, write_h5
+from helpers import make_mni_tissue, make_synapse, ramp, write_h5
 
 
 def test_synapse_class_order_is_transunets():
@@ -279,6 +279,7 @@ TINY_DATASETS = {
     "synapse": make_synapse,
     "acdc": make_acdc,
     "atlas-demo": make_atlas_demo,
+    "mni-tissue": make_mni_tissue,
 }
 """A builder of a tiny dataset per registered format: a new format adds its own here."""
 

@@ -9,7 +9,7 @@ from here (intensity schemes, Dice pooling) or implemented under these names (sc
 ``tests/test_config_choices.py`` checks that each registry and its choices agree.
 
 >>> FORMATS.builtin
-('acdc', 'atlas-demo', 'msd', 'nnunet', 'synapse')
+('acdc', 'atlas-demo', 'mni-tissue', 'msd', 'nnunet', 'synapse')
 >>> "nnunet" in FORMATS, "bogus" in FORMATS
 (True, False)
 """
@@ -58,7 +58,7 @@ class Choices:
 
 BACKBONES = Choices("basicunet", "dynunet", "swinunetr", "transunet", "unet", "unetr")
 """``model.backbone``; bound to ``morse.backbone``'s registry (``register_backbone``)."""
-FORMATS = Choices("acdc", "atlas-demo", "msd", "nnunet", "synapse")
+FORMATS = Choices("acdc", "atlas-demo", "mni-tissue", "msd", "nnunet", "synapse")
 """``data.format``; bound to ``morse.data.formats``' registry (``register_format``)."""
 INTENSITY_SCHEMES = Choices("auto", "zscore", "ct", "ct-percentile", "minmax", "none")
 """``data.normalize``; ``morse.data.intensity`` reads them."""

@@ -50,7 +50,8 @@ class DataConfig(Checked):
     format: str = field(default="nnunet", metadata=rule(choices=FORMATS))
     """How the dataset is laid out: a format registered in ``morse.data.formats``."""
     root: str = ""
-    """Dataset folder (for atlas-demo: the mricron templates folder)."""
+    """Dataset folder (atlas-demo: the mricron templates folder; mni-tissue: empty for the
+    installed nilearn's data folder)."""
     spatial_dims: int = field(default=2, metadata=rule(choices=(2, 3)))
     """2: train on axial slices, evaluate volumes slice by slice; 3: patches, sliding window."""
     split_file: str | None = None
@@ -100,7 +101,7 @@ class DataConfig(Checked):
     foreground_slices_only: bool = False
     """2D: train on slices holding foreground (plus a few empty ones)."""
     downsample: int = field(default=1, metadata=rule(minimum=1))
-    """atlas-demo: integer downsampling of the 1 mm volume."""
+    """atlas-demo, mni-tissue: integer downsampling of the 1 mm volume."""
     num_workers: int = field(default=0, metadata=rule(minimum=0))
 
 

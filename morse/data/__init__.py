@@ -10,7 +10,7 @@ maps, :mod:`morse.data.synapse` for the Synapse readers).
 Importing this package registers every data format (each module registers its own).
 """
 
-from . import acdc, atlas_demo, nnunet, synapse  # noqa: F401  (each registers its format)
+from . import acdc, atlas_demo, mni_tissue, nnunet, synapse  # noqa: F401  (each registers its format)
 from .atlas_demo import load_atlas_demo
 from .cases import list_cases, load_case
 from .check import Problem, check_dataset, format_problems

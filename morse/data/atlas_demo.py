@@ -49,6 +49,8 @@ __all__ = [
     "downsample_volume",
     "foreground_slice_range",
     "atlas_demo_split",
+    "slab_name",
+    "head_zscore_record",
 ]
 
 DEFAULT_TEMPLATE_DIR = Path("/usr/share/mricron/templates")
@@ -334,12 +336,12 @@ def atlas_demo_split(volume: Volume, val_fraction: float = 0.1, gap: int = 2) ->
 def _load(cfg: DataConfig, wanted: Sequence[str], check: bool) -> Loaded:
     volume = load_atlas_demo(cfg.root, cfg.downsample, normalize=False)
     subsets = atlas_demo_split(volume, cfg.split_fractions[1])
-    names = {name: [f"{v.case_id} slices {_slab_name(v, volume)}" for v in vols]
+    names = {name: [f"{v.case_id} slices {slab_name(v, volume)}" for v in vols]
              for name, vols in subsets.items()}
     return Loaded({name: subsets[name] for name in wanted}, Split(**names))
 
 
-def _slab_name(part: Volume, whole: Volume) -> str:
+def slab_name(part: Volume, whole: Volume) -> str:
     """Where a slab lies in the whole volume: ``x a:b, z c:d`` (voxel indices)."""
     start = np.rint(np.linalg.solve(whole.affine, part.affine[:, 3])[:3]).astype(int)
     axes = [f"{'xyz'[a]} {start[a]}:{start[a] + n}" for a, n in enumerate(part.spatial_shape)
@@ -347,7 +349,7 @@ def _slab_name(part: Volume, whole: Volume) -> str:
     return ", ".join(axes)
 
 
-def _record(cfg: DataConfig, train: TrainVolumes) -> dict:
+def head_zscore_record(cfg: DataConfig, train: TrainVolumes) -> dict:
     """T1 of one head: z-scored over the head (nonzero voxels) with the training subset's
     mean and std, the same for every subset and for predict."""
     if cfg.normalize not in ("auto", "zscore"):
@@ -356,4 +358,5 @@ def _record(cfg: DataConfig, train: TrainVolumes) -> dict:
     return make_record([{"scheme": "zscore", "mean": stats["mean"], "std": stats["std"]}])
 
 
-register_format("atlas-demo", DataFormat(_load, lambda cfg: list(ATLAS_CLASSES), _record))
+register_format("atlas-demo", DataFormat(_load, lambda cfg: list(ATLAS_CLASSES),
+                                             head_zscore_record))

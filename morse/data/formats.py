@@ -8,15 +8,17 @@ nnunet/msd  split by case (seeded, or split_file) split by case          split b
 synapse     train_npz slices of train.txt cases  held-out train cases   test_vol_h5 volumes
 acdc        train_slices.list                    val.list volumes       test.list volumes
 atlas-demo  left hemisphere (Colin27 + AAL)      left, mid-axial slab   right hemisphere
+mni-tissue  left hemisphere (MNI152 tissues),    left, axial slab at    left, axial slab at
+            but the val and test slabs           30% of the height      65% of the height
 =========== ==================================== ====================== ======================
 
 Each format's module registers it (:mod:`morse.data.nnunet` registers nnunet and msd,
-:mod:`morse.data.synapse`, :mod:`morse.data.acdc`, :mod:`morse.data.atlas_demo`); importing
-:mod:`morse.data` imports them all. A new format is one :func:`register_format` call with a
-:class:`DataFormat`.
+:mod:`morse.data.synapse`, :mod:`morse.data.acdc`, :mod:`morse.data.atlas_demo`,
+:mod:`morse.data.mni_tissue`); importing :mod:`morse.data` imports them all. A new format is
+one :func:`register_format` call with a :class:`DataFormat`.
 
 >>> available_formats()
-['acdc', 'atlas-demo', 'msd', 'nnunet', 'synapse']
+['acdc', 'atlas-demo', 'mni-tissue', 'msd', 'nnunet', 'synapse']
 """
 
 from __future__ import annotations

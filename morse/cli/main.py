@@ -7,7 +7,7 @@
     morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing] [--nsd MM ...]
                 [--biou MM] [--suffix _coarse]
     morse check DATA
-    morse demo [-o RUN_DIR]
+    morse demo [--task auto|atlas|tissue] [section.key=value ...] [-o RUN_DIR]
     morse report RUN_DIR [--format html|md]
     morse config PRESET_OR_FILE [section.key=value ...]
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
@@ -219,17 +219,21 @@ class Check:
 
 @dataclass
 class Demo:
-    """Train, evaluate and report MORSE on the Colin27 brain with the AAL atlas (CPU)."""
+    """Train, evaluate and report MORSE on a brain MRI (CPU): Colin27 with the AAL atlas where
+    mricron-data is installed, else the MNI152 template's grey and white matter."""
 
     name: ClassVar[str] = "demo"
-    output: str = option("run folder", "-o", "--output", default="runs/demo")
+    output: str | None = option("run folder (default runs/demo, runs/demo-tissue)", "-o",
+                                "--output", default=None)
+    task: str = option("which demo: auto, atlas (Colin27 + AAL) or tissue (MNI152)", "--task",
+                       default="auto", choices=["auto", "atlas", "tissue"])
     overrides: list[str] = option("section.key=value overrides", nargs="*",
                                    default_factory=list)
 
     def run(self) -> int:
         from morse.cli.demo import run_demo
 
-        run_demo(self.output, self.overrides)
+        run_demo(self.output, self.overrides, self.task)
         return 0
 
 

@@ -1,7 +1,7 @@
 .PHONY: install test lint demo bench
 
 install:
-	pip install torch==2.13.0 && pip install -e ".[dev]"
+	pip install torch==2.13.0 && pip install -e ".[dev,demo]"
 
 test:
 	python -m pytest

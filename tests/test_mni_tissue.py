@@ -39,11 +39,14 @@ def test_missing_nilearn_names_the_install_line(monkeypatch):
         nilearn_data_dir()
 
 
-def test_missing_file_is_named_with_the_install_line(tmp_path):
+def test_missing_file_is_named_with_the_fix(tmp_path, monkeypatch):
     root = make_mni_tissue(tmp_path / "data")
     (root / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"wm_tal_nlin_sym_09a_converted.nii.gz: not found; pip"):
+    with pytest.raises(DataError, match=r"wm_tal_nlin_sym_09a_converted.nii.gz: not found; set"):
         load_mni_tissue(root)
+    monkeypatch.setattr(mni_tissue, "nilearn_data_dir", lambda: root)  # a broken install
+    with pytest.raises(DataError, match=r"converted.nii.gz: not found; pip install"):
+        load_mni_tissue()
 
 
 def test_fixture_folder_loads_with_uint8_maps_scaled_to_probabilities(tmp_path):

@@ -109,11 +109,13 @@ def load_mni_tissue(folder: str | Path | None = None, downsample: int = 1) -> Vo
     Raises:
         DataError: nilearn is missing, a file is missing, or the grids differ.
     """
+    fix = (INSTALL if folder is None else
+           "set data.root to a folder of nilearn's MNI152 files, or empty for nilearn's own")
     folder = nilearn_data_dir() if folder is None else Path(folder)
     paths = {kind: folder / name for kind, name in TISSUE_FILES.items()}
     for path in paths.values():
         if not path.is_file():
-            raise DataError(f"{path}: not found; {INSTALL}")
+            raise DataError(f"{path}: not found; {fix}")
     image, affine, _ = read_nifti(paths["t1"])
     maps = {}
     for kind in ("gm", "wm"):

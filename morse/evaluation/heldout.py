@@ -218,14 +218,16 @@ def _evaluate_sets(run: TrainedRun, out_dir: str | Path | None, subset: str,
                    device: str) -> dict[str, dict]:
     """The sets of :func:`evaluate_run`, scored while it holds the output folder."""
     scored = {}
-    if subset != "heldout":
-        split = "test" if subset == "all" else subset
-        scored[split] = evaluate(run, out_dir, subset=split, device=device,
-                                 require_cases=subset != "all")
+    # the held-out pair is checked before the split's subset is scored, so a wrong flag
+    # stops at once instead of after a whole evaluation
     pair = _heldout_pair(run, images, labels) if subset in ("all", "heldout") else None
     if pair is None and subset == "heldout":
         raise DataError(f"{run.config.data.root}: no held-out set (imagesTs with labelsTs); "
                         "pass --images DIR --labels DIR")
+    if subset != "heldout":
+        split = "test" if subset == "all" else subset
+        scored[split] = evaluate(run, out_dir, subset=split, device=device,
+                                 require_cases=subset != "all")
     if pair is not None:
         base = Path(out_dir) if out_dir else run.path.parent
         folder = base if subset == "heldout" and out_dir else base / f"eval_{pair[0].name}"

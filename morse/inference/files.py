@@ -91,7 +91,7 @@ class ScanPrediction:
     image: np.ndarray | None = None
 
 
-def _check_oriented(path: Path, needed: bool, bar: Progress) -> None:
+def _check_oriented(path: Path, needed: bool, bar: Progress | None = None) -> None:
     """A scan without orientation is refused when the model resamples (``needed``): its
     voxels cannot be placed in RAS; otherwise segmented as stored, with a warning."""
     if image_grid(path).oriented:
@@ -100,8 +100,12 @@ def _check_oriented(path: Path, needed: bool, bar: Progress) -> None:
         raise DataError(f"{path}: {UNORIENTED}, and this model resamples scans to RAS at its "
                         "training spacing; set the scan's orientation (e.g. nibabel's "
                         "set_qform, fslorient) first")
-    bar.write(f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
-              "reads it as identity orientation); the label map gets the same header")
+    warning = (f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
+               "reads it as identity orientation); the label map gets the same header")
+    if bar is not None:
+        bar.write(warning)  # above the bar on a terminal
+    else:
+        print(warning, file=sys.stderr)
 
 
 def segment_files(

@@ -1,8 +1,10 @@
-"""Where and in what precision the network runs: one device resolver, autocast, grad scaling."""
+"""Where and in what precision the network runs: one device resolver, CPU threads, autocast,
+grad scaling."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from typing import Any, Literal
 
@@ -12,8 +14,11 @@ from morse.errors import ConfigError
 
 __all__ = [
     "Precision", "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context",
-    "make_grad_scaler",
+    "make_grad_scaler", "set_threads", "MAX_DEFAULT_THREADS",
 ]
+
+MAX_DEFAULT_THREADS = 8
+"""The most CPU threads a run takes unasked: small 2D and 3D networks gain little past it."""
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -48,6 +53,28 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
                           "CUDA GPU(s); use cuda:0 .. cuda:N-1")
     return device
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads for this process and return the number in use.
+
+    Args:
+        threads: the number to use; None keeps what ``OMP_NUM_THREADS`` asks for, else torch's
+            default (one per physical core) capped at :data:`MAX_DEFAULT_THREADS`.
+
+    DataLoader workers are separate processes; torch gives each of them one thread.
+    On a machine other work keeps busy, fewer threads than cores is faster: see
+    docs/explanation/performance.md, "CPU threads".
+    """
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()
+        threads = min(torch.get_num_threads(), MAX_DEFAULT_THREADS)
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> Precision:

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from morse.device import autocast_context, make_grad_scaler, resolve_device, resolve_precision
+from morse.device import (
+    MAX_DEFAULT_THREADS,
+    autocast_context,
+    make_grad_scaler,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 
 
 def test_auto_device_is_cpu_without_cuda() -> None:
@@ -42,3 +49,52 @@ def test_bf16_autocast_on_cpu() -> None:
 def test_unknown_precision_is_rejected() -> None:
     with pytest.raises(ValueError, match="precision"):
         autocast_context("cpu", "fp8")
+
+
+def _record_threads(monkeypatch, default: int = 4) -> list[int]:
+    """torch's thread calls, recorded instead of applied, with ``default`` threads in use."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: calls[-1] if calls else default)
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    return calls
+
+
+def test_set_threads_applies_the_number_asked_for(monkeypatch) -> None:
+    calls = _record_threads(monkeypatch)
+    assert set_threads(1) == 1
+    assert calls == [1]
+
+
+def test_set_threads_default_caps_torchs_default_unless_omp_num_threads_is_set(
+    monkeypatch,
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    calls = _record_threads(monkeypatch, default=64)
+    assert set_threads(None) == MAX_DEFAULT_THREADS
+    assert calls == [MAX_DEFAULT_THREADS]
+    monkeypatch.setenv("OMP_NUM_THREADS", "32")
+    calls = _record_threads(monkeypatch, default=32)
+    assert set_threads(None) == 32 and calls == []
+
+
+def test_threads_key_is_checked() -> None:
+    from morse.config import TrainConfig
+    from morse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads must be >= 1 or null, got 0"):
+        TrainConfig(threads=0)
+    with pytest.raises(ConfigError, match="threads must be >= 1"):
+        set_threads(0)
+
+
+def test_dataloader_workers_run_one_thread_each() -> None:
+    from torch.utils.data import DataLoader, Dataset
+
+    class Threads(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> int:
+            return torch.get_num_threads()
+
+    assert [int(n) for n in DataLoader(Threads(), num_workers=2)] == [1, 1]

@@ -36,6 +36,20 @@ from morse.cli.tools import Compare, Export, Nnunet
 __all__ = ["main"]
 
 
+_THREADS_HELP = "CPU threads of torch (default: the run's train.threads)"
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1, refused before anything is loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 _TTA_HELP = ("flip test-time augmentation: the backbone's logits averaged over the 2^D "
              "mirrorings, then rendered; 2^D backbone passes (default: the run's eval.tta)")
 
@@ -109,13 +123,15 @@ class Evaluate:
                                      choices=["best", "last"])
     tta: bool | None = option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
                                default=None)
+    threads: int | None = option(_THREADS_HELP, "--threads", type=_positive_int,
+                                 default=None)
 
     def run(self) -> int:
         from morse.evaluation.heldout import evaluate_run
 
         evaluate_run(self.source, self.output, subset=self.subset, data_root=self.data,
                      images=self.images, labels=self.labels, device=self.device,
-                     checkpoint=self.checkpoint, tta=self.tta)
+                     checkpoint=self.checkpoint, tta=self.tta, threads=self.threads)
         return 0
 
 
@@ -138,6 +154,8 @@ class Predict:
     device: str = option("auto, cpu or cuda", "--device", default="auto")
     tta: bool | None = option(_TTA_HELP, "--tta", action=argparse.BooleanOptionalAction,
                                default=None)
+    threads: int | None = option(_THREADS_HELP, "--threads", type=_positive_int,
+                                 default=None)
 
     def run(self) -> int:
         from morse.inference.files import predict_files
@@ -145,7 +163,7 @@ class Predict:
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
                                   coarse=self.coarse, overwrite=self.overwrite,
-                                  device=self.device, tta=self.tta):
+                                  device=self.device, tta=self.tta, threads=self.threads):
             print(path)
         return 0
 

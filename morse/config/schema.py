@@ -165,6 +165,10 @@ class TrainConfig(Checked):
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     check_data: bool = True
     """Run the dataset check before training."""
+    threads: int | None = field(default=None, metadata=rule(minimum=1))
+    """CPU threads of torch in train, evaluate and predict; null: OMP_NUM_THREADS if set, else
+    one per physical core, at most 8. On a machine other jobs keep busy, 1 can be several
+    times faster (docs/explanation/performance.md). DataLoader workers use one thread each."""
 
 
 @dataclass

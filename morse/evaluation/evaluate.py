@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from morse.errors import DataError
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.io import atomic_open
+from morse.io.progress import Progress
 from morse.metrics import MetricSettings, case_metrics
 from morse.model.volumes import VolumePrediction
 
@@ -72,7 +75,9 @@ def evaluate(
     results: dict[str, dict] = {output: {} for output in outputs}
     examples = []
     per_volume = -(-cfg.eval.num_examples // len(volumes))
-    for volume in volumes:
+    bar = Progress(len(volumes), unit="case", stream=sys.stderr, enabled=verbose)
+    for number, volume in enumerate(volumes, 1):
+        start = time.perf_counter()
         prediction = predict_case(model, cfg, volume, torch_device, run.geometry, gate=True)
         for output in outputs:
             results[output][volume.case_id] = case_metrics(
@@ -81,6 +86,11 @@ def evaluate(
             )
         examples += [example_slice(volume, prediction, k, outputs)
                      for k in example_slices(volume.label, per_volume)]
+        seconds = time.perf_counter() - start
+        bar.update()
+        bar.report(f"[{number}/{len(volumes)}] {volume.case_id}: {seconds:.2f} s",
+                   postfix=f"{volume.case_id}: {seconds:.2f} s")
+    bar.close()
     scored = {"file": run.path.name, "step": run.step}
     write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
                   checkpoint=scored, extra={"tta": cfg.eval.tta})

@@ -21,7 +21,7 @@ from morse.config import Config
 from morse.data.files import group_channel_files, list_files
 from morse.data.nifti import image_grid, read_label_map
 from morse.data.volume import Volume
-from morse.device import resolve_device
+from morse.device import resolve_device, set_threads
 from morse.errors import DataError
 from morse.evaluation.evaluate import evaluate, example_slice, example_slices, save_examples
 from morse.evaluation.score import label_files, pair_metrics, pair_problem
@@ -184,6 +184,7 @@ def evaluate_run(
     device: str = "auto",
     checkpoint: str | None = None,
     tta: bool | None = None,
+    threads: int | None = None,
 ) -> dict[str, dict]:
     """``morse evaluate``: the split's test (or val) subset and/or a held-out folder pair.
 
@@ -196,6 +197,7 @@ def evaluate_run(
         data_root: the dataset folder instead of the run's.
         images, labels: a held-out pair instead of the dataset's imagesTs + labelsTs.
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
+        threads: CPU threads of torch (None: the run's ``train.threads``).
 
     Returns:
         ``{set name: {"coarse": summary, "rendered": summary}}`` of the sets scored.
@@ -204,6 +206,7 @@ def evaluate_run(
         raise DataError(f"--subset {subset}: unknown; choose one of {', '.join(SUBSETS)}")
     torch_device = resolve_device(device)
     run = load_run(source, torch_device, checkpoint, tta=tta)
+    set_threads(threads if threads is not None else run.config.train.threads)
     if data_root is not None:
         run.config = replace(run.config, data=replace(run.config.data, root=data_root))
     with FolderLock(Path(out_dir) if out_dir else run.path.parent, "morse evaluate"):
@@ -215,14 +218,16 @@ def _evaluate_sets(run: TrainedRun, out_dir: str | Path | None, subset: str,
                    device: str) -> dict[str, dict]:
     """The sets of :func:`evaluate_run`, scored while it holds the output folder."""
     scored = {}
-    if subset != "heldout":
-        split = "test" if subset == "all" else subset
-        scored[split] = evaluate(run, out_dir, subset=split, device=device,
-                                 require_cases=subset != "all")
+    # the held-out pair is checked before the split's subset is scored, so a wrong flag
+    # stops at once instead of after a whole evaluation
     pair = _heldout_pair(run, images, labels) if subset in ("all", "heldout") else None
     if pair is None and subset == "heldout":
         raise DataError(f"{run.config.data.root}: no held-out set (imagesTs with labelsTs); "
                         "pass --images DIR --labels DIR")
+    if subset != "heldout":
+        split = "test" if subset == "all" else subset
+        scored[split] = evaluate(run, out_dir, subset=split, device=device,
+                                 require_cases=subset != "all")
     if pair is not None:
         base = Path(out_dir) if out_dir else run.path.parent
         folder = base if subset == "heldout" and out_dir else base / f"eval_{pair[0].name}"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from morse.data.files import group_channel_files, strip_ending
 from morse.data.intensity import check_record, raw_to_network
@@ -29,10 +28,11 @@ from morse.data.nifti import (
 )
 from morse.data.validate import image_problem
 from morse.data.volume import Volume
-from morse.device import resolve_device
+from morse.device import resolve_device, set_threads
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case, resolve_checkpoint
 from morse.io.lock import FolderLock
+from morse.io.progress import Progress
 from morse.model.volumes import VolumePrediction
 
 __all__ = ["ScanPrediction", "predict_files", "segment_files"]
@@ -91,7 +91,7 @@ class ScanPrediction:
     image: np.ndarray | None = None
 
 
-def _check_oriented(path: Path, needed: bool) -> None:
+def _check_oriented(path: Path, needed: bool, bar: Progress | None = None) -> None:
     """A scan without orientation is refused when the model resamples (``needed``): its
     voxels cannot be placed in RAS; otherwise segmented as stored, with a warning."""
     if image_grid(path).oriented:
@@ -100,9 +100,12 @@ def _check_oriented(path: Path, needed: bool) -> None:
         raise DataError(f"{path}: {UNORIENTED}, and this model resamples scans to RAS at its "
                         "training spacing; set the scan's orientation (e.g. nibabel's "
                         "set_qform, fslorient) first")
-    tqdm.write(f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
-               "reads it as identity orientation); the label map gets the same header",
-               file=sys.stderr)
+    warning = (f"warning: {path}: {UNORIENTED}; segmenting its voxel grid as stored (nnU-Net "
+               "reads it as identity orientation); the label map gets the same header")
+    if bar is not None:
+        bar.write(warning)  # above the bar on a terminal
+    else:
+        print(warning, file=sys.stderr)
 
 
 def segment_files(
@@ -128,24 +131,28 @@ def segment_files(
             terminal, or one line per case on stderr otherwise.
     """
     record = check_record(run.preprocessing, f"checkpoint {run.path}")
-    bar = tqdm(total=len(groups), unit="case", file=sys.stderr, dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()))
-    for number, (case, files) in enumerate(groups.items(), 1):
-        start = time.perf_counter()
-        prediction, image = _segment_case(run, record, case, files, device, probabilities)
-        seconds = time.perf_counter() - start
-        _report_case(bar, progress, f"{case}: {seconds:.2f} s", number)
-        yield ScanPrediction(case, files[0], prediction, seconds, image)
-    bar.close()
+    bar = Progress(len(groups), unit="case", stream=sys.stderr, enabled=progress)
+    try:
+        for number, (case, files) in enumerate(groups.items(), 1):
+            start = time.perf_counter()
+            prediction, image = _segment_case(run, record, case, files, device, probabilities,
+                                              bar)
+            seconds = time.perf_counter() - start
+            bar.update()
+            bar.report(f"[{number}/{len(groups)}] {case}: {seconds:.2f} s",
+                       postfix=f"{case}: {seconds:.2f} s")
+            yield ScanPrediction(case, files[0], prediction, seconds, image)
+    finally:
+        bar.close()
 
 
 def _segment_case(
     run: TrainedRun, record: dict, case: str, files: list[Path], device: torch.device,
-    probabilities: bool,
+    probabilities: bool, bar: Progress,
 ) -> tuple[VolumePrediction, np.ndarray]:
     """One case's maps from its raw channel files, and its image (C, *S) as read; all in the
     files' axis order."""
-    _check_oriented(files[0], needed=run.geometry is not None)
+    _check_oriented(files[0], run.geometry is not None, bar)
     volume = _read_case(case, files, record["in_channels"])
     network_input = replace(volume, image=raw_to_network(volume.image, record))
     with torch.no_grad():
@@ -162,15 +169,6 @@ def _segment_case(
     return maps, volume.image
 
 
-def _report_case(bar: tqdm, progress: bool, text: str, number: int) -> None:
-    """The bar's postfix on a terminal; one ``[i/n] case: t s`` line on stderr otherwise (logs)."""
-    if not bar.disable:
-        bar.set_postfix_str(text)
-        bar.update()
-    elif progress:
-        print(f"[{number}/{bar.total}] {text}", file=sys.stderr)
-
-
 def predict_files(
     checkpoint: str | Path,
     inputs: list[str | Path],
@@ -183,6 +181,7 @@ def predict_files(
     device: str = "auto",
     progress: bool = True,
     tta: bool | None = None,
+    threads: int | None = None,
 ) -> list[Path]:
     """Segment NIfTI files; writes ``CASE.nii.gz`` label maps (and optional maps) to out_dir.
 
@@ -199,6 +198,7 @@ def predict_files(
         overwrite: replace existing outputs (default: refuse, naming the file).
         progress: show a progress bar over cases on stderr.
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
+        threads: CPU threads of torch (None: the run's ``train.threads``).
     """
     torch_device = resolve_device(device)
     resolve_checkpoint(checkpoint)  # the cheap checks first: the run, then every input
@@ -211,6 +211,7 @@ def predict_files(
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file; -o names the output folder")
     run = load_run(checkpoint, torch_device, tta=tta)
+    set_threads(threads if threads is not None else run.config.train.threads)
     if points and run.model.renderer is None:
         raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
                         "re-predicted; predict without --points")

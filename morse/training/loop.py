@@ -1,7 +1,8 @@
 """The training loop: SGD with poly decay, validation Dice, atomic checkpoints, exact resume, DDP.
 
 A run folder holds ``config.yaml`` (resolved), ``last.pt`` (resume point), ``best.pt`` (best
-validation Dice of the rendered output), ``curves.csv`` and ``progress.png``. Launch several
+validation Dice of the rendered output), ``curves.csv``, ``progress.png`` and ``train.log`` (the
+plan and one line per logging interval, appended on resume). Launch several
 processes with ``torchrun --nproc_per_node=N -m morse train CONFIG``: each rank trains on
 its share of every global batch, DDP averages the gradients, rank 0 logs and writes files.
 """
@@ -9,7 +10,9 @@ its share of every global batch, DDP averages the gradients, rank 0 logs and wri
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,7 +26,7 @@ from morse.config import Config, config_from_dict, config_to_dict, save_config
 from morse.data.prepare import PreparedData, prepare_data
 from morse.data.split import announce_split, check_same_split
 from morse.data.volume import Volume
-from morse.device import autocast_context, make_grad_scaler
+from morse.device import autocast_context, make_grad_scaler, set_threads
 from morse.errors import ConfigError, TrainingDiverged
 from morse.io.checkpoint import (
     BEST_NAME,
@@ -33,6 +36,7 @@ from morse.io.checkpoint import (
     save_checkpoint,
 )
 from morse.io.lock import FolderLock
+from morse.io.progress import Progress
 from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
@@ -48,6 +52,7 @@ from morse.training.distributed import (
     reduce_dict,
     wrap_model,
 )
+from morse.training.lines import describe_plan, interval_line
 from morse.training.resume import fit_optimizer_state, load_resume_state
 from morse.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from morse.training.sampling import SeededItems, StepBatchSampler
@@ -81,7 +86,8 @@ def train(
             config again (one that differs is refused, its differing keys named).
         run_dir: output folder; created if needed.
         resume: continue from ``run_dir/last.pt`` exactly where it stopped.
-        progress: show a progress bar (rank 0).
+        progress: show a progress bar on a terminal, else one line per ``train.log_every``
+            steps on stdout (rank 0); ``run_dir/train.log`` gets the lines either way.
         data: already prepared data (tests, the demo); default: ``prepare_data(cfg.data)``.
     """
     run_dir = Path(run_dir)
@@ -119,6 +125,7 @@ def _train(
     data: PreparedData | None,
 ) -> TrainResult:
     started = time.perf_counter()
+    threads = set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, ctx.rank)
     check_buildable(cfg)
     data = data or prepare_data(cfg.data, check=cfg.train.check_data and state is None)
@@ -162,7 +169,13 @@ def _train(
     )
     network = wrap_model(model, ctx)
     scaler = make_grad_scaler(cfg.train.precision, device)
-    bar = _progress_bar(start_step, total, progress and ctx.is_main)
+    bar = Progress(total, start=start_step, enabled=progress and ctx.is_main, stream=sys.stdout,
+                   log_file=run_dir / "train.log" if ctx.is_main else None)
+    if ctx.is_main:
+        when = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+        bar.write(f"{'resumed at' if state else 'started at'} step {start_step}, {when}")
+        for line in describe_plan(cfg, data, str(device), threads):
+            bar.write(line)
 
     def checkpoint(step: int) -> dict:
         return make_checkpoint(
@@ -196,7 +209,8 @@ def _train(
                 row.update(lr=scheduler.get_last_lr()[0], it_per_s=speed)
                 if curves is not None:
                     curves.log(step, **row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{speed:.2f}")
+                bar.report(interval_line(step, total, row),
+                           postfix=f"loss {row['loss']:.4f}, {speed:.2f} it/s")
                 window_start, window_parts = time.perf_counter(), []
             bar.update(1)
             if data.val and (step % cfg.train.val_every == 0 or step == total):
@@ -205,14 +219,18 @@ def _train(
                     curves.log(step, val_dice=scores["rendered"],
                                val_dice_coarse=scores["coarse"])
                 if ctx.is_main:
-                    bar.write(f"step {step}: validation Dice rendered {scores['rendered']:.4f}"
-                              f" coarse {scores['coarse']:.4f}")
+                    bar.write(f"step {step}/{total} validation Dice rendered "
+                              f"{scores['rendered']:.4f} coarse {scores['coarse']:.4f}")
                     if scores["rendered"] > best:
                         # best moves only once best.pt holds it, so last.pt never claims more
                         keep_best(run_dir, scores["rendered"], checkpoint(step))
                         best = scores["rendered"]
             if ctx.is_main and (step % cfg.train.checkpoint_every == 0 or step == total):
                 save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
+        # the command prints its own summary; the log file gets one, so a finished run's log
+        # tells it from one that was killed
+        bar.write(f"finished at step {step} in {time.perf_counter() - started:.0f} s",
+                  screen=False)  # a no-op on other ranks: they have no log file
     except KeyboardInterrupt:
         if ctx.is_main:
             save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
@@ -264,12 +282,6 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
 def _mean_parts(parts: Sequence[dict[str, float]]) -> dict[str, float]:
     keys = {key for part in parts for key in part}
     return {key: float(np.mean([p[key] for p in parts if key in p])) for key in sorted(keys)}
-
-
-def _progress_bar(start: int, total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True)
 
 
 def _mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:

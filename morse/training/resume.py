@@ -17,7 +17,7 @@ __all__ = ["fit_optimizer_state", "load_resume_state", "training_changes"]
 
 _RESUME_PARTS = ["model", "optimizer", "scheduler", "step", "rng", "config"]
 _TRAINING_SECTIONS = ("data", "model", "loss", "train")
-FREE_KEYS = ("train.device", "train.check_data", "data.num_workers")
+FREE_KEYS = ("train.device", "train.check_data", "train.threads", "data.num_workers")
 """Settings that change where and how fast a run trains, not what it learns."""
 
 

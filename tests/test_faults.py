@@ -186,17 +186,6 @@ def test_an_export_size_beyond_memory_is_refused_with_the_estimate(trained, tmp_
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_a_typod_backbone_option_is_refused_before_the_data_is_prepared(
-    tmp_path, config, capsys, monkeypatch
-):
-    def never(*args, **kwargs):
-        raise AssertionError("the data was prepared before the options were checked")
-
-    monkeypatch.setattr(loop_module, "prepare_data", never)
-    assert _train(config, tmp_path / "run", "model.backbone_options={widht: 0.25}") == 2
-    assert "unexpected keyword argument 'widht'" in capsys.readouterr().err
-
-
 def test_a_full_disk_during_a_nifti_write_keeps_the_previous_file(tmp_path, monkeypatch):
     import errno
 
@@ -240,12 +229,17 @@ def test_predict_refuses_to_replace_an_existing_extra_map_without_overwrite(
     assert not (out / "case0.nii.gz").exists()
 
 
+def _copies(config, folder, *names):
+    """Copies of one training scan under ``names`` in ``folder``."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(_scan(config).read_bytes())
+    return folder
+
+
 def test_predict_refuses_two_inputs_whose_maps_share_a_file(trained, tmp_path, capsys):
     config, run = trained
-    scans = tmp_path / "scans"
-    scans.mkdir()
-    for name in ("a.nii.gz", "a_coarse.nii.gz"):
-        (scans / name).write_bytes(_scan(config).read_bytes())
+    scans = _copies(config, tmp_path / "scans", "a.nii.gz", "a_coarse.nii.gz")
     assert main(["predict", str(run), str(scans / "a.nii.gz"), str(scans / "a_coarse.nii.gz"),
                  "-o", str(tmp_path / "out"), "--coarse"]) == 2
     assert "a_coarse.nii.gz: both the" in capsys.readouterr().err
@@ -253,10 +247,7 @@ def test_predict_refuses_two_inputs_whose_maps_share_a_file(trained, tmp_path, c
 
 def test_predict_into_the_input_folder_never_replaces_an_input(trained, tmp_path, capsys):
     config, run = trained
-    scans = tmp_path / "scans"
-    scans.mkdir()
-    for name in ("a.nii.gz", "b.nii.gz"):
-        (scans / name).write_bytes(_scan(config).read_bytes())
+    scans = _copies(config, tmp_path / "scans", "a.nii.gz", "b.nii.gz")
     before = (scans / "a.nii.gz").read_bytes()
     assert main(["predict", str(run), str(scans / "a.nii.gz"), str(scans / "b.nii.gz"), "-o",
                  str(scans), "--overwrite"]) == 2
@@ -416,16 +407,20 @@ def test_an_input_that_is_not_a_scan_is_one_line_before_the_model_loads(
     assert says in err and len(err.splitlines()) == 1
 
 
-def test_a_slice_size_the_backbone_cannot_take_is_refused_before_the_data_is_prepared(
-    tmp_path, config, capsys, monkeypatch
+@pytest.mark.parametrize("override, says", [
+    ("model.backbone_options={widht: 0.25}", "unexpected keyword argument 'widht'"),
+    ("data.slice_size=[100,100]",
+     "data.slice_size [100, 100]: UNet needs every spatial size to be a multiple of 16"),
+])
+def test_a_model_the_settings_cannot_build_is_refused_before_the_data_is_prepared(
+    tmp_path, config, capsys, monkeypatch, override, says
 ):
     def never(*args, **kwargs):
-        raise AssertionError("the data was prepared before the slice size was checked")
+        raise AssertionError("the data was prepared before the settings were checked")
 
     monkeypatch.setattr(loop_module, "prepare_data", never)
-    assert _train(config, tmp_path / "run", "data.slice_size=[100,100]") == 2
-    assert "data.slice_size [100, 100]: UNet needs every spatial size to be a multiple of 16" in (
-        capsys.readouterr().err)
+    assert _train(config, tmp_path / "run", override) == 2
+    assert says in capsys.readouterr().err
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_instead_of_predicting_background(

@@ -113,6 +113,10 @@ def test_training_calibrates_its_checkpoints_and_morse_calibrate_measures_the_sa
     assert json.loads((run / "metrics.json").read_text())["budget"]["budget"] == "fixed"
     assert main(["report", str(run), "--format", "md"]) == 0
     assert "Render budget fixed: no margin" in (run / "report.md").read_text()
+    scan = tmp_path / "Dataset009_Disc" / "imagesTr" / "case0_0000.nii.gz"
+    capsys.readouterr()
+    assert main(["predict", str(run), str(scan), "-o", str(tmp_path / "out")]) == 0
+    assert f"render budget calibrated: margin {margin:g}" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -19,10 +19,10 @@ from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.io import atomic_open
 from morse.io.progress import Progress
 from morse.metrics import MetricSettings, case_metrics
-from morse.model.budget import Budget, budget_text
+from morse.model.budget import Budget, RenderedShare, budget_text
 from morse.model.volumes import VolumePrediction
 
-__all__ = ["RenderedShare", "distance_unit", "evaluate", "example_slice", "example_slices",
+__all__ = ["distance_unit", "evaluate", "example_slice", "example_slices",
            "metric_spacing", "save_examples"]
 
 
@@ -115,27 +115,6 @@ def evaluate(
               f"{list(settings.nsd_tolerances)} {unit}, boundary IoU band {settings.biou_width} "
               f"{unit}; wrote {out_dir / 'metrics.json'}")
     return summaries
-
-
-class RenderedShare:
-    """The share of voxels the renderer re-predicted, summed over cases."""
-
-    def __init__(self) -> None:
-        self.rendered = self.cells = 0
-
-    def add(self, points: np.ndarray) -> None:
-        """One case's (*S) bool map of rendered voxels."""
-        self.rendered += int(np.count_nonzero(points))
-        self.cells += points.size
-
-    @property
-    def share(self) -> float:
-        return self.rendered / max(self.cells, 1)
-
-    def record(self, budget: dict | None) -> dict:
-        """metrics.json's ``{"budget": {...the budget, "rendered_share": share}}``, or {}
-        without a renderer."""
-        return {} if budget is None else {"budget": {**budget, "rendered_share": self.share}}
 
 
 def distance_unit(volumes: Sequence[Volume]) -> str:

@@ -23,20 +23,14 @@ from morse.data.nifti import image_grid, read_label_map
 from morse.data.volume import Volume
 from morse.device import resolve_device, set_threads
 from morse.errors import DataError
-from morse.evaluation.evaluate import (
-    RenderedShare,
-    evaluate,
-    example_slice,
-    example_slices,
-    save_examples,
-)
+from morse.evaluation.evaluate import evaluate, example_slice, example_slices, save_examples
 from morse.evaluation.score import label_files, pair_metrics, pair_problem
 from morse.evaluation.tables import format_table, summarise, write_metrics
 from morse.inference.files import ScanPrediction, segment_files
 from morse.inference.trained import TrainedRun, load_run
 from morse.io.lock import FolderLock
 from morse.metrics import ClassMetrics, MetricSettings
-from morse.model.budget import Budget, budget_text
+from morse.model.budget import Budget, RenderedShare, budget_text
 
 __all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run"]
 

@@ -33,7 +33,7 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case, resolve_checkpoint
 from morse.io.lock import FolderLock
 from morse.io.progress import Progress
-from morse.model.budget import Budget, budget_text
+from morse.model.budget import Budget, RenderedShare, budget_text
 from morse.model.volumes import VolumePrediction
 
 __all__ = ["ScanPrediction", "predict_files", "segment_files"]
@@ -202,8 +202,8 @@ def predict_files(
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
         threads: CPU threads of torch (None: the run's ``train.threads``).
         budget: the render budget (:mod:`morse.model.budget`; None: calibrated where the
-            checkpoint holds a calibration, else the run's default); said in one line on
-            stderr.
+            checkpoint holds a calibration, else the run's default); said at the end in one
+            line on stderr, with the share of voxels rendered.
     """
     torch_device = resolve_device(device)
     resolve_checkpoint(checkpoint)  # the cheap checks first: the run, then every input
@@ -226,12 +226,13 @@ def predict_files(
         ("coarse", coarse), ("probabilities", probabilities), ("points", points)) if on)
     with FolderLock(out_dir, "morse predict"):
         plan = plan_outputs(groups, out_dir, wanted, overwrite)
-        if progress and run.model.renderer is not None:
-            print(budget_text(run.budget()), file=sys.stderr)
-        written = []
+        written, rendered = [], RenderedShare()
         for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
                                   progress=progress):
             written += _write_maps(scan, plan[scan.case])
+            rendered.add(scan.prediction.rendered_points)
+    if progress and run.model.renderer is not None:
+        print(budget_text(run.budget(), rendered.share), file=sys.stderr)
     return written
 
 

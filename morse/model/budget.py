@@ -20,10 +20,13 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
 from morse.config import RendererConfig
 from morse.errors import ConfigError
 
-__all__ = ["BUDGETS", "Budget", "budget_config", "budget_text", "describe_budget", "parse_budget"]
+__all__ = ["BUDGETS", "Budget", "RenderedShare", "budget_config", "budget_text", "describe_budget",
+           "parse_budget"]
 
 BUDGETS = ("calibrated", "default", "fixed")
 """The named budgets (a positive number is a margin of one's own)."""
@@ -107,3 +110,24 @@ def budget_text(record: Mapping, rendered_share: float | None = None) -> str:
     if rendered_share is not None:
         text += f"; {100 * rendered_share:.1f}% of cells rendered"
     return text
+
+
+class RenderedShare:
+    """The share of voxels the renderer re-predicted, summed over cases."""
+
+    def __init__(self) -> None:
+        self.rendered = self.cells = 0
+
+    def add(self, points: np.ndarray) -> None:
+        """One case's (*S) bool map of rendered voxels."""
+        self.rendered += int(np.count_nonzero(points))
+        self.cells += points.size
+
+    @property
+    def share(self) -> float:
+        return self.rendered / max(self.cells, 1)
+
+    def record(self, budget: dict | None) -> dict:
+        """metrics.json's ``{"budget": {...the budget, "rendered_share": share}}``, or {}
+        without a renderer."""
+        return {} if budget is None else {"budget": {**budget, "rendered_share": self.share}}

@@ -3,6 +3,11 @@ in chunks, stitching on the CPU) against unchunked (the whole volume in one pass
 
 Each mode runs in a fresh process so that its peak memory is its own (CUDA: allocator peak;
 CPU: growth of the peak resident memory over the process' size before prediction).
+
+``--ct`` is a CT-sized volume (512 x 512 x 300, :data:`CT_SIZE`), chunked only by default: its
+output maps alone are about 4.5 GiB on the CPU (61 bytes a voxel for 4 classes: see
+``predict_volume``'s memory note), and the unchunked pass would hold the network's
+activations for all of it. ``host_peak_mib`` is the CPU side (on CUDA too: the stitching).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from morse.model import Morse
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 
-__all__ = ["run_chunked", "format_chunked", "MODES"]
+__all__ = ["CT_SIZE", "DEFAULT_SIZE", "run_chunked", "format_chunked", "MODES"]
+
+DEFAULT_SIZE = (256, 256, 160)
+CT_SIZE = (512, 512, 300)
+"""An abdominal CT's size (x, y, slices)."""
 
 MODES = {
     "unchunked": {"patch_size": None, "render_chunk": None, "sw_device": None},
@@ -30,9 +39,12 @@ MODES = {
 }
 
 
-def _probe(size: tuple[int, int, int], mode: str, device: str) -> dict[str, float]:
+def _probe(size: tuple[int, int, int], mode: str, device: str,
+           patch: tuple[int, int, int] | None = None) -> dict[str, float]:
     torch.manual_seed(0)
-    options = MODES[mode]
+    options = dict(MODES[mode])
+    if patch is not None and options["patch_size"] is not None:
+        options["patch_size"] = patch
     model = Morse(UNet(3, 1, 4, width=0.5), 4, 3, render_points=8192,
                   render_chunk=options["render_chunk"], expert_width=128, head_width=128)
     image = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
@@ -45,20 +57,25 @@ def _probe(size: tuple[int, int, int], mode: str, device: str) -> dict[str, floa
         device=torch_device, patch_size=options["patch_size"], sw_batch_size=1, overlap=0.25,
         sw_device=options["sw_device"]))
     seconds = time.perf_counter() - start
+    host = peak_rss_mib() - base
     if torch_device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(torch_device) / 2**20
     else:
-        peak = peak_rss_mib() - base
-    return {"seconds": seconds, "peak_mib": peak}
+        peak = host
+    return {"seconds": seconds, "peak_mib": peak, "host_peak_mib": host}
 
 
-def run_chunked(size: tuple[int, int, int], device: str = "cpu") -> dict:
-    """Both modes on a random volume of ``size``; each in its own process."""
-    results: dict = {"size": list(size), "device": device}
-    for mode in MODES:
+def run_chunked(size: tuple[int, int, int], device: str = "cpu",
+                modes: list[str] | None = None, patch: tuple[int, int, int] | None = None
+                ) -> dict:
+    """``modes`` (default both) on a random volume of ``size``; each in its own process.
+    ``patch``: the chunked mode's window (default 96^3)."""
+    results: dict = {"size": list(size), "device": device,
+                     "patch": list(patch or MODES["chunked"]["patch_size"])}
+    for mode in modes or list(MODES):
         code = (
             "import json; from benchmarks.chunked import _probe; "
-            f"print(json.dumps(_probe({tuple(size)!r}, {mode!r}, {device!r})))"
+            f"print(json.dumps(_probe({tuple(size)!r}, {mode!r}, {device!r}, {patch!r})))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
@@ -73,7 +90,7 @@ def format_chunked(results: dict) -> str:
     size = "x".join(map(str, results["size"]))
     lines = [f"predicting a {size} volume on {results['device']}",
              f"  {'mode':<12}{'seconds':>10}{'peak MiB':>12}"]
-    for mode in MODES:
+    for mode in (mode for mode in MODES if mode in results):
         row = results[mode]
         if "error" in row:
             lines.append(f"  {mode:<12}  failed: {row['error']}")

@@ -5,7 +5,8 @@ Always on the validation subset (the test subset is for the final scores only).
 
 * ``flip_curve``: render *every* cell of each validation volume and bin the cells by their
   coarse top-2 logit margin (on the output grid): how many cells, how many changed label. A
-  margin beyond which (almost) nothing flips is a safe ``render_margin``.
+  margin beyond which (almost) nothing flips is a safe ``render_margin``. ``morse calibrate``
+  (:mod:`morse.model.calibration`) picks one per run from the fixed budget's flips.
 * ``budget_accuracy``: rendered Dice and HD95 (foreground means), the share of voxels
   rendered and the prediction time, for each ``render_margin`` asked (None: fixed budget).
 """
@@ -23,11 +24,10 @@ from morse.evaluation.evaluate import metric_spacing
 from morse.evaluation.tables import summarise
 from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.metrics import case_metrics
+from morse.model.calibration import EDGES, flip_table, margin_counts
 
 __all__ = ["EDGES", "flip_curve", "budget_accuracy", "over_runs", "format_margins"]
 
-EDGES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 6.0, 8.0, float("inf"))
-"""Bin edges of the coarse margin (logits)."""
 
 
 def _with_renderer(run: TrainedRun, **options) -> None:
@@ -56,9 +56,7 @@ def flip_curve(source: str, device: str = "cpu") -> dict:
         margins.append((top2[1] - top2[0]).ravel())
         flips.append((every.rendered != coarse.rendered).ravel())
     margin, flip = np.concatenate(margins), np.concatenate(flips)
-    bins = [{"low": lo, "high": hi, "cells": int(((margin >= lo) & (margin < hi)).sum()),
-             "flips": int((flip & (margin >= lo) & (margin < hi)).sum())}
-            for lo, hi in zip(EDGES[:-1], EDGES[1:])]
+    bins = flip_table(margin_counts(margin), margin_counts(margin[flip]))
     beyond = [{"margin": t, "rendered_share": float((margin < t).mean()),
                "flips_beyond_share": float((flip & (margin >= t)).mean())}
               for t in EDGES[1:-1]]

@@ -8,12 +8,16 @@ images, as the network sees them, in turns (plain, MORSE, plain, ...):
   foreground, resized to the run's ``data.slice_size`` (or padded as ``morse predict`` pads);
 * 3D: the window of ``data.patch_size`` at the volume's centre (padded where it is smaller).
 
-Variants: ``plain`` (renderer off), ``morse`` (the run's renderer with today's default budget
-and precision, whatever the run recorded: adaptive, ``auto``), ``fixed`` (the paper's budget),
-``fp32`` (point MLPs in fp32). ``points_*`` is the cells each renders per image.
+Variants (:func:`variants`): ``plain`` (renderer off), ``calibrated`` (the margin calibrated
+for the run, ``morse calibrate``; absent when it has none), ``default`` (today's global default
+margin), ``fixed`` (the paper's budget), ``fp32`` (the default margin, point MLPs in fp32); all
+but ``fp32`` with today's default precision (``auto``), whatever the run recorded.
+``points_*`` is the cells each renders per image.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -21,22 +25,44 @@ import torch.nn.functional as F
 from monai.transforms import ResizeWithPadOrCrop
 
 from benchmarks.overhead import FIXED, FP32, _compare, _interleaved
-from benchmarks.volume import _variant
 from morse.config import RendererConfig
 from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.model import Morse
+from morse.renderer.module import MorseRenderer
 from morse.shapes import PAD_MULTIPLE
 
-__all__ = ["VARIANTS", "network_batch", "run_trained", "format_trained"]
+__all__ = ["DEFAULTS", "network_batch", "run_trained", "format_trained", "variant_lines",
+           "variants"]
 
 DEFAULTS = {"render_margin": RendererConfig.render_margin,
             "render_precision": RendererConfig.render_precision}
-VARIANTS = {"plain": None, "morse": DEFAULTS, "fixed": {**DEFAULTS, **FIXED},
-            "fp32": {**DEFAULTS, **FP32}}
-"""Renderer off; the default budget and precision; the paper's fixed budget; fp32 MLPs."""
+"""Today's global default budget and precision."""
+
+
+def variants(calibration: dict | None, fp32: bool = True) -> dict[str, dict | None]:
+    """Renderer off; the run's calibrated margin (when it has one); the global default; the
+    paper's fixed budget; (``fp32``) the default with fp32 point MLPs.
+
+    >>> list(variants({"render_margin": 1.5}))
+    ['plain', 'calibrated', 'default', 'fixed', 'fp32']
+    """
+    named: dict[str, dict | None] = {"plain": None}
+    if calibration:
+        named["calibrated"] = {**DEFAULTS, "render_margin": calibration["render_margin"]}
+    named.update(default=DEFAULTS, fixed={**DEFAULTS, **FIXED})
+    if fp32:
+        named["fp32"] = {**DEFAULTS, **FP32}
+    return named
+
+
+def _variant(model: Morse, renderer: MorseRenderer, base: RendererConfig,
+             options: dict | None) -> None:
+    """Put the model in one variant: no renderer, or the renderer with ``base`` + options."""
+    model.renderer = None if options is None else renderer
+    renderer.config = dataclasses.replace(base, **(options or {}))
 
 
 def network_batch(run: TrainedRun, batch: int = 4) -> torch.Tensor:
@@ -79,16 +105,16 @@ def run_trained(
         raise DataError(f"{source}: a run without renderer has no MORSE cost to measure")
     base = renderer.config
     image = network_batch(run, batch).to(device)
+    named = variants(run.calibration)
     steps = {name: _step(model, renderer, base, options, image)
-             for name, options in VARIANTS.items()}
+             for name, options in named.items()}
     times = _interleaved(steps, torch.device(device), repeats, warmup)
     row: dict = {"run": str(source), "input": list(image.shape), "repeats": repeats,
-                 **DEFAULTS}
-    for name in VARIANTS:
-        if name != "plain":
-            _compare(row, "infer", times, name, "plain",
-                     suffix="" if name == "morse" else f"_{name}")
-            row[f"points_{name}"] = float(steps[name]().rendered.sum()) / image.shape[0]
+                 "variants": list(named), **DEFAULTS,
+                 "calibrated_margin": (run.calibration or {}).get("render_margin")}
+    for name in list(named)[1:]:
+        _compare(row, "infer", times, name, "plain", suffix=f"_{name}")
+        row[f"points_{name}"] = float(steps[name]().rendered.sum()) / image.shape[0]
     _variant(model, renderer, base, {})  # the run as it was loaded
     return row
 
@@ -96,11 +122,19 @@ def run_trained(
 def format_trained(row: dict) -> str:
     """One block: seconds, ratio to plain (spread) and cells rendered per image per variant."""
     lines = [f"trained run {row['run']}, input {row['input']} (medians of {row['repeats']} "
-             "interleaved repeats)", f"  {'variant':<10}{'seconds':>10}{'ratio':>9}  (spread)"
-             f"{'points/image':>15}", f"  {'plain':<10}{row['infer_s_plain']:>10.3f}"]
-    for name in list(VARIANTS)[1:]:
-        key = "infer_time_ratio" + ("" if name == "morse" else f"_{name}")
-        lines.append(f"  {name:<10}{row[f'infer_s_{name}']:>10.3f}{row[key]:>9.2f}  "
-                     f"({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
-                     f"{row[f'points_{name}']:>15.0f}")
+             "interleaved repeats)", *variant_lines(row, "infer_", "points_")]
+    if row.get("calibrated_margin") is None:
+        lines.append("  (no calibrated row: the run holds no calibration; morse calibrate RUN)")
     return "\n".join(lines)
+
+
+def variant_lines(row: dict, prefix: str, points: str) -> list[str]:
+    """The table of ``row['variants']``: seconds, ratio to plain (spread), points per image."""
+    lines = [f"  {'variant':<12}{'seconds':>10}{'ratio':>9}  {'(spread)':<13}{'points/image':>13}",
+             f"  {'plain':<12}{row[f'{prefix}s_plain']:>10.3f}"]
+    for name in row["variants"][1:]:
+        key = f"{prefix}time_ratio_{name}"
+        spread = f"({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
+        lines.append(f"  {name:<12}{row[f'{prefix}s_{name}']:>10.3f}{row[key]:>9.2f}  "
+                     f"{spread:<13}{row[f'{points}{name}']:>13.0f}")
+    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import replace
 
@@ -98,28 +99,83 @@ def test_volume_rows_are_skipped_with_a_note_without_the_demo_data(monkeypatch):
     assert "skipped" in volume.format_volume(row)
 
 
+def _tiny_run(tmp_path, preset: str, *extra: str):
+    """A run of 2 steps on 3 disc cases, one of them for validation (so it is calibrated)."""
+    data = make_dataset(tmp_path / f"Dataset007_{preset}", cases=3)
+    out = tmp_path / preset
+    assert main(["train", preset, f"data.root={data}", *TINY, "train.iterations=2",
+                 "data.split_fractions=[0.34,0.33,0.33]", *extra, "-o", str(out)]) == 0
+    return out
+
+
 def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
-    data = make_dataset(tmp_path / "Dataset007_Disc", cases=3)
-    assert main(["train", "nnunet_2d", f"data.root={data}", *TINY, "train.iterations=2",
-                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp_path / "run")]) == 0
-    run = load_run(tmp_path / "run")
+    run_dir = _tiny_run(tmp_path, "nnunet_2d")
+    run = load_run(run_dir)
     batch = trained.network_batch(run, batch=3)
     assert batch.shape == (3, 1, 32, 32)  # 32 x 32 slices, already a multiple of 32
-    row = trained.run_trained(str(tmp_path / "run"), repeats=2, warmup=0)
-    for suffix in ("", "_fixed", "_fp32"):
-        key = f"infer_time_ratio{suffix}"
+    row = trained.run_trained(str(run_dir), repeats=2, warmup=0)
+    assert row["variants"] == ["plain", "calibrated", "default", "fixed", "fp32"]
+    for name in row["variants"][1:]:
+        key = f"infer_time_ratio_{name}"
         assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
-    assert row["points_morse"] == row["points_fp32"] <= row["points_fixed"]
+    assert row["points_default"] == row["points_fp32"] <= row["points_fixed"]
+    assert row["points_calibrated"] <= row["points_fixed"]
+    assert row["calibrated_margin"] == run.calibration["render_margin"]
     assert row["render_precision"] == "auto" and load_run(row["run"]).model.renderer.config == (
         run.model.renderer.config)  # the run on disk is left as it was
     assert "points/image" in trained.format_trained(row)
 
 
-def test_trained_rows_of_a_3d_run_time_one_window_of_its_patch_size(tmp_path):
-    data = make_dataset(tmp_path / "Dataset008_Disc", cases=3)
-    assert main(["train", "unet3d", f"data.root={data}", *TINY, "train.iterations=2",
-                 "data.patch_size=[16,16,16]", "model.backbone_options={width: 0.25}",
-                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp_path / "run")]) == 0
-    assert trained.network_batch(load_run(tmp_path / "run")).shape == (1, 1, 16, 16, 16)
-    row = trained.run_trained(str(tmp_path / "run"), repeats=1, warmup=0)
-    assert row["input"] == [1, 1, 16, 16, 16] and row["points_morse"] <= row["points_fixed"]
+@pytest.mark.slow
+def test_overhead_rows_of_trained_2d_and_3d_runs_per_budget_without_timing(
+        tmp_path, monkeypatch, capsys):
+    runs = [_tiny_run(tmp_path, "nnunet_2d"),
+            _tiny_run(tmp_path, "unet3d", "data.patch_size=[16,16,16]")]
+    assert trained.network_batch(load_run(runs[1])).shape == (1, 1, 16, 16, 16)
+    capsys.readouterr()  # the training's lines
+
+    def untimed(steps, device, repeats, warmup):  # the rows' plumbing, not their seconds
+        return {name: [1.0] * repeats for name in steps}
+
+    monkeypatch.setattr(trained, "_interleaved", untimed)
+    monkeypatch.setattr(volume, "_interleaved", untimed)
+    argv = ["overhead", "--trained-only", "--repeats", "2", "--run", *map(str, runs)]
+    assert bench_main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"trained", "volume"}
+    budgets = ["plain", "calibrated", "default", "fixed"]
+    for rows, extra in ((result["trained"], ["fp32"]), (result["volume"], [])):
+        assert [row["run"] for row in rows] == [str(run) for run in runs]
+        for row in rows:
+            assert row["variants"] == budgets + extra and row["calibrated_margin"] > 0
+            assert all(row[f"points_{name}"] >= 0 for name in row["variants"][1:])
+    two_d, three_d = result["volume"]
+    assert (two_d["per"], two_d["images"]) == ("slice", 6) and three_d["per"] == "volume"
+    assert bench_main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("trained run ") == 2 and text.count("whole-volume prediction") == 2
+    assert text.count("  calibrated ") == 4 and "points per slice" in text
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_code_path_dry_on_a_cpu_and_writes_json_and_markdown(
+        tmp_path, capsys):
+    assert bench_main(["gpu", "--dry", "-o", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["dry"] and [(r["setting"][:2], r["precision"]) for r in result["rows"]] == [
+        ("2D", "fp32"), ("2D", "bf16"), ("3D", "fp32"), ("3D", "bf16")]
+    for row in result["rows"]:
+        for mode in ("train", "infer"):
+            assert row[f"{mode}_it_s_plain"] > 0 and row[f"{mode}_it_s_morse"] > 0
+            key = f"{mode}_time_ratio"
+            assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
+            assert row[f"{mode}_peak_mib_morse"] is None  # a CPU: no allocator peak
+        assert row["points_per_image"] > 0
+    assert result["chunked"]["chunked"]["host_peak_mib"] > 0
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert table.count("| 2D UNet") == 2 and table.count("| 3D UNet") == 2
+    assert "Chunked prediction of a 32 x 32 x 48 volume (32 x 32 x 32 windows" in table
+    # an earlier check is never replaced without --overwrite
+    with pytest.raises(SystemExit):
+        bench_main(["gpu", "--dry", "-o", str(tmp_path)])
+    assert "gpu_check.json: already exists; pass --overwrite" in capsys.readouterr().err

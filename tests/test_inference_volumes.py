@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +105,60 @@ def test_windows_on_the_volumes_own_grid_are_monai_sliding_window_inference(shap
         np.testing.assert_allclose(prediction.probabilities, rendered[0].softmax(0).numpy(),
                                    atol=1e-5)
         np.testing.assert_array_equal(prediction.coarse, coarse[0].argmax(0).numpy())
+
+
+_PEAK_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+from morse.backbone import UNet
+from morse.model import Morse
+from morse.model.settings import InferenceConfig
+from morse.model.volumes import predict_volume
+
+def rss(field):
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model = Morse(UNet(3, 1, 3, width=0.25), 3, 3, render_points=256, expert_width=16,
+              head_width=16, num_frequencies=8)
+patch = json.loads(sys.argv[1])
+settings = InferenceConfig(patch_size=patch and tuple(patch), sw_batch_size=1, overlap=0.25,
+                           sw_device="cpu")
+predict_volume(model, np.zeros((1, 32, 32, 32), np.float32), settings)  # libraries warmed up
+growth = []
+for size in json.loads(sys.argv[2]):
+    image = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+    Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
+    base = rss("VmRSS:")
+    prediction = predict_volume(model, image, settings)
+    growth.append(rss("VmHWM:") - base)
+    del prediction
+print(json.dumps(growth))
+"""
+
+
+def _peak_growth(patch, sizes) -> list[int]:
+    """Bytes the peak resident memory of a fresh process grew by while predicting each
+    volume of ``sizes`` (one after the other, the peak reset before each)."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _PEAK_PROBE, json.dumps(patch),
+                             json.dumps(sizes)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
+                    reason="needs Linux's resettable peak resident size")
+def test_whole_volume_prediction_by_windows_grows_by_no_more_than_its_output_maps():
+    small, large = (32, 32, 32), (32, 32, 192)
+    growth = _peak_growth([32, 32, 32], [small, large])
+    # per voxel, K = 3 classes: the padded input (4 B), the stitched coarse, rendered and
+    # points sums and the weights (2K + 2 float32), two int64 label maps, the bool points map
+    output_bytes = (4 + (2 * 3 + 2) * 4 + 2 * 8 + 1) * (math.prod(large) - math.prod(small))
+    assert growth[1] - growth[0] <= 1.25 * output_bytes + 4 * 2**20, (growth, output_bytes)

@@ -2,8 +2,9 @@
 
     morse train CONFIG [section.key=value ...] [-o RUN_DIR] | morse train --resume RUN_DIR
     morse evaluate RUN_DIR_or_CHECKPOINT [--data ROOT] [--subset all|test|val|heldout]
-                   [--images DIR --labels DIR] [-o OUT] [--tta]
+                   [--images DIR --labels DIR] [-o OUT] [--tta] [--budget B]
     morse predict CHECKPOINT INPUT... -o OUT_DIR [--probabilities] [--points] [--coarse] [--tta]
+                  [--budget calibrated|default|fixed|MARGIN]
     morse score PREDICTIONS LABELS [-o OUT] [--classes K] [--allow-missing] [--nsd MM ...]
                 [--biou MM] [--suffix _coarse]
     morse check DATA
@@ -12,6 +13,7 @@
     morse config PRESET_OR_FILE [section.key=value ...]
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
                   [--subset val|test|heldout ...] [--images DIR --labels DIR] [--quick]
+    morse calibrate RUN_DIR [--checkpoint best|last] [--keep 0.995]
     morse export RUN_DIR_or_CHECKPOINT OUT [--format torchscript|onnx] [--size N ...]
     morse nnunet trainer-dir | train ARGS... | predict ARGS...
 
@@ -31,7 +33,7 @@ from typing import ClassVar
 
 from morse.cli.errors import os_error_line
 from morse.cli.options import option
-from morse.cli.tools import Compare, Export, Nnunet
+from morse.cli.tools import Calibrate, Compare, Export, Nnunet, budget_option
 
 __all__ = ["main"]
 
@@ -125,13 +127,15 @@ class Evaluate:
                                default=None)
     threads: int | None = option(_THREADS_HELP, "--threads", type=_positive_int,
                                  default=None)
+    budget: str | float | None = budget_option()
 
     def run(self) -> int:
         from morse.evaluation.heldout import evaluate_run
 
         evaluate_run(self.source, self.output, subset=self.subset, data_root=self.data,
                      images=self.images, labels=self.labels, device=self.device,
-                     checkpoint=self.checkpoint, tta=self.tta, threads=self.threads)
+                     checkpoint=self.checkpoint, tta=self.tta, threads=self.threads,
+                     budget=self.budget)
         return 0
 
 
@@ -156,6 +160,7 @@ class Predict:
                                default=None)
     threads: int | None = option(_THREADS_HELP, "--threads", type=_positive_int,
                                  default=None)
+    budget: str | float | None = budget_option()
 
     def run(self) -> int:
         from morse.inference.files import predict_files
@@ -163,7 +168,8 @@ class Predict:
         for path in predict_files(self.checkpoint, self.inputs, self.output,
                                   probabilities=self.probabilities, points=self.points,
                                   coarse=self.coarse, overwrite=self.overwrite,
-                                  device=self.device, tta=self.tta, threads=self.threads):
+                                  device=self.device, tta=self.tta, threads=self.threads,
+                                  budget=self.budget):
             print(path)
         return 0
 
@@ -270,8 +276,8 @@ class Report:
         return 0
 
 
-COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Compare, Export,
-            Nnunet)
+COMMANDS = (Train, Evaluate, Predict, Score, Check, Demo, Report, ConfigCommand, Calibrate,
+            Compare, Export, Nnunet)
 
 
 def _version() -> str:

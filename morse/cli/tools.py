@@ -1,5 +1,5 @@
-"""The ``morse`` commands around a run: ``compare`` (variants x seeds), ``export`` and
-``nnunet`` (MORSE inside nnU-Net v2)."""
+"""The ``morse`` commands around a run: ``calibrate`` (its render budget), ``compare``
+(variants x seeds), ``export`` and ``nnunet`` (MORSE inside nnU-Net v2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,61 @@ from typing import ClassVar
 
 from morse.cli.options import option
 
-__all__ = ["Compare", "Export", "Nnunet"]
+__all__ = ["Calibrate", "Compare", "Export", "Nnunet", "budget_option"]
+
+
+def _budget(text: str):
+    """argparse type of ``--budget``: refused before anything is loaded."""
+    from morse.errors import ConfigError
+    from morse.model.budget import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--budget {text}: ")) from None
+
+
+def budget_option():
+    """``--budget calibrated|default|fixed|MARGIN`` of the commands that predict."""
+    return option("render budget: calibrated (the run's measured margin, where `morse "
+                  "calibrate` or training stored one; else default), default (the run's "
+                  "model.render_margin), fixed (the paper's: no margin) or a margin, e.g. 2.5 "
+                  "(default: calibrated)", "--budget", type=_budget, default=None)
+
+
+def _share(text: str) -> float:
+    """argparse type of ``--keep``: a share in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], e.g. 0.995; got {text!r}")
+    return value
+
+
+@dataclass
+class Calibrate:
+    """Measure a trained run's render budget on its validation cases: the smallest coarse-margin
+    threshold that keeps the fixed budget's labels on --keep of the cells it changes; stored in
+    last.pt, best.pt and RUN/calibration.json, then used by evaluate, predict and export."""
+
+    name: ClassVar[str] = "calibrate"
+    run_dir: str = option("run folder")
+    checkpoint: str | None = option("calibrate only best.pt or last.pt (default: both)",
+                                     "--checkpoint", default=None, choices=["best", "last"])
+    keep: float = option("share of the fixed budget's flipped cells whose label must be kept "
+                         "(default: 0.995)", "--keep", type=_share, default=0.995)
+    device: str = option("auto, cpu or cuda", "--device", default="auto")
+    threads: int | None = option("CPU threads of torch (default: the run's train.threads)",
+                                 "--threads", type=int, default=None)
+
+    def run(self) -> int:
+        from morse.inference.calibrate import calibrate_run
+
+        calibrate_run(self.run_dir, checkpoint=self.checkpoint, keep=self.keep,
+                      device=self.device, threads=self.threads)
+        return 0
 
 
 def _seed(text: str) -> int:
@@ -79,12 +133,14 @@ class Export:
                                      choices=["best", "last"])
     overwrite: bool = option("replace existing files", "--overwrite", default=False,
                               action="store_true")
+    budget: str | float | None = budget_option()
 
     def run(self) -> int:
         from morse.inference.export import export_run
 
         result = export_run(self.source, self.output, fmt=self.format, size=self.size,
-                            checkpoint=self.checkpoint, overwrite=self.overwrite)
+                            checkpoint=self.checkpoint, overwrite=self.overwrite,
+                            budget=self.budget)
         check = ("not checked: onnxruntime is not installed" if result.max_difference is None
                  else f"against the checkpoint on a random input: max |difference| "
                       f"{result.max_difference:.2g}, rendered labels agree on "

@@ -69,7 +69,9 @@ class RendererConfig(Checked):
     is at least this is certain, keeps its coarse value and is not rendered; each step renders
     only uncertain cells, up to N. None: the paper's fixed budget (N cells per step, however
     certain). The default 3.0 is where, on trained demo models, cells stopped flipping label
-    when rendered (``python -m benchmarks margins``; docs/explanation/performance.md)."""
+    when rendered (``python -m benchmarks margins``; docs/explanation/performance.md). A
+    trained run predicts with the margin calibrated for it where it has one
+    (``morse.model.calibration``)."""
     render_share: float | None = field(default=0.125, metadata=rule(above=0, maximum=1))
     """The most cells one step may render, as a share of its grid: N per step is
     min(``render_points``, share x cells), at least 1. 0.125 keeps the paper's 8192 on

@@ -19,10 +19,11 @@ from morse.inference.trained import TrainedRun, load_run, predict_case
 from morse.io import atomic_open
 from morse.io.progress import Progress
 from morse.metrics import MetricSettings, case_metrics
+from morse.model.budget import Budget, RenderedShare, budget_text
 from morse.model.volumes import VolumePrediction
 
-__all__ = ["distance_unit", "evaluate", "example_slice", "example_slices", "metric_spacing",
-           "save_examples"]
+__all__ = ["distance_unit", "evaluate", "example_slice", "example_slices",
+           "metric_spacing", "save_examples"]
 
 
 def evaluate(
@@ -35,6 +36,7 @@ def evaluate(
     checkpoint: str | None = None,
     verbose: bool = True,
     require_cases: bool = True,
+    budget: Budget | None = None,
 ) -> dict:
     """Score a checkpoint on a data subset; write metrics.json, metrics.csv and examples.npz.
 
@@ -47,6 +49,9 @@ def evaluate(
         checkpoint: for a run folder, "best" or "last"; default the run's
             ``eval.checkpoint``. The file scored and its step are recorded in metrics.json.
         require_cases: refuse an empty subset (False: say so and return ``{}``).
+        budget: the render budget when ``source`` is loaded here (:mod:`morse.model.budget`;
+            None: calibrated). metrics.json records the one used, by name and values, and
+            the share of voxels rendered.
 
     Returns:
         ``{"coarse": summary, "rendered": summary}`` (see ``morse.evaluation.tables.summarise``).
@@ -55,7 +60,8 @@ def evaluate(
         DataError: no case in the subset, or cases with and without a known voxel size mixed.
     """
     torch_device = resolve_device(device)
-    run = source if isinstance(source, TrainedRun) else load_run(source, torch_device, checkpoint)
+    run = source if isinstance(source, TrainedRun) else load_run(source, torch_device, checkpoint,
+                                                                 budget=budget)
     model, cfg, class_names = run.model, run.config, run.class_names
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
@@ -73,7 +79,7 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir else default_dir
     outputs = ("coarse", "rendered") if model.renderer is not None else ("coarse",)
     results: dict[str, dict] = {output: {} for output in outputs}
-    examples = []
+    examples, rendered = [], RenderedShare()
     per_volume = -(-cfg.eval.num_examples // len(volumes))
     bar = Progress(len(volumes), unit="case", stream=sys.stderr, enabled=verbose)
     for number, volume in enumerate(volumes, 1):
@@ -86,19 +92,23 @@ def evaluate(
             )
         examples += [example_slice(volume, prediction, k, outputs)
                      for k in example_slices(volume.label, per_volume)]
+        rendered.add(prediction.rendered_points)
         seconds = time.perf_counter() - start
         bar.update()
         bar.report(f"[{number}/{len(volumes)}] {volume.case_id}: {seconds:.2f} s",
                    postfix=f"{volume.case_id}: {seconds:.2f} s")
     bar.close()
     scored = {"file": run.path.name, "step": run.step}
+    budget_used = rendered.record(run.budget())
     write_metrics(out_dir, results, class_names, distance_unit=unit, settings=settings,
-                  checkpoint=scored, extra={"tta": cfg.eval.tta})
+                  checkpoint=scored, extra={"tta": cfg.eval.tta, **budget_used})
     save_examples(out_dir / "examples.npz", examples[: cfg.eval.num_examples])
     summaries = {name: summarise(per_case, class_names) for name, per_case in results.items()}
     if verbose:
         if model.renderer is None:
             print("renderer off (model.renderer=false): only the backbone's output is scored")
+        else:
+            print(budget_text(budget_used["budget"], rendered.share))
         print(format_table(summaries, class_names, unit))
         tta = ", flip TTA" if cfg.eval.tta else ""
         print(f"scored {run.path} (step {run.step}{tta}); NSD tolerances "

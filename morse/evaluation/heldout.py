@@ -30,6 +30,7 @@ from morse.inference.files import ScanPrediction, segment_files
 from morse.inference.trained import TrainedRun, load_run
 from morse.io.lock import FolderLock
 from morse.metrics import ClassMetrics, MetricSettings
+from morse.model.budget import Budget, RenderedShare, budget_text
 
 __all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run", "heldout_pair"]
 
@@ -125,21 +126,25 @@ def evaluate_heldout(
     if verbose:
         print(f"held-out set {images} ({len(groups)} case(s)), labels {labels}")
     results: dict[str, dict[str, dict[int, ClassMetrics]]] = {o: {} for o in outputs}
-    examples, wanted = [], run.config.eval.num_examples
+    examples, wanted, rendered = [], run.config.eval.num_examples, RenderedShare()
     for scan in segment_files(run, groups, torch_device, progress=verbose):
         ref = read_label_map(refs[scan.case], len(names))
         for output in outputs:
             results[output][scan.case] = pair_metrics(getattr(scan.prediction, output), ref,
                                                       len(names), settings)
         examples += _examples(scan, ref.label, -(-wanted // len(groups)), outputs)
+        rendered.add(scan.prediction.rendered_points)
+    budget_used = rendered.record(run.budget())
     out_dir = Path(out_dir) if out_dir else run.path.parent / f"eval_{images.name}"
     write_metrics(out_dir, results, names, settings=settings,
                   checkpoint={"file": run.path.name, "step": run.step},
                   extra={"images": str(images), "labels": str(labels),
-                         "tta": run.config.eval.tta})
+                         "tta": run.config.eval.tta, **budget_used})
     save_examples(out_dir / "examples.npz", examples[:wanted])
     summaries = {name: summarise(per_case, names) for name, per_case in results.items()}
     if verbose:
+        if budget_used:
+            print(budget_text(budget_used["budget"], rendered.share))
         print(format_table(summaries, names))
         tta = ", flip TTA" if run.config.eval.tta else ""
         print(f"scored {run.path} (step {run.step}{tta}) on {images}; wrote "
@@ -215,6 +220,7 @@ def evaluate_run(
     checkpoint: str | None = None,
     tta: bool | None = None,
     threads: int | None = None,
+    budget: Budget | None = None,
 ) -> dict[str, dict]:
     """``morse evaluate``: the split's test (or val) subset and/or a held-out folder pair.
 
@@ -228,6 +234,8 @@ def evaluate_run(
         images, labels: a held-out pair instead of the dataset's imagesTs + labelsTs.
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
         threads: CPU threads of torch (None: the run's ``train.threads``).
+        budget: the render budget (:mod:`morse.model.budget`; None: calibrated where the
+            checkpoint holds a calibration, else the run's default).
 
     Returns:
         ``{set name: {"coarse": summary, "rendered": summary}}`` of the sets scored.
@@ -235,7 +243,7 @@ def evaluate_run(
     if subset not in SUBSETS:
         raise DataError(f"--subset {subset}: unknown; choose one of {', '.join(SUBSETS)}")
     torch_device = resolve_device(device)
-    run = load_run(source, torch_device, checkpoint, tta=tta)
+    run = load_run(source, torch_device, checkpoint, tta=tta, budget=budget)
     set_threads(threads if threads is not None else run.config.train.threads)
     if data_root is not None:
         run.config = replace(run.config, data=replace(run.config.data, root=data_root))

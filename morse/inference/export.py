@@ -39,6 +39,7 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.io import atomic_write_bytes, atomic_write_text
 from morse.model import Morse
+from morse.model.budget import Budget
 from morse.shapes import check_grid_size
 
 __all__ = ["FORMATS", "ExportResult", "RenderedLogits", "export_run", "export_size"]
@@ -226,6 +227,7 @@ def export_run(
     size: Sequence[int] | None = None,
     checkpoint: str | None = None,
     overwrite: bool = False,
+    budget: Budget | None = None,
 ) -> ExportResult:
     """``morse export``: write a run's model as TorchScript or ONNX, and its description.
 
@@ -237,6 +239,9 @@ def export_run(
         size: the spatial input size (default see :func:`export_size`).
         checkpoint: "best" or "last" of a run folder (default the run's ``eval.checkpoint``).
         overwrite: replace existing files.
+        budget: the render budget built into the graph (:mod:`morse.model.budget`; None:
+            calibrated where the checkpoint holds a calibration, else the run's default);
+            recorded in ``OUT.json``.
 
     Raises:
         DataError: unknown format, existing files, a checkpoint without a preprocessing
@@ -247,7 +252,7 @@ def export_run(
         raise DataError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     description = _check_out(out, overwrite)
-    run = load_run(source, "cpu", checkpoint)
+    run = load_run(source, "cpu", checkpoint, budget=budget)
     in_channels = int(check_record(run.preprocessing, f"checkpoint {run.path}")["in_channels"])
     size = export_size(run, size)
     example = torch.randn(2, in_channels, *size, generator=torch.Generator().manual_seed(0))
@@ -309,6 +314,7 @@ def _description(run: TrainedRun, out: Path, fmt: str, size, in_channels: int,
         "preprocessing": run.preprocessing,
         "renderer": None if run.model.renderer is None
         else dataclasses.asdict(run.model.renderer.config),
+        "budget": run.budget(),
         "not_included": "flip TTA (eval.tta), mixed precision",
         "check": check,
         "torch": torch.__version__,

@@ -33,6 +33,7 @@ from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run, predict_case, resolve_checkpoint
 from morse.io.lock import FolderLock
 from morse.io.progress import Progress
+from morse.model.budget import Budget, RenderedShare, budget_text
 from morse.model.volumes import VolumePrediction
 
 __all__ = ["ScanPrediction", "predict_files", "segment_files"]
@@ -182,6 +183,7 @@ def predict_files(
     progress: bool = True,
     tta: bool | None = None,
     threads: int | None = None,
+    budget: Budget | None = None,
 ) -> list[Path]:
     """Segment NIfTI files; writes ``CASE.nii.gz`` label maps (and optional maps) to out_dir.
 
@@ -199,6 +201,9 @@ def predict_files(
         progress: show a progress bar over cases on stderr.
         tta: flip test-time augmentation on or off (None: the run's ``eval.tta``).
         threads: CPU threads of torch (None: the run's ``train.threads``).
+        budget: the render budget (:mod:`morse.model.budget`; None: calibrated where the
+            checkpoint holds a calibration, else the run's default); said at the end in one
+            line on stderr, with the share of voxels rendered.
     """
     torch_device = resolve_device(device)
     resolve_checkpoint(checkpoint)  # the cheap checks first: the run, then every input
@@ -210,7 +215,7 @@ def predict_files(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file; -o names the output folder")
-    run = load_run(checkpoint, torch_device, tta=tta)
+    run = load_run(checkpoint, torch_device, tta=tta, budget=budget)
     set_threads(threads if threads is not None else run.config.train.threads)
     if points and run.model.renderer is None:
         raise DataError(f"{run.path}: the renderer is off (model.renderer=false), so no voxel is "
@@ -221,10 +226,13 @@ def predict_files(
         ("coarse", coarse), ("probabilities", probabilities), ("points", points)) if on)
     with FolderLock(out_dir, "morse predict"):
         plan = plan_outputs(groups, out_dir, wanted, overwrite)
-        written = []
+        written, rendered = [], RenderedShare()
         for scan in segment_files(run, groups, torch_device, probabilities=probabilities,
                                   progress=progress):
             written += _write_maps(scan, plan[scan.case])
+            rendered.add(scan.prediction.rendered_points)
+    if progress and run.model.renderer is not None:
+        print(budget_text(run.budget(), rendered.share), file=sys.stderr)
     return written
 
 

@@ -18,6 +18,7 @@ from morse.io.checkpoint import (
     validate_checkpoint,
 )
 from morse.model import Morse
+from morse.model.budget import Budget, budget_config, describe_budget
 from morse.model.build import build_model
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import VolumePrediction, predict_volume
@@ -68,6 +69,8 @@ class TrainedRun:
             before MORSE recorded it.
         path: the checkpoint file.
         step: the training step it was saved at.
+        calibration: the render budget measured for these weights (``morse calibrate``,
+            :class:`morse.model.calibration.Calibration`'s record); None when not calibrated.
     """
 
     model: Morse
@@ -76,11 +79,20 @@ class TrainedRun:
     preprocessing: dict | None
     path: Path
     step: int = 0
+    calibration: dict | None = None
 
     @property
     def geometry(self) -> dict | None:
         """The orientation and spacing the network was trained at (None: grids as stored)."""
         return (self.preprocessing or {}).get("geometry")
+
+    def budget(self) -> dict | None:
+        """The render budget the model's renderer is set to now, named and with its values
+        (:func:`morse.model.budget.describe_budget`); None without a renderer."""
+        if self.model.renderer is None:
+            return None
+        return describe_budget(self.model.renderer.config, self.config.model.render_margin,
+                               self.calibration)
 
 
 def load_run(
@@ -89,11 +101,14 @@ def load_run(
     which: str | None = None,
     *,
     tta: bool | None = None,
+    budget: Budget | None = None,
 ) -> TrainedRun:
     """Rebuild the model of a checkpoint (safe loading) from its config, classes and channels.
 
     ``which`` picks a run folder's checkpoint (see :func:`resolve_checkpoint`); ``tta``
-    replaces the config's ``eval.tta`` (None keeps the run's).
+    replaces the config's ``eval.tta`` (None keeps the run's); ``budget`` sets the renderer's
+    budget (:mod:`morse.model.budget`; None: the checkpoint's calibrated budget where it has
+    one, else the run's default).
     """
     path = resolve_checkpoint(source, which)
     state = load_checkpoint(path)
@@ -116,8 +131,23 @@ def load_run(
             f"{path}: {len(broken)} weight tensor(s) hold NaN or infinity (first: {broken[0]}); "
             "the run diverged before it was saved: use an earlier checkpoint or retrain"
         )
+    calibration = _calibration(state, path)
+    if model.renderer is not None:
+        model.renderer.config = budget_config(model.renderer.config, budget, calibration)
     return TrainedRun(model.to(device).eval(), cfg, class_names, state.get("preprocessing"),
-                      path, int(state.get("step", 0)))
+                      path, int(state.get("step", 0)), calibration)
+
+
+def _calibration(state: dict, path: Path) -> dict | None:
+    """The checkpoint's calibration record, checked; None when it has none."""
+    record = state.get("calibration")
+    if record is None:
+        return None
+    margin = record.get("render_margin") if isinstance(record, dict) else None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
+        raise CheckpointError(f"{path}: its calibration holds no render_margin > 0 (found "
+                              f"{margin!r}); calibrate the run again with morse calibrate RUN")
+    return record
 
 
 def _without_pretrained(cfg: Config) -> Config:

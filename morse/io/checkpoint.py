@@ -17,10 +17,13 @@ Layout (``version`` 1), as built by :func:`make_checkpoint`::
         "class_names": list[str],       # label order of the output channels
         "in_channels": int,             # image channels the model takes
         "preprocessing": plain dict,    # raw scan -> network input (morse.data.intensity)
+        "calibration": plain dict,      # the render budget measured for these weights
     }
 
 ``config``, ``class_names`` and ``in_channels`` rebuild the model; ``preprocessing`` tells
-``morse predict`` how to normalise a raw scan as the training data were.
+``morse predict`` how to normalise a raw scan as the training data were; ``calibration``
+(:mod:`morse.model.calibration`, added by :func:`update_checkpoint`) is the render budget
+measured for the weights it is saved with. Checkpoints without it load as before.
 
 Only ``model`` is required; every other part is optional. All of it must be
 tensors or plain data (dict, list, tuple, str, int, float, bool, None), because
@@ -58,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "make_checkpoint",
     "save_checkpoint",
+    "update_checkpoint",
     "validate_checkpoint",
 ]
 
@@ -68,7 +72,7 @@ BEST_NAME = "best.pt"
 
 LAYOUT_KEYS = (
     "model", "optimizer", "scheduler", "step", "epoch", "rng", "sampler",
-    "config", "best_metric", "class_names", "in_channels", "preprocessing",
+    "config", "best_metric", "class_names", "in_channels", "preprocessing", "calibration",
 )
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 # What torch's weights-only unpickler says when a pickle asks for a Python object
@@ -91,6 +95,15 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def update_checkpoint(path: str | os.PathLike[str], **parts: Any) -> Path:
+    """Replace layout parts (e.g. ``calibration``) of the MORSE checkpoint at ``path``,
+    keeping everything else as saved; written atomically."""
+    state = load_checkpoint(path)
+    validate_checkpoint(state, path)
+    fields = {key: value for key, value in state.items() if key not in ("format", "version")}
+    return save_checkpoint(path, make_checkpoint(**{**fields, **parts}))
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +207,7 @@ def make_checkpoint(**parts: Any) -> dict[str, Any]:
     if "model" not in parts:
         raise ValueError("make_checkpoint needs model=<state_dict>")
     _check_part_types(parts)
-    for key in ("config", "preprocessing"):
+    for key in ("config", "preprocessing", "calibration"):
         if key in parts:
             _check_plain(parts[key], key, allow_tensors=False)
     if "sampler" in parts:

@@ -29,7 +29,7 @@ from morse.device import autocast_context
 from morse.model.module import Morse
 from morse.model.settings import InferenceConfig
 from morse.model.tta import FlipAveraged
-from morse.renderer.points import GridMap
+from morse.renderer.points import GridMap, margin_uncertainty
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, padded_size
 
@@ -48,6 +48,8 @@ class VolumePrediction:
         gate: (*S) uint8, which scale's expert weighed most where the renderer re-predicted:
             0 elsewhere, ``s + 1`` for scale ``s`` (0 coarsest), when asked for and the model
             has experts.
+        margin: (*S) float32 top-2 margin (largest minus second largest) of the coarse
+            logits on the output grid, the renderer's ranking, when asked for.
     """
 
     coarse: np.ndarray
@@ -55,6 +57,7 @@ class VolumePrediction:
     rendered_points: np.ndarray
     probabilities: np.ndarray | None = None
     gate: np.ndarray | None = None
+    margin: np.ndarray | None = None
 
 
 Forward = Morse | FlipAveraged
@@ -74,6 +77,7 @@ def predict_volume(
     output_shape: Sequence[int] | None = None,
     probabilities: bool = False,
     gate: bool = False,
+    margin: bool = False,
 ) -> VolumePrediction:
     """Segment one volume with a 2D or 3D model.
 
@@ -89,6 +93,13 @@ def predict_volume(
         probabilities: also return the rendered softmax (K, *S_out).
         gate: also return the dominant expert of each re-predicted voxel (costs S float maps
             of the output grid's size while stitching).
+        margin: also return the coarse top-2 margin of each output cell.
+
+    Memory with 3D windows stitched on the CPU (``sw_device`` None or "cpu"): the input's
+    padded copy, the output grid's maps (2K + 2 float32 maps divided in place, two int64
+    label maps and a bool map; more with ``probabilities``, ``gate`` or ``margin``) and one
+    batch of windows; nothing else grows with the volume (tests/test_inference_volumes.py
+    measures it).
     """
     settings = settings or InferenceConfig()
     model.eval().to(settings.device)
@@ -106,12 +117,19 @@ def predict_volume(
             maps = _predict_windows(forward, tensor, settings, gate, out)
     points = maps["points"][0] > 0
     return VolumePrediction(
-        coarse=maps["coarse"].argmax(0).cpu().numpy().astype(np.int64),
-        rendered=maps["rendered"].argmax(0).cpu().numpy().astype(np.int64),
+        coarse=_labels(maps["coarse"]),
+        rendered=_labels(maps["rendered"]),
         rendered_points=points.cpu().numpy(),
         probabilities=maps["rendered"].softmax(0).cpu().numpy() if probabilities else None,
         gate=_dominant_expert(maps["gate"], points) if "gate" in maps else None,
+        margin=(-margin_uncertainty(maps["coarse"][None])[0, 0]).cpu().numpy() if margin
+        else None,
     )
+
+
+def _labels(logits: torch.Tensor) -> np.ndarray:
+    """(K, *S) logits -> (*S) int64 labels (argmax is int64 already: no copy)."""
+    return logits.argmax(0).cpu().numpy().astype(np.int64, copy=False)
 
 
 def _dominant_expert(gate: torch.Tensor, points: torch.Tensor) -> np.ndarray:
@@ -244,7 +262,8 @@ def _predict_windows(
         for index, window in enumerate(batch):
             _blend(sums, weight, {name: m[index] for name, m in maps.items()}, window.cells,
                    weights)
-    return {name: values / weight for name, values in sums.items()}
+    # in place: a second set of the volume's maps would double the stitching's memory
+    return {name: values.div_(weight) for name, values in sums.items()}
 
 
 def _place(network: tuple[slice, ...], low: Sequence[int], shape: Sequence[int],

@@ -36,6 +36,7 @@ import numpy as np
 from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.io import atomic_write_text
 from morse.metrics import DISTANCE_METRICS
+from morse.model.budget import budget_text
 from morse.report.figures import make_overlay_figure
 from morse.report.markup import HtmlPage, MarkdownPage, Page
 from morse.training.curves import curves_figure, figure_png_bytes
@@ -127,6 +128,16 @@ def _policy_table(page: Page, doc: Mapping, outputs: list[str]) -> None:
     page.table(["output", "both_empty", "one_empty", "case x class pairs"], rows)
 
 
+def _budget_line(page: Page, doc: Mapping) -> None:
+    """The render budget the scores were made with and the share of voxels rendered, where
+    metrics.json records it (written before it did: nothing)."""
+    budget = doc.get("budget")
+    if isinstance(budget, Mapping):
+        text = budget_text(budget, budget.get("rendered_share"))
+        note = f" ({budget['note']})" if budget.get("note") else ""
+        page.para(text[0].upper() + text[1:] + note + ".")
+
+
 def _section_metrics(page: Page, run_dir: Path) -> list[str] | None:
     """Metrics tables; returns the foreground class names listed in metrics.json."""
     page.heading("Metrics")
@@ -139,6 +150,7 @@ def _section_metrics(page: Page, run_dir: Path) -> list[str] | None:
     if not outputs:
         page.note("metrics.json holds no output with a 'mean' block; skipped.")
         return None
+    _budget_line(page, doc)
     _metrics_tables(page, doc, outputs)
     _policy_table(page, doc, outputs)
     _per_case_table(page, doc, outputs)
@@ -219,6 +231,7 @@ def _section_heldout(
               f"{folder.name}/.")
     outputs = _outputs(doc)
     if outputs:
+        _budget_line(page, doc)
         _metrics_tables(page, doc, outputs)
     _section_examples(page, folder / "examples.npz", class_names, max_examples,
                       prefix=f"{folder.name}_")

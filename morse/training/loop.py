@@ -1,8 +1,10 @@
 """The training loop: SGD with poly decay, validation Dice, atomic checkpoints, exact resume, DDP.
 
 A run folder holds ``config.yaml`` (resolved), ``last.pt`` (resume point), ``best.pt`` (best
-validation Dice of the rendered output), ``curves.csv``, ``progress.png`` and ``train.log`` (the
-plan and one line per logging interval, appended on resume). Launch several
+validation Dice of the rendered output), ``curves.csv``, ``progress.png``, ``train.log`` (the
+plan and one line per logging interval, appended on resume) and, when the run has validation
+cases, ``calibration.json``: the render budget measured at the end for last.pt's and best.pt's
+weights, also stored in each (:mod:`morse.model.calibration`). Launch several
 processes with ``torchrun --nproc_per_node=N -m morse train CONFIG``: each rank trains on
 its share of every global batch, DDP averages the gradients, rank 0 logs and writes files.
 """
@@ -10,6 +12,7 @@ its share of every global batch, DDP averages the gradients, rank 0 logs and wri
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import math
 import sys
@@ -32,6 +35,7 @@ from morse.io.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     keep_best,
+    load_checkpoint,
     make_checkpoint,
     save_checkpoint,
 )
@@ -41,6 +45,7 @@ from morse.losses import build_loss
 from morse.metrics import case_dice
 from morse.model import Morse
 from morse.model.build import build_model, check_buildable
+from morse.model.calibration import calibrate_files
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 from morse.training.curves import CurveLog, plot_curves
@@ -227,6 +232,8 @@ def _train(
                         best = scores["rendered"]
             if ctx.is_main and (step % cfg.train.checkpoint_every == 0 or step == total):
                 save_checkpoint(run_dir / LAST_NAME, checkpoint(step))
+        if ctx.is_main and model.renderer is not None:
+            _calibrate_at_end(model, cfg, data.val, run_dir, device, step, bar.write)
         # the command prints its own summary; the log file gets one, so a finished run's log
         # tells it from one that was killed
         bar.write(f"finished at step {step} in {time.perf_counter() - started:.0f} s",
@@ -242,6 +249,26 @@ def _train(
     if ctx.is_main:
         plot_curves(run_dir / "curves.csv", run_dir / "progress.png")
     return TrainResult(run_dir, step, float(best), time.perf_counter() - started)
+
+
+def _calibrate_at_end(model: Morse, cfg: Config, val: Sequence[Volume], run_dir: Path,
+                      device: torch.device, step: int, say) -> None:
+    """The render budget of last.pt's weights and best.pt's, measured on the validation cases
+    (:mod:`morse.model.calibration`) and stored in both and in calibration.json; one line
+    when there is no validation case."""
+    files = {LAST_NAME: (step, lambda: model)}
+    if (run_dir / BEST_NAME).is_file():
+        best = load_checkpoint(run_dir / BEST_NAME)
+        files[BEST_NAME] = (int(best.get("step", -1)), lambda: _with_weights(model, best["model"]))
+    calibrate_files(run_dir, files, lambda: ((volume.image, None) for volume in val),
+                    InferenceConfig.from_config(cfg, device), cfg.model.render_margin, say)
+
+
+def _with_weights(model: Morse, weights: dict) -> Morse:
+    """A copy of ``model`` holding ``weights``."""
+    other = copy.deepcopy(model)
+    other.load_state_dict(weights)
+    return other
 
 
 def _stop_if_not_finite(

@@ -49,8 +49,8 @@ from morse.model.volumes import slice_input
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, check_grid_size, per_axis
 
-__all__ = ["FORMATS", "ExportResult", "RenderedLogits", "Sizes", "export_program", "export_run",
-           "graph_sizes", "load_program"]
+__all__ = ["FORMATS", "ExportResult", "RenderedLogits", "Sizes", "check_export", "check_inputs",
+           "describe", "export_program", "export_run", "graph_sizes", "load_program"]
 
 FORMATS = ("pt2", "onnx", "torchscript", "bundle")
 """What ``morse export --format`` writes (the first is the default)."""
@@ -220,7 +220,7 @@ def _training_size(run: TrainedRun) -> Sequence[int] | None:
     return data.slice_size or (2 * PAD_MULTIPLE, 2 * PAD_MULTIPLE)
 
 
-def _examples(run: TrainedRun, sizes: Sizes, in_channels: int) -> list[torch.Tensor]:
+def check_inputs(run: TrainedRun, sizes: Sizes, in_channels: int) -> list[torch.Tensor]:
     """Standard normal inputs (seed 0) of the checked sizes: batch 2, then batch 1; each
     first run through the model, so that a size it refuses is one line."""
     generator = torch.Generator().manual_seed(0)
@@ -368,20 +368,25 @@ def _runner(fmt: str, data: bytes):
                           for a in session.run(None, {"image": image.numpy()})]
 
 
-def check_export(run_exported, run: TrainedRun, examples: list[torch.Tensor]) -> dict:
-    """The exported file's outputs against the checkpoint's own path (``Morse.forward`` on
-    the input ``morse predict`` makes) on each example; a note when it cannot run."""
+def check_export(run_exported, run: TrainedRun, examples: list[torch.Tensor],
+                 coarse: bool = True) -> dict:
+    """The exported file's outputs (coarse and logits, or only logits without ``coarse``)
+    against the checkpoint's own path (``Morse.forward`` on the input ``morse predict``
+    makes) on each example; a note when it cannot run."""
     if run_exported is None:
         return {"note": f"not checked: onnxruntime is not installed ({EXTRA})"}
-    reference_module = RenderedLogits(run.model, run.config.data.slice_size, static_shapes=False)
+    reference_module = RenderedLogits(run.model, run.config.data.slice_size, static_shapes=False,
+                                      coarse=coarse)
     inputs, differences, agreements = [], [], []
     for example in examples:
         outputs = run_exported(example)
         with torch.inference_mode():
             reference = reference_module(example)
+        reference = reference if coarse else (reference,)
         differences.append(max(float((a - b.float()).abs().max())
                                for a, b in zip(outputs, reference)))
-        agreements.append(float((outputs[1].argmax(1) == reference[1].argmax(1)).float().mean()))
+        agreements.append(float((outputs[-1].argmax(1) == reference[-1].argmax(1)).float()
+                                .mean()))
         inputs.append(list(example.shape))
     return {"inputs": inputs, "input": "standard normal, seed 0",
             "max_abs_difference": max(differences), "rendered_labels_agree": min(agreements)}
@@ -426,7 +431,7 @@ def export_run(
     run = load_run(source, "cpu", checkpoint)
     in_channels = int(check_record(run.preprocessing, f"checkpoint {run.path}")["in_channels"])
     sizes = graph_sizes(run, fmt, size)
-    examples = _examples(run, sizes, in_channels)
+    examples = check_inputs(run, sizes, in_channels)
     module = RenderedLogits(run.model, run.config.data.slice_size)
     if fmt == "torchscript":
         data = _torchscript(module, examples[0], in_channels)

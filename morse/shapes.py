@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
 from morse.errors import DataError
 
-__all__ = ["MAX_CELLS", "PAD_MULTIPLE", "check_grid_size", "padded_size", "per_axis"]
+__all__ = ["MAX_CELLS", "PAD_MULTIPLE", "check_grid_size", "padded_size", "per_axis",
+           "size_max", "size_min"]
 
 PAD_MULTIPLE = 32
 MAX_CELLS = 1024**3
@@ -51,7 +54,9 @@ def padded_size(spatial: Sequence[int], multiple: int | Sequence[int]) -> tuple[
     (30, 36)
     """
     mult = per_axis(multiple, len(spatial))
-    return tuple(-(-int(s) // m) * m for s, m in zip(spatial, mult))
+    # torch.sym_int: a symbolic size under torch.export stays symbolic (int() would fix it);
+    # no floor division of a negative number: the ONNX exporter truncates it towards zero
+    return tuple((torch.sym_int(s) + m - 1) // m * m for s, m in zip(spatial, mult))
 
 
 def per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -61,3 +66,23 @@ def per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
     if len(value) != n:
         raise ValueError(f"expected {n} per-axis values, got {value}")
     return value
+
+
+def size_min(a, b):
+    """``min`` of two sizes that stays symbolic under ``torch.export`` (a plain ``min`` would
+    fix the branch taken at the example's size); under a TorchScript trace sizes are tensors
+    and the plain ``min`` is traced as before.
+
+    >>> size_min(3, 5), size_max(3, 5)
+    (3, 5)
+    """
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return min(a, b)
+    return torch.sym_min(a, b)
+
+
+def size_max(a, b):
+    """``max`` of two sizes, symbolic under ``torch.export`` (see :func:`size_min`)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return max(a, b)
+    return torch.sym_max(a, b)

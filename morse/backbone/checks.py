@@ -63,7 +63,7 @@ def check_image(
             f"{name} was built for in_channels={in_channels} but the image has "
             f"{image.shape[1]} channels (shape {tuple(image.shape)})"
         )
-    spatial = tuple(int(s) for s in image.shape[2:])
+    spatial = tuple(image.shape[2:])  # no int(): torch.export keeps symbolic sizes symbolic
     if required_size is not None:
         required = tuple(int(s) for s in required_size)
         if spatial != required:

@@ -116,18 +116,23 @@ class Compare:
 
 @dataclass
 class Export:
-    """Write a run's model (backbone and renderer) as one TorchScript or ONNX graph for
-    deployment, and next to it OUT.json: the input it takes (channels, size, the
-    preprocessing record), the classes, and its check against the checkpoint."""
+    """Write a run's model (backbone and renderer) as one graph for deployment that takes
+    every input size (torch.export's ExportedProgram by default, or ONNX), one size
+    (TorchScript), or a MONAI bundle; next to a model file OUT.json: the input it takes
+    (channels, sizes, the preprocessing record), the classes, and its check against the
+    checkpoint."""
 
     name: ClassVar[str] = "export"
     source: str = option("run folder or checkpoint")
-    output: str = option("the model file to write, e.g. model.pt (TorchScript) or model.onnx")
-    format: str = option("torchscript or onnx (ONNX needs pip install -e '.[export]')",
-                          "--format", default="torchscript")
-    size: list[int] | None = option("spatial input size, H W (2D) or X Y Z (3D) (default: "
-                                     "data.slice_size in 2D, data.patch_size in 3D)", "--size",
-                                     nargs="+", type=int, default=None)
+    output: str = option("the model file to write, e.g. model.pt2 or model.onnx; for "
+                          "--format bundle the bundle's folder")
+    format: str = option("pt2 (torch.export, any size), onnx (any size; pip install -e "
+                          "'.[export]'), torchscript (one size) or bundle (a MONAI bundle)",
+                          "--format", default="pt2")
+    size: list[int] | None = option("export for this one spatial input size, H W (2D) or X Y Z "
+                                     "(3D) (default: every size the backbone takes; "
+                                     "TorchScript: data.slice_size in 2D, data.patch_size in "
+                                     "3D)", "--size", nargs="+", type=int, default=None)
     checkpoint: str | None = option("export best.pt or last.pt of a run folder (default: the "
                                      "run's eval.checkpoint)", "--checkpoint", default=None,
                                      choices=["best", "last"])
@@ -142,10 +147,11 @@ class Export:
                             checkpoint=self.checkpoint, overwrite=self.overwrite,
                             budget=self.budget)
         check = ("not checked: onnxruntime is not installed" if result.max_difference is None
-                 else f"against the checkpoint on a random input: max |difference| "
+                 else f"against the checkpoint on random inputs of two sizes: max |difference| "
                       f"{result.max_difference:.2g}, rendered labels agree on "
                       f"{100 * result.labels_agree:.2f}% of cells")
-        print(f"wrote {result.model} and {result.description}; {check}")
+        print(f"wrote {result.model} and {result.description}; input sizes: "
+              f"{result.sizes.text()}; {check}")
         return 0
 
 

@@ -33,7 +33,7 @@ from morse.renderer.points import GridMap, margin_uncertainty
 from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, padded_size
 
-__all__ = ["VolumePrediction", "predict_volume"]
+__all__ = ["VolumePrediction", "predict_volume", "slice_input"]
 
 
 @dataclass
@@ -174,19 +174,41 @@ def _predict_slice_batch(
 ) -> Maps:
     """(B, C, H, W) -> maps (B, C_map, *plane), the network run on the slices resized to
     ``slice_size`` or padded to ``PAD_MULTIPLE`` at their far ends."""
+    net_input, grid_map = slice_input(slices, slice_size, plane)
+    return _mapped_maps(model, net_input, plane, grid_map, want_gate)
+
+
+def slice_input(
+    slices: torch.Tensor, slice_size: Sequence[int] | None, plane: Sequence[int] | None = None
+) -> tuple[torch.Tensor, GridMap | None]:
+    """The network input of slices (B, C, H, W), and where the output grid lies in it.
+
+    The slices are resized bilinearly to ``slice_size``, or without one padded (edge values)
+    at their far ends to a multiple of ``PAD_MULTIPLE``; the output grid, ``plane`` cells
+    (default the slices' own), spans the slices' field of view. Under ``torch.export`` the
+    sizes are symbolic, so the slices are always resized or padded (by zero cells where
+    nothing is needed) and the grid always mapped: the same cells, values equal up to float
+    rounding, and no branch on a size.
+
+    Returns:
+        the network input (B, C, *S_net) and the ``GridMap`` of the output grid over it
+        (None: the output grid is the input's own).
+    """
     size = tuple(slices.shape[2:])
-    if slice_size is not None and tuple(slice_size) != size:
-        net_input = F.interpolate(slices, size=tuple(slice_size), mode="bilinear",
-                                  align_corners=False)
+    plane = size if plane is None else tuple(plane)
+    symbolic = torch.compiler.is_exporting()
+    if slice_size is not None:  # as in training: every slice at slice_size, never padded
+        net_input = slices if not symbolic and tuple(slice_size) == size else F.interpolate(
+            slices, size=tuple(slice_size), mode="bilinear", align_corners=False)
         scale = (1.0, 1.0)
     else:
         padded = padded_size(size, PAD_MULTIPLE)
         pad = [0, padded[1] - size[1], 0, padded[0] - size[0]]
-        net_input = F.pad(slices, pad, mode="replicate") if any(pad) else slices
+        net_input = F.pad(slices, pad, mode="replicate") if symbolic or any(pad) else slices
         scale = tuple(n / p for n, p in zip(size, padded))
-    exact = scale == (1.0, 1.0) and plane == tuple(net_input.shape[2:])
-    return _mapped_maps(model, net_input, plane, None if exact else GridMap(scale, (0.0, 0.0)),
-                        want_gate)
+    if not symbolic and scale == (1.0, 1.0) and plane == tuple(net_input.shape[2:]):
+        return net_input, None
+    return net_input, GridMap(scale, (0.0, 0.0))
 
 
 def _mapped_maps(

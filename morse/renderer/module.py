@@ -32,6 +32,7 @@ from morse.renderer.points import GridMap, sample_training_points
 from morse.renderer.precision import point_precision, uses_bf16
 from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
+from morse.shapes import size_min
 
 __all__ = ["MorseRenderer", "PointPrediction", "Rendering", "check_task"]
 
@@ -183,25 +184,28 @@ class MorseRenderer(nn.Module):
             features: S maps (B, c_s, *S_s).
             coarse: (B, K, *S).
             num_points: points per image that will be read (all steps and chunks together).
-            tables: False reads every map with ``grid_sample`` (for export).
+            tables: False reads every map with ``grid_sample`` and enters none (for export).
             table_dtype: the cell tables' dtype (default fp32).
         """
         return prepare_inputs(self.fusion.entries, features, coarse, num_points, tables,
                               table_dtype)
 
     def _point_rows(
-        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
+        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
+        chunked: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``point_logits`` from prepared maps, as rows: logits (B, P, K), gate (B, P, S) or
         None.
 
         With ``active`` (B, P) bool, only the active rows are sampled and run through the
         experts and the head (every step works point by point, so their values are those of
-        the full pass); the other rows come back as zeros.
+        the full pass); the other rows come back as zeros. ``chunked`` False runs all rows
+        at once (a graph for any size has no loop over a size).
         """
         rows, points = point_rows(inputs, coords, active)
         # without autograd, a few thousand rows at a time keep the activations in cache
-        step = None if torch.is_grad_enabled() else max(1, MLP_ROWS // rows[0].shape[0])
+        step = (None if torch.is_grad_enabled() or not chunked
+                else max(1, MLP_ROWS // rows[0].shape[0]))
         logits, gate = _in_chunks(functools.partial(self._mlps, inputs.entered),
                                   [*rows, points], step)
         if active is not None:
@@ -253,15 +257,15 @@ class MorseRenderer(nn.Module):
         cfg = self.config
         upsample = cfg.render_upsample and grid_map is None
         sizes = plan_render_sizes(coarse.shape[2:], cfg.render_steps, upsample, output_size)
-        budget = sum(min(step_points(cfg.render_points, size, cfg.render_share),
-                         math.prod(size)) for size in sizes)
+        budget = sum(size_min(step_points(cfg.render_points, size, cfg.render_share),
+                              math.prod(size)) for size in sizes)
         # bf16 inference on a CPU: packed bf16 layers, fed from bf16 tables
         pack = (not static_shapes and not torch.is_grad_enabled()
                 and uses_bf16(cfg.render_precision, coarse.device)
                 and packing_available(coarse.device))
         inputs = self.prepare(features, coarse, budget, not static_shapes,
                               torch.bfloat16 if pack else None)
-        point_fn = functools.partial(self._point_logits, inputs)
+        point_fn = functools.partial(self._point_logits, inputs, chunked=not static_shapes)
         with point_precision(cfg.render_precision, coarse.device), \
                 packed_layers(self, MLP_ROWS, enabled=pack):
             logits, rendered, gate = subdivision_render(
@@ -275,12 +279,15 @@ class MorseRenderer(nn.Module):
         return Rendering(logits, rendered, gate)
 
     def _point_logits(
-        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None
+        self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
+        chunked: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``render``'s point function: ``_point_rows`` on at most ``render_chunk`` points at
-        a time (bounds memory); logits (B, K, P), gate (B, S, P) or None."""
-        return _channels_first(*_in_chunks(functools.partial(self._point_rows, inputs),
-                                           [coords, active], self.config.render_chunk))
+        a time (bounds memory; ``chunked`` False: all at once); logits (B, K, P), gate
+        (B, S, P) or None."""
+        rows = functools.partial(self._point_rows, inputs, chunked=chunked)
+        return _channels_first(*_in_chunks(rows, [coords, active],
+                                           self.config.render_chunk if chunked else None))
 
     def check_inputs(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> None:
         """Raise with the fix when the maps do not match what the renderer was built for."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from morse.shapes import size_min
+
 __all__ = [
     "point_sample",
     "sampling_grid",
@@ -245,6 +247,8 @@ def cell_centres(indices: torch.Tensor, spatial_shape: Sequence[int]) -> torch.T
     coords = []
     remainder = indices
     for size in reversed(spatial_shape):
+        # a tensor, not a Python number: the ONNX exporter takes no symbolic size as a scalar
+        size = torch.scalar_tensor(size, dtype=indices.dtype, device=indices.device)
         coords.append((remainder % size).to(torch.float32).add_(0.5).div_(size))
         remainder = remainder // size
     return torch.stack(coords[::-1], dim=-1)
@@ -287,7 +291,7 @@ def most_uncertain_cells(
     spatial_shape = logits.shape[2:]
     if uncertainty is None:
         uncertainty = margin_uncertainty(logits).flatten(1)  # (B, prod(S))
-    num_points = min(num_points, uncertainty.shape[1])
+    num_points = size_min(num_points, uncertainty.shape[1])
     if exclude is not None:
         uncertainty = uncertainty.masked_fill(exclude, -math.inf)
     if exclude is not None and clip:

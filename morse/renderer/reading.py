@@ -70,12 +70,14 @@ def prepare_inputs(
         features: S maps (B, c_s, *S_s).
         coarse: (B, K, *S) the coarse logits (always read by ``grid_sample``).
         num_points: points per image that will be read (all steps and chunks together).
-        tables: False reads every map with ``grid_sample`` (for export).
+        tables: False reads every map with ``grid_sample`` and enters none: no choice then
+            depends on the maps' sizes (for export at any size).
         table_dtype: the tables' dtype (default fp32; bf16 for bf16 point MLPs at inference).
     """
     maps, entered = [], []
     for index, feature_map in enumerate(features):
-        enter = (index < len(entries) and math.prod(feature_map.shape[2:]) < num_points
+        enter = (tables and index < len(entries)
+                 and math.prod(feature_map.shape[2:]) < num_points
                  and feature_map.shape[1] >= entries[index].out_features)
         maps.append(enter_map(entries[index], feature_map) if enter else feature_map)
         entered.append(enter)

@@ -17,6 +17,7 @@ from morse.renderer.points import (
     sampling_grid,
     scatter_to_grid,
 )
+from morse.shapes import size_max, size_min
 
 __all__ = ["plan_render_sizes", "step_points", "subdivision_render", "onto_grid"]
 
@@ -42,11 +43,12 @@ def plan_render_sizes(
     >>> plan_render_sizes((8, 8), steps=2, output_size=(20, 12))
     [(20, 12), (20, 12)]
     """
-    coarse_size = tuple(int(s) for s in coarse_size)
+    # torch.sym_int: sizes stay symbolic under torch.export (int() would fix them)
+    coarse_size = tuple(torch.sym_int(s) for s in coarse_size)
     if output_size is None:
         factor = 2**steps if upsample else 1
         output_size = tuple(s * factor for s in coarse_size)
-    output_size = tuple(int(s) for s in output_size)
+    output_size = tuple(torch.sym_int(s) for s in output_size)
     if len(output_size) != len(coarse_size):
         raise ValueError(
             f"output_size {output_size} has {len(output_size)} axes; the prediction has "
@@ -55,7 +57,8 @@ def plan_render_sizes(
     sizes = []
     for step in range(steps):
         if upsample and step < steps - 1:
-            size = tuple(min(c * 2 ** (step + 1), o) for c, o in zip(coarse_size, output_size))
+            size = tuple(size_min(c * 2 ** (step + 1), o)
+                         for c, o in zip(coarse_size, output_size))
         else:
             size = output_size
         sizes.append(size)
@@ -97,7 +100,8 @@ def step_points(num_points: int, size: Sequence[int], max_share: float | None = 
     """
     if max_share is None:
         return num_points
-    return min(num_points, max(1, int(max_share * math.prod(size))))
+    # sym_*: a function of symbolic sizes under torch.export, not a branch fixed at one size
+    return size_min(num_points, size_max(1, torch.sym_int(max_share * math.prod(size))))
 
 
 def subdivision_render(

@@ -7,6 +7,7 @@ here and never from one another.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -88,6 +89,19 @@ def make_dataset(root: Path, cases: int = 5, shape=(32, 32, 6)) -> Path:
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "disc": 1},
         "numTraining": cases, "file_ending": ".nii.gz",
     }))
+    return root
+
+
+def add_test_set(root: Path, cases: tuple[str, ...]) -> Path:
+    """Move cases of imagesTr/labelsTr to imagesTs/labelsTs (the user's held-out set)."""
+    for folder in ("imagesTs", "labelsTs"):
+        (root / folder).mkdir()
+    for case in cases:
+        shutil.move(root / "imagesTr" / f"{case}_0000.nii.gz", root / "imagesTs")
+        shutil.move(root / "labelsTr" / f"{case}.nii.gz", root / "labelsTs")
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["numTraining"] -= len(cases)
+    (root / "dataset.json").write_text(json.dumps(spec))
     return root
 
 

@@ -17,22 +17,9 @@ from morse.config import load_config
 from morse.errors import DataError
 from morse.inference.files import _check_oriented
 
-from helpers import TINY, make_dataset
+from helpers import TINY, add_test_set, make_dataset
 
 SHAPE = (20, 28, 3)  # 20 x 28 slices: the backbones need 32, the 2D path pads them itself
-
-
-def add_test_set(root: Path, cases: tuple[str, ...]) -> Path:
-    """Move cases of imagesTr/labelsTr to imagesTs/labelsTs (the user's held-out set)."""
-    for folder in ("imagesTs", "labelsTs"):
-        (root / folder).mkdir()
-    for case in cases:
-        shutil.move(root / "imagesTr" / f"{case}_0000.nii.gz", root / "imagesTs")
-        shutil.move(root / "labelsTr" / f"{case}.nii.gz", root / "labelsTs")
-    spec = json.loads((root / "dataset.json").read_text())
-    spec["numTraining"] -= len(cases)
-    (root / "dataset.json").write_text(json.dumps(spec))
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@
     morse report RUN_DIR [--format html|md]
     morse config PRESET_OR_FILE [section.key=value ...]
     morse compare CONFIG [section.key=value ...] -o DIR [--variants V ...] [--seeds K ...]
-                  [--subset val|test] [--quick]
+                  [--subset val|test|heldout ...] [--images DIR --labels DIR] [--quick]
     morse export RUN_DIR_or_CHECKPOINT OUT [--format torchscript|onnx] [--size N ...]
     morse nnunet trainer-dir | train ARGS... | predict ARGS...
 

@@ -26,9 +26,10 @@ def _seed(text: str) -> int:
 
 @dataclass
 class Compare:
-    """Train and score ablation variants over seeds with one budget, then one table: means ±
-    std over seeds and paired bootstrap differences to the plain backbone. Run it again to
-    resume: finished runs are skipped, interrupted ones continue from last.pt."""
+    """Train and score ablation variants over seeds with one budget, then one table per
+    subset: means ± std over seeds, training time, empty-mask counts, and paired differences
+    to the plain backbone with seed x case bootstrap intervals. Run it again to resume:
+    finished runs are skipped, interrupted ones continue from last.pt."""
 
     name: ClassVar[str] = "compare"
     config: str = option("config file or preset name")
@@ -41,8 +42,14 @@ class Compare:
                                          default=None)
     seeds: list[int] | None = option("values of train.seed (default: 0 1 2; --quick: 0)",
                                       "--seeds", nargs="+", type=_seed, default=None)
-    subset: str = option("score on val (choose settings) or test (report once)", "--subset",
-                          default="val", choices=["val", "test"])
+    subset: list[str] = option("the subsets to score, one table each: val (choose settings), "
+                               "test (the split's) or heldout (imagesTs + labelsTs, or "
+                               "--images/--labels); report test and heldout once (default: val)",
+                               "--subset", nargs="+", default_factory=lambda: ["val"])
+    images: str | None = option("held-out scans for --subset heldout (default: the dataset's "
+                                 "imagesTs)", "--images", default=None)
+    labels: str | None = option("their label maps (default: the dataset's labelsTs)",
+                                 "--labels", default=None)
     quick: bool = option("tiny budget and widths (4 steps): proves the harness in seconds",
                           "--quick", default=False, action="store_true")
 
@@ -50,7 +57,8 @@ class Compare:
         from morse.experiments.compare import compare
 
         compare(self.config, self.overrides, output=self.output, variants=self.variants,
-                seeds=self.seeds, subset=self.subset, quick=self.quick)
+                seeds=self.seeds, subsets=self.subset, images=self.images, labels=self.labels,
+                quick=self.quick)
         return 0
 
 

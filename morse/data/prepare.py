@@ -27,6 +27,7 @@ from .volume import Volume
 
 __all__ = [
     "PreparedData", "prepare_data", "plan_dataset_geometry", "load_eval_volumes", "pad_slices",
+    "split_of",
 ]
 
 
@@ -128,6 +129,12 @@ def load_eval_volumes(
         preprocessing = fmt.preprocessing(cfg, train)
     steps = check_record(preprocessing, cfg.root)["intensity"]
     return [normalize_volume(v, steps) for v in volumes]
+
+
+def split_of(cfg: DataConfig) -> Split:
+    """The case ids of each subset that ``cfg`` gives, without loading any scan (the demo
+    formats read their one volume): enough to refuse an empty subset before training."""
+    return data_format(cfg).load(cfg, (), False).split
 
 
 def _training_dataset(cfg: DataConfig, volumes: Sequence[Volume]) -> Dataset:

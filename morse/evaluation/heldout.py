@@ -31,7 +31,7 @@ from morse.inference.trained import TrainedRun, load_run
 from morse.io.lock import FolderLock
 from morse.metrics import ClassMetrics, MetricSettings
 
-__all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run"]
+__all__ = ["SUBSETS", "dataset_heldout", "evaluate_heldout", "evaluate_run", "heldout_pair"]
 
 #: What ``morse evaluate --subset`` accepts; "all" is the split's test subset and the held-out
 #: set.
@@ -161,16 +161,46 @@ def _examples(
             for k in example_slices(volume.label, count)]
 
 
-def _heldout_pair(
-    run: TrainedRun, images: str | Path | None, labels: str | Path | None
+def heldout_pair(
+    cfg: Config, images: str | Path | None = None, labels: str | Path | None = None,
+    *, required: bool = True,
 ) -> tuple[Path, Path] | None:
-    """The pair given on the command line, else the dataset's imagesTs + labelsTs (or None)."""
+    """The held-out pair to score: ``images`` + ``labels`` when given, else the dataset's
+    imagesTs + labelsTs; checked (both folders, every image with its label map) before
+    anything is predicted.
+
+    Args:
+        cfg: the run's config (its ``data.root`` and ``data.format``).
+        images, labels: a folder pair given on the command line (both or neither).
+        required: raise when there is no pair; False returns None instead.
+
+    Raises:
+        DataError: one of images/labels without the other, no held-out set (the message says
+            which folder is missing), or images and label maps that do not pair up.
+    """
     if (images is None) != (labels is None):
         raise DataError("--images and --labels go together: give the held-out scans and the "
                         "folder of their label maps")
-    if images is not None and labels is not None:
-        return Path(images), Path(labels)
-    return dataset_heldout(run.config)
+    pair = (Path(images), Path(labels)) if images is not None else dataset_heldout(cfg)
+    if pair is None:
+        if not required:
+            return None
+        raise DataError(_no_heldout(cfg))
+    _matched(*pair)
+    return pair
+
+
+def _no_heldout(cfg: Config) -> str:
+    """Why the run's dataset has no held-out set, and the fix."""
+    fix = "pass --images DIR --labels DIR"
+    if cfg.data.format not in ("nnunet", "msd"):
+        return (f"data.format {cfg.data.format}: only nnunet and msd datasets have a held-out "
+                f"set (imagesTs + labelsTs); {fix}")
+    root = Path(cfg.data.root)
+    if not (root / "imagesTs").is_dir():
+        return f"{root / 'imagesTs'}: no such folder, so {root} has no held-out set; {fix}"
+    return (f"{root / 'labelsTs'}: no such folder: the held-out scans in imagesTs have no label "
+            f"maps to score against; put them there (CASE.nii.gz) or {fix}")
 
 
 def evaluate_run(
@@ -220,10 +250,8 @@ def _evaluate_sets(run: TrainedRun, out_dir: str | Path | None, subset: str,
     scored = {}
     # the held-out pair is checked before the split's subset is scored, so a wrong flag
     # stops at once instead of after a whole evaluation
-    pair = _heldout_pair(run, images, labels) if subset in ("all", "heldout") else None
-    if pair is None and subset == "heldout":
-        raise DataError(f"{run.config.data.root}: no held-out set (imagesTs with labelsTs); "
-                        "pass --images DIR --labels DIR")
+    pair = (heldout_pair(run.config, images, labels, required=subset == "heldout")
+            if subset in ("all", "heldout") else None)
     if subset != "heldout":
         split = "test" if subset == "all" else subset
         scored[split] = evaluate(run, out_dir, subset=split, device=device,

@@ -1,7 +1,8 @@
 """``paired_differences.png``: each variant minus plain, a dot per (seed, class) pair.
 
-One panel per metric; along x the foreground classes and, last, "all pairs" with the mean and
-its bootstrap 95% interval; one colour per variant, dots offset so variants sit side by side.
+One panel per metric; along x the foreground classes and, last, "mean" with the mean and its
+95% interval (the seeds x cases bootstrap of :func:`morse.experiments.stats.cluster_bootstrap`);
+one colour per variant, dots offset so variants sit side by side.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def plot_paired_differences(comparison: dict, path: Path) -> Path:
             offset = (index - (len(paired) - 1) / 2) * width
             _draw_variant(ax, by_metric[metric], classes, offset, f"C{index}", variant)
         ax.axhline(0.0, color="0.5", linewidth=0.8)
-        ax.set_xticks(range(len(classes) + 1), [*classes, "all pairs"], rotation=45, ha="right")
+        ax.set_xticks(range(len(classes) + 1), [*classes, "mean"], rotation=45, ha="right")
         ax.set_title(f"{metric_header(metric, comparison['distance_unit'])}: variant − plain",
                      fontsize=9)
     for ax in axes[len(metrics):]:
@@ -42,7 +43,7 @@ def plot_paired_differences(comparison: dict, path: Path) -> Path:
     if paired:
         axes[0].legend(fontsize=7)
     figure.suptitle(f"Paired differences to plain ({comparison['subset']} subset; "
-                    "dots: seeds; bars: bootstrap 95% interval)", fontsize=10)
+                    "dots: (seed, class); bars: seeds x cases bootstrap 95% interval)", fontsize=10)
     with atomic_open(path) as handle:
         figure.savefig(handle, format="png", dpi=110)
     return path
@@ -50,7 +51,7 @@ def plot_paired_differences(comparison: dict, path: Path) -> Path:
 
 def _draw_variant(ax, stats: dict, classes: list[str], offset: float, colour: str,
                   label: str) -> None:
-    """Dots per (seed, class), and the mean with its interval over all pairs at the end."""
+    """Dots per (seed, class), and the mean with its interval at the end."""
     xs = [classes.index(p["class"]) + offset for p in stats["pairs"]]
     ax.scatter(xs, [p["difference"] for p in stats["pairs"]], s=14, color=colour, alpha=0.7,
                label=label)

@@ -3,8 +3,11 @@
 ``docs`` below is ``{variant: {seed: metrics.json content}}`` (layout in
 :func:`morse.evaluation.tables.write_metrics`). A variant's *output* is its rendered one when
 its renderer is on (the coarse one is reported beside it), else its coarse (= only) output.
-Differences to the plain backbone are paired by (seed, foreground class): the variant's
-per-class mean minus plain's, for the same seed and class.
+
+Differences are paired by seed and case: for the same seed and case, the variant's output
+minus the other side's, the classes averaged inside the case. The S seeds x C cases table of
+such differences is what :func:`morse.experiments.stats.cluster_bootstrap` resamples; the
+per (seed, class) differences are kept too, for the plot's dots.
 """
 
 from __future__ import annotations
@@ -13,17 +16,29 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from morse.errors import ConfigError
 from morse.evaluation.tables import FOREGROUND, metric_header
 from morse.experiments.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    MIN_UNITS,
+    cluster_bootstrap,
     mean_std,
-    paired_bootstrap_ci,
 )
 from morse.metrics import DISTANCE_METRICS, MetricSettings
 
-__all__ = ["PLAIN", "build_comparison", "format_markdown", "read_metrics", "table_metrics"]
+__all__ = [
+    "PLAIN",
+    "build_comparison",
+    "case_means",
+    "empty_masks",
+    "format_markdown",
+    "paired_differences",
+    "read_metrics",
+    "table_metrics",
+]
 
 #: The variant every other is compared with.
 PLAIN = "plain"
@@ -31,6 +46,9 @@ PLAIN = "plain"
 _SUBSET_NOTE = {
     "val": "the split's **validation** cases, where settings are chosen",
     "test": "the split's **test** cases: report these only for settings already fixed on val",
+    "heldout": "the dataset's **held-out** set (imagesTs + labelsTs, or `--images` + "
+               "`--labels`), outside the split: report it only for settings already fixed on "
+               "val",
 }
 
 
@@ -71,12 +89,15 @@ def _first(docs: Mapping[str, Mapping[int, dict]]) -> tuple[str, dict]:
 
 
 def _check_alike(docs: Mapping[str, Mapping[int, dict]]) -> None:
-    """Every run scored with the same classes, unit and metric settings."""
+    """Every run scored with the same classes, unit, metric settings and cases."""
     label, first = _first(docs)
     keys = ("class_names", "distance_unit", "settings")
+    cases = sorted(first["coarse"].get("per_case", {}))
     for variant, by_seed in docs.items():
         for seed, doc in by_seed.items():
             differ = [k for k in keys if doc.get(k) != first.get(k)]
+            if sorted(doc["coarse"].get("per_case", {})) != cases:
+                differ.append("cases")
             if differ:
                 raise ConfigError(
                     f"{variant}/seed{seed} and {label} were scored with different "
@@ -101,12 +122,68 @@ def summarise_variant(by_seed: Mapping[int, dict], output: str, metrics: list[st
     return out
 
 
+def _per_case(doc: Mapping, output: str) -> dict:
+    block = doc[output]
+    if "per_case" not in block:
+        raise ConfigError(f"a metrics.json without per-case values ({output} output); delete "
+                          "the runs' eval_<subset> folders and run the comparison again to "
+                          "score them anew")
+    return block["per_case"]
+
+
+def case_means(doc: Mapping, output: str, metric: str) -> dict[str, float]:
+    """``{case: metric averaged over the foreground classes of that case}``.
+
+    >>> doc = {"coarse": {"per_case": {"c1": {"a": {"dice": 0.5}, "b": {"dice": 1.0}},
+    ...                                "c2": {"a": {"dice": 0.0}, "b": {"dice": 0.5}}}}}
+    >>> case_means(doc, "coarse", "dice")
+    {'c1': 0.75, 'c2': 0.25}
+    """
+    return {case: float(np.mean([values[metric] for values in classes.values()]))
+            for case, classes in _per_case(doc, output).items()}
+
+
+def empty_masks(by_seed: Mapping[int, dict], output: str) -> dict:
+    """How many (case, class) pairs, over all seeds, had an empty mask, and how much of the
+    distance means they make up.
+
+    Returns:
+        ``{"one_empty": n, "both_empty": n, "pairs": N, "share": {metric: fraction}}``:
+        ``one_empty`` pairs (a class missed or hallucinated) score the fallback distance,
+        ``both_empty`` pairs 0 (see :mod:`morse.metrics`); ``share`` is the fraction of the
+        sum of each distance over all pairs that the one-empty pairs contribute, i.e. of the
+        foreground mean.
+
+    >>> pc = {"c1": {"a": {"hd95": 90.0, "policy": "one_empty"}, "b": {"hd95": 10.0, "policy": ""}},
+    ...       "c2": {"a": {"hd95": 0.0, "policy": "both_empty"}, "b": {"hd95": 0.0, "policy": ""}}}
+    >>> empty_masks({0: {"coarse": {"per_case": pc}}}, "coarse")
+    {'one_empty': 1, 'both_empty': 1, 'pairs': 4, 'share': {'hd95': 0.9}}
+    """
+    counts = {"one_empty": 0, "both_empty": 0, "pairs": 0}
+    total: dict[str, float] = {}
+    fallback: dict[str, float] = {}
+    for doc in by_seed.values():
+        for classes in _per_case(doc, output).values():
+            for values in classes.values():
+                counts["pairs"] += 1
+                policy = values.get("policy", "")
+                if policy in counts:
+                    counts[policy] += 1
+                for metric in DISTANCE_METRICS:
+                    if metric in values:
+                        total[metric] = total.get(metric, 0.0) + values[metric]
+                        if policy == "one_empty":
+                            fallback[metric] = fallback.get(metric, 0.0) + values[metric]
+    share = {m: (fallback.get(m, 0.0) / total[m] if total[m] else 0.0) for m in total}
+    return {**counts, "share": share}
+
+
 def paired_differences(
-    plain: Mapping[int, dict], variant: Mapping[int, dict], metric: str,
+    base: Mapping[int, dict], other: Mapping[int, dict], metric: str,
     outputs: tuple[str, str] | None = None,
 ) -> list[dict]:
     """One ``{"seed", "class", "difference"}`` per seed of both and foreground class: the
-    variant's output minus plain's, per-class means over cases.
+    other side's output minus the base's, per-class means over cases (the plot's dots).
 
     ``outputs`` names the two outputs compared, e.g. ``("coarse", "rendered")`` for what
     rendering changes in the same runs; default: each side's first output.
@@ -116,59 +193,108 @@ def paired_differences(
     [{'seed': 0, 'class': 'a', 'difference': 0.25}, {'seed': 0, 'class': 'b', 'difference': 0.0}]
     """
     pairs = []
-    for seed in sorted(set(plain) & set(variant)):
-        base_output, other_output = outputs or (outputs_of(plain[seed])[0],
-                                                outputs_of(variant[seed])[0])
-        base = plain[seed][base_output]["mean"]
-        other = variant[seed][other_output]["mean"]
-        for name in base:
-            if name != FOREGROUND and name in other:
-                difference = other[name][metric] - base[name][metric]
+    for seed in sorted(set(base) & set(other)):
+        base_output, other_output = outputs or _outputs(base[seed], other[seed])
+        before, after = base[seed][base_output]["mean"], other[seed][other_output]["mean"]
+        for name in before:
+            if name != FOREGROUND and name in after:
+                difference = after[name][metric] - before[name][metric]
                 pairs.append({"seed": seed, "class": name, "difference": difference})
     return pairs
 
 
-def _paired(plain: Mapping[int, dict], variant: Mapping[int, dict], metrics: list[str],
+def _outputs(base: Mapping, other: Mapping) -> tuple[str, str]:
+    return outputs_of(base)[0], outputs_of(other)[0]
+
+
+def difference_table(
+    base: Mapping[int, dict], other: Mapping[int, dict], metric: str,
+    outputs: tuple[str, str] | None = None,
+) -> tuple[list[int], list[str], np.ndarray]:
+    """The seeds of both sides, the cases, and the (S, C) table of differences (other minus
+    base, per seed and case, classes averaged inside each case).
+
+    >>> doc = lambda o, x, y: {o: {"per_case": {"c1": {"a": {"dice": x}},
+    ...                                         "c2": {"a": {"dice": y}}}}}
+    >>> difference_table({0: doc("coarse", 0.5, 0.5)}, {0: doc("rendered", 0.75, 0.5)}, "dice")
+    ([0], ['c1', 'c2'], array([[0.25, 0.  ]]))
+    """
+    seeds = sorted(set(base) & set(other))
+    rows, cases = [], None
+    for seed in seeds:
+        base_output, other_output = outputs or _outputs(base[seed], other[seed])
+        before = case_means(base[seed], base_output, metric)
+        after = case_means(other[seed], other_output, metric)
+        cases = cases or sorted(before)
+        rows.append([after[case] - before[case] for case in cases])
+    return seeds, cases or [], np.asarray(rows, dtype=float)
+
+
+def _paired(base: Mapping[int, dict], other: Mapping[int, dict], metrics: list[str],
             outputs: tuple[str, str] | None = None) -> dict:
     out = {}
     for metric in metrics:
-        pairs = paired_differences(plain, variant, metric, outputs)
-        mean, low, high = paired_bootstrap_ci([p["difference"] for p in pairs])
-        out[metric] = {"mean": mean, "ci95": [low, high], "n_pairs": len(pairs), "pairs": pairs}
+        seeds, cases, table = difference_table(base, other, metric, outputs)
+        interval = cluster_bootstrap(table)
+        out[metric] = {
+            **interval.to_dict(),
+            "per_seed": {str(s): float(row.mean()) for s, row in zip(seeds, table)},
+            "pairs": paired_differences(base, other, metric, outputs),
+        }
     return out
 
 
+def _train_time(seconds: Mapping[int, float | None] | None) -> dict | None:
+    """Mean ± std over seeds of the recorded training seconds (None: none recorded)."""
+    recorded = {str(s): v for s, v in (seconds or {}).items() if v is not None}
+    if not recorded:
+        return None
+    mean, std = mean_std(list(recorded.values()))
+    return {"mean": mean, "std": std, "per_seed": recorded}
+
+
 def build_comparison(
-    docs: Mapping[str, Mapping[int, dict]], command: str, subset: str
+    docs: Mapping[str, Mapping[int, dict]], command: str, subset: str,
+    train_seconds: Mapping[str, Mapping[int, float | None]] | None = None,
 ) -> dict:
     """Everything ``comparison.json`` holds: the command, the subset, per-variant summaries
-    of each output, when ``plain`` is among the variants paired differences to it, and for
-    every variant with a renderer its rendered output paired with its own coarse output
-    (what rendering changes in the same runs, the backbone held fixed)."""
+    of each output with their empty-mask counts and training time, and when ``plain`` is
+    among the variants the paired differences to it (``paired``) and, for renderer variants,
+    their coarse output against plain's (``backbone``: did training with the renderer change
+    the backbone itself?); for every renderer variant its rendered output against its own
+    coarse output (``rendering``: what rendering changes, the backbone held fixed)."""
     _check_alike(docs)
     _, first = _first(docs)
     metrics = table_metrics(first)
+    renderers = [v for v, by_seed in docs.items()
+                 if "rendered" in outputs_of(next(iter(by_seed.values())))]
     comparison = {
         "command": command, "subset": subset, "metrics": metrics,
         "distance_unit": first["distance_unit"], "class_names": first["class_names"],
         "n_cases": first["coarse"]["n_cases"],
+        "heldout": {k: first[k] for k in ("images", "labels") if k in first} or None,
         "seeds": {v: sorted(by_seed) for v, by_seed in docs.items()},
         "checkpoints": {v: {str(s): d.get("checkpoint") for s, d in by_seed.items()}
                         for v, by_seed in docs.items()},
         "summary": {v: {output: summarise_variant(by_seed, output, metrics)
                         for output in outputs_of(next(iter(by_seed.values())))}
                     for v, by_seed in docs.items()},
-        "paired": {},
+        "empty_masks": {v: {output: empty_masks(by_seed, output)
+                            for output in outputs_of(next(iter(by_seed.values())))}
+                        for v, by_seed in docs.items()},
+        "train_seconds": {v: _train_time((train_seconds or {}).get(v)) for v in docs},
+        "paired": {}, "backbone": {},
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95,
-                      "unit": "(seed, class) pairs"},
+                      "unit": "seeds and cases (two-way cluster bootstrap, paired)",
+                      "min_units": MIN_UNITS},
     }
     if PLAIN in docs:
         comparison["paired"] = {v: _paired(docs[PLAIN], by_seed, metrics)
                                 for v, by_seed in docs.items() if v != PLAIN}
-    comparison["rendering"] = {
-        v: _paired(by_seed, by_seed, metrics, ("coarse", "rendered"))
-        for v, by_seed in docs.items() if "rendered" in outputs_of(next(iter(by_seed.values())))
-    }
+        comparison["backbone"] = {v: _paired(docs[PLAIN], docs[v], metrics,
+                                             ("coarse", "coarse")) for v in renderers}
+    comparison["rendering"] = {v: _paired(docs[v], docs[v], metrics, ("coarse", "rendered"))
+                               for v in renderers}
     return comparison
 
 
@@ -181,32 +307,75 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+#: The summary table's column of empty-mask counts, placed after the last distance metric.
+EMPTY = "empty"
+
+
+def _summary_columns(metrics: list[str]) -> list[str]:
+    """The metrics with :data:`EMPTY` after the last distance among them (none: last)."""
+    distances = [i for i, m in enumerate(metrics) if m in DISTANCE_METRICS]
+    at = distances[-1] + 1 if distances else len(metrics)
+    return [*metrics[:at], EMPTY, *metrics[at:]]
+
+
+def _empty_cell(counts: dict) -> str:
+    """``"3 / 0 of 30, 66% of HD95"``: one-empty / both-empty pairs, and the share of the
+    HD95 mean the one-empty pairs make up."""
+    cell = f"{counts['one_empty']} / {counts['both_empty']} of {counts['pairs']}"
+    share = counts["share"].get("hd95")
+    return cell + (f", {share:.0%} of HD95" if counts["one_empty"] and share is not None else "")
+
+
+def _time_cell(train: dict | None) -> str:
+    if train is None:
+        return "not recorded"
+    return f"{train['mean']:.0f}" + ("" if train["std"] is None else f" ± {train['std']:.0f}")
+
+
 def _summary_table(comparison: dict) -> list[str]:
     metrics, unit = comparison["metrics"], comparison["distance_unit"]
-    lines = [_row(["variant", "output", "seeds", *(metric_header(m, unit) for m in metrics)]),
-             _row(["---"] * (3 + len(metrics)))]
+    columns = _summary_columns(metrics)
+    titles = ["empty masks (one / both)" if c == EMPTY else metric_header(c, unit)
+              for c in columns]
+    lines = [_row(["variant", "output", "seeds", *titles, "train (s)"]),
+             _row(["---"] * (4 + len(columns)))]
     for variant, outputs in comparison["summary"].items():
-        for output, stats in outputs.items():
-            cells = [_number(m, stats[m]["mean"]) + ("" if stats[m]["std"] is None
-                                                     else f" ± {_number(m, stats[m]['std'])}")
-                     for m in metrics]
+        for index, (output, stats) in enumerate(outputs.items()):
+            cells = [_empty_cell(comparison["empty_masks"][variant][output]) if c == EMPTY
+                     else _number(c, stats[c]["mean"]) + ("" if stats[c]["std"] is None
+                                                          else f" ± {_number(c, stats[c]['std'])}")
+                     for c in columns]
             seeds = len(comparison["seeds"][variant])
-            lines.append(_row([variant, output, str(seeds), *cells]))
+            train = "" if index else _time_cell(comparison["train_seconds"][variant])
+            lines.append(_row([variant, output, str(seeds), *cells, train]))
     return lines
 
 
+_FIRST_COLUMN = {"paired": f"variant − {PLAIN}", "backbone": f"coarse − {PLAIN}",
+                 "rendering": "rendered − coarse"}
+
+
 def _paired_table(comparison: dict, key: str = "paired") -> list[str]:
+    """One row per variant of ``comparison[key]``: mean [interval] per metric and n; then
+    one line per distinct small-sample warning."""
     metrics, unit = comparison["metrics"], comparison["distance_unit"]
-    first = f"variant − {PLAIN}" if key == "paired" else "variant: rendered − coarse"
-    lines = [_row([first, "pairs", *(metric_header(m, unit) for m in metrics)]),
+    lines = [_row([_FIRST_COLUMN[key], "n (seeds × cases)",
+                   *(metric_header(m, unit) for m in metrics)]),
              _row(["---"] * (2 + len(metrics)))]
+    warnings = {}
     for variant, by_metric in comparison[key].items():
-        output = next(iter(comparison["summary"][variant])) if key == "paired" else "same runs"
+        output = {"paired": next(iter(comparison["summary"][variant])), "backbone": "coarse",
+                  "rendering": "same runs"}[key]
         cells = [f"{_number(m, by_metric[m]['mean'], True)} "
                  f"[{_number(m, by_metric[m]['ci95'][0], True)}, "
                  f"{_number(m, by_metric[m]['ci95'][1], True)}]" for m in metrics]
-        lines.append(_row([f"{variant} ({output})", str(by_metric[metrics[0]]["n_pairs"]),
-                           *cells]))
+        first = by_metric[metrics[0]]
+        n = f"{first['n_seeds']} × {first['n_cases']}"
+        if first["warning"]:
+            warnings[n] = first["warning"]
+            n += " †"
+        lines.append(_row([f"{variant} ({output})", n, *cells]))
+    lines += ["", *(f"† n = {n}: {text}." for n, text in warnings.items())] if warnings else []
     return lines
 
 
@@ -217,39 +386,63 @@ def _checkpoint_files(comparison: dict) -> str:
     return ", ".join(sorted(files)) or "not recorded"
 
 
+def _subset_line(comparison: dict) -> str:
+    heldout = comparison.get("heldout")
+    where = (f" (images {heldout['images']}, labels {heldout['labels']})"
+             if heldout and comparison["subset"] == "heldout" else "")
+    return (f"Subset: **{comparison['subset']}**, {_SUBSET_NOTE[comparison['subset']]}{where} "
+            f"({comparison['n_cases']} case(s), classes {', '.join(comparison['class_names'])}).")
+
+
 def format_markdown(comparison: dict, figure: str | None = None) -> str:
-    """``comparison.md``: the command, the subset, the table and the paired differences."""
+    """``comparison.md``: the command, the subset, the table, the paired differences (to
+    plain, of the backbone, of rendering), each interval with its n."""
     boot = comparison["bootstrap"]
     lines = [
         f"# Comparison on the {comparison['subset']} subset", "", "Produced by:", "",
         f"    {comparison['command']}", "",
-        f"Subset: **{comparison['subset']}**, {_SUBSET_NOTE[comparison['subset']]} "
-        f"({comparison['n_cases']} case(s), classes {', '.join(comparison['class_names'])}). "
-        "Each cell: mean ± standard deviation over seeds of the foreground mean (the mean "
-        "over classes of the per-class means over cases). Distances in "
-        f"{comparison['distance_unit']}; the renderer's variants list their rendered output "
-        "and, beside it, their coarse (backbone) output. Checkpoints scored: "
+        _subset_line(comparison) + " Each cell: mean ± standard deviation over seeds of the "
+        "foreground mean (the mean over classes of the per-class means over cases). "
+        f"Distances in {comparison['distance_unit']}; the renderer's variants list their "
+        "rendered output and, beside it, their coarse (backbone) output. Empty masks: "
+        "(case, class) pairs over all seeds where exactly one of prediction and truth is "
+        "empty (a missed or hallucinated class; its HD95 and ASD are set to the image "
+        "diagonal) / where both are (distance 0), of all pairs, and the share of the HD95 "
+        "mean that the one-empty pairs make up. Train: wall seconds of training per run, "
+        "mean ± std over seeds, every sitting of a resumed run added. Checkpoints scored: "
         f"{_checkpoint_files(comparison)} (each run's file and step in comparison.json).", "",
         *_summary_table(comparison), "",
     ]
+    method = (
+        "same seed and same case on both sides, the classes averaged inside each case: mean "
+        "[95% percentile interval of a two-way cluster bootstrap: each of "
+        f"{boot['resamples']:,} resamples draws the seeds and the cases with replacement, "
+        f"generator seed {boot['seed']}]. n: the independent units the interval rests on; "
+        f"with fewer than {boot['min_units']} seeds or cases (†) it cannot measure that "
+        "level's variation (3 seeds: the interval is the range of the per-seed differences)."
+    )
     if comparison["paired"]:
         lines += [
             f"## Paired differences to {PLAIN}", "",
-            f"The variant's output minus {PLAIN}'s, per (seed, foreground class) pair of "
-            "per-class means, same seed and class on both sides: mean [95% percentile "
-            f"bootstrap interval, {boot['resamples']:,} resamples of the pairs, seed "
-            f"{boot['seed']}]. Higher is better for Dice, NSD and bIoU; lower for HD95 and "
-            "ASD.", "", *_paired_table(comparison), "",
+            f"The variant's output minus {PLAIN}'s, {method} Higher is better for Dice, NSD "
+            "and bIoU; lower for HD95 and ASD.", "", *_paired_table(comparison), "",
         ]
         if figure:
             lines += [f"![paired differences per class]({figure})", ""]
     else:
         lines += [f"No paired differences: {PLAIN} is not among the variants.", ""]
+    if comparison.get("backbone"):
+        lines += [
+            "## The backbone trained with the renderer: coarse output − plain", "",
+            f"Each renderer variant's coarse (backbone) output minus {PLAIN}'s, paired and "
+            "resampled as above: did training with the renderer change the backbone itself?",
+            "", *_paired_table(comparison, "backbone"), "",
+        ]
     if comparison.get("rendering"):
         lines += [
             "## Rendering against the same runs' coarse output", "",
             "Each renderer variant's rendered output minus its own coarse (backbone) output, "
-            "per (seed, foreground class) pair, bootstrap as above: what rendering changes "
-            "with the backbone held fixed.", "", *_paired_table(comparison, "rendering"), "",
+            "paired and resampled as above: what rendering changes with the backbone held "
+            "fixed.", "", *_paired_table(comparison, "rendering"), "",
         ]
     return "\n".join(lines)

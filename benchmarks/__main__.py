@@ -8,6 +8,7 @@
     python -m benchmarks margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
     python -m benchmarks knobs RUN           # accuracy and time against the render budget
     python -m benchmarks flips RUN           # where rendering changed the label, right or wrong
+    python -m benchmarks nnunet_compare DIR  # nnU-Net against nnU-Net with MORSE, on the demo
 
 ``--json`` prints the same figures for machines (overhead, chunked, margins).
 """
@@ -21,7 +22,8 @@ import sys
 
 #: Experiments with their own command line (``python -m benchmarks NAME --help``).
 SCRIPTS = {"knobs": "accuracy and prediction time of one trained run against the render budget",
-           "flips": "where rendering changed the backbone's label, and whether for the better"}
+           "flips": "where rendering changed the backbone's label, and whether for the better",
+           "nnunet_compare": "nnU-Net against nnU-Net with MORSE (and a warm start), repeats"}
 
 
 def _fields(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, object]:

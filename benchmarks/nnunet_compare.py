@@ -10,7 +10,8 @@ training continues with nnU-Net's ``--c``):
 2. per repeat r (its own ``DIR/res_r<r>`` results folder; nnU-Net's runs are not seeded):
    ``nnUNetTrainer_<E>epochs``, ``nnUNetTrainerMORSE_<E>epochs`` and the warm start
    ``nnUNetTrainerMORSE_<W>epoch(s)`` from that repeat's plain checkpoint
-   (``-pretrained_weights``), in ``--jobs`` parallel streams;
+   (``-pretrained_weights``), one after the other: nnU-Net on a CPU takes every core
+   (``torch.set_num_threads(cpu_count)``), so two trainings at once oversubscribe them;
 3. ``nnUNetv2_predict`` on imagesTs, then ``morse score`` of the held-out (test) case and of
    nnU-Net's own validation prediction of fold 0;
 4. the table: mean and spread over repeats of foreground Dice, HD95 and NSD@1 mm, with
@@ -26,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 
 def _environment(root: Path, repeat: int | None = None) -> dict[str, str]:
     env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
-               OMP_NUM_THREADS="1", nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1")
+               nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1")
     if repeat is not None:
         env["nnUNet_results"] = str(root / f"res_r{repeat}")
     return env
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
                         "iterations for plain and MORSE (a budget variant name must exist)")
     parser.add_argument("--warm-epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2, help="trainings run at once")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -195,11 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         prepare(root, args.config, args.dataset_id)
         repeats = range(args.repeats)
-        streams = [[(plain, r, None) for r in repeats] + [(warm, r, plain) for r in repeats],
-                   [(morse, r, None) for r in repeats]]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda jobs: [train(root, args.dataset_id, *job) for job in jobs],
-                          streams))
+        for r in repeats:
+            for trainer, warm_from in ((plain, None), (morse, None), (warm, plain)):
+                train(root, args.dataset_id, trainer, r, warm_from)
         for trainer in (plain, morse, warm):
             for r in repeats:
                 score(root, args.dataset_id, trainer, r)

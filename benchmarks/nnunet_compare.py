@@ -115,10 +115,15 @@ def _score(predictions: Path, labels: Path, out: Path, allow_missing: bool = Fal
 
 
 def foreground(metrics_json: Path) -> dict[str, float]:
-    """Foreground means (classes 1..K-1, then cases) of :data:`METRICS` from ``morse score``."""
+    """Foreground means (classes 1..K-1, then cases) of :data:`METRICS` from ``morse score``,
+    and ``one_empty``: the (case, class) pairs where exactly one of prediction and reference
+    is empty (a missed or invented class; its distances are the image diagonal)."""
     per_case = json.loads(metrics_json.read_text())["prediction"]["per_case"]
-    return {key: float(np.mean([np.mean([cls[key] for cls in case.values()])
-                                for case in per_case.values()])) for key in METRICS}
+    means = {key: float(np.mean([np.mean([cls[key] for cls in case.values()])
+                                 for case in per_case.values()])) for key in METRICS}
+    means["one_empty"] = float(sum(cls.get("policy") == "one_empty"
+                                   for case in per_case.values() for cls in case.values()))
+    return means
 
 
 def _unpaired_interval(a: list[float], b: list[float], resamples: int = 10_000
@@ -139,14 +144,16 @@ def table(root: Path, plain: str, morse: str, warm: str, subset: str) -> str:
         for path in sorted((root / "scores" / subset).glob(f"{trainer}_r*/metrics.json")):
             runs.setdefault(trainer, {})[int(path.parent.name.rsplit("_r", 1)[1])] = \
                 foreground(path)
-    lines = [f"| {subset} | repeats | " + " | ".join(METRICS.values()) + " |",
-             "|---|---|" + "---|" * len(METRICS)]
+    lines = [f"| {subset} | repeats | " + " | ".join(METRICS.values())
+             + " | classes missed or invented |", "|---|---|" + "---|" * (len(METRICS) + 1)]
     for trainer, by_repeat in runs.items():
         cells = []
         for key in METRICS:
             mean, std = mean_std([m[key] for m in by_repeat.values()])
             cells.append(f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}")
-        lines.append(f"| `{trainer}` | {len(by_repeat)} | " + " | ".join(cells) + " |")
+        missed = "/".join(f"{m['one_empty']:.0f}" for m in by_repeat.values())
+        lines.append(f"| `{trainer}` | {len(by_repeat)} | " + " | ".join(cells)
+                     + f" | {missed} |")
     if plain in runs and morse in runs:
         cells = []
         for key in METRICS:
@@ -154,7 +161,7 @@ def table(root: Path, plain: str, morse: str, warm: str, subset: str) -> str:
                                                  [m[key] for m in runs[morse].values()])
             cells.append(f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]")
         lines.append(f"| MORSE − plain (independent runs) | {len(runs[morse])} vs "
-                     f"{len(runs[plain])} | " + " | ".join(cells) + " |")
+                     f"{len(runs[plain])} | " + " | ".join(cells) + " | |")
     paired = sorted(set(runs.get(warm, {})) & set(runs.get(plain, {})))
     if paired:
         cells = []
@@ -163,7 +170,7 @@ def table(root: Path, plain: str, morse: str, warm: str, subset: str) -> str:
                                           for r in paired])
             cells.append(f"{interval.mean:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]")
         lines.append(f"| warm start − its plain run (paired) | {len(paired)} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + " | |")
     warning = small_sample_warning(len(runs.get(plain, {})) or 1, 1)
     if warning:
         lines.append(f"\n{len(runs.get(plain, {}))} repeats x 1 held-out case: {warning}.")

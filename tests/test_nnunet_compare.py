@@ -11,16 +11,16 @@ from benchmarks.nnunet_compare import _unpaired_interval, foreground, table
 
 
 def _metrics(path: Path, dice: list[float]) -> None:
-    classes = {f"c{i}": {"dice": d, "hd95": 10 * (1 - d), "nsd_1mm": d}
-               for i, d in enumerate(dice)}
+    classes = {f"c{i}": {"dice": d, "hd95": 10 * (1 - d), "nsd_1mm": d,
+                         "policy": "one_empty" if d == 0 else ""} for i, d in enumerate(dice)}
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps({"prediction": {"per_case": {"a": classes}}}))
 
 
 def test_foreground_averages_classes_inside_the_case(tmp_path):
-    _metrics(tmp_path / "s", [0.5, 1.0])
-    assert foreground(tmp_path / "s" / "metrics.json") == {"dice": 0.75, "hd95": 2.5,
-                                                           "nsd_1mm": 0.75}
+    _metrics(tmp_path / "s", [0.5, 1.0, 0.0])
+    assert foreground(tmp_path / "s" / "metrics.json") == {"dice": 0.5, "hd95": 5.0,
+                                                           "nsd_1mm": 0.5, "one_empty": 1.0}
 
 
 def test_table_compares_independent_runs_and_pairs_the_warm_start_with_its_plain_run(tmp_path):

@@ -12,6 +12,7 @@
     python -m benchmarks margins RUN [RUN..] # flips vs coarse margin; adaptive vs fixed budget
     python -m benchmarks knobs RUN           # accuracy and time against the render budget
     python -m benchmarks flips RUN           # where rendering changed the label, right or wrong
+    python -m benchmarks nnunet_compare DIR  # nnU-Net against nnU-Net with MORSE, on the demo
 
 ``--json`` prints the same figures for machines (overhead, chunked, margins).
 """
@@ -27,7 +28,8 @@ import sys
 SCRIPTS = {"knobs": "accuracy and prediction time of one trained run against the render budget",
            "flips": "where rendering changed the backbone's label, and whether for the better",
            "gpu": "the GPU check: it/s, peak memory and MORSE/plain ratios, 2D and 3D, fp32 and "
-                  "bf16, and the CT-sized chunked row"}
+                  "bf16, and the CT-sized chunked row",
+           "nnunet_compare": "nnU-Net against nnU-Net with MORSE (and a warm start), repeats"}
 
 
 def _fields(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, object]:

@@ -1,6 +1,8 @@
 """MORSE inside nnU-Net v2, end to end on a toy raw dataset: nnU-Net's planning, the tiny MORSE
-trainer through nnU-Net's train command, its predict command, ``morse score``; then what the
-checkpoint holds, what eval returns, the warm start from a plain checkpoint and the errors.
+trainer through nnU-Net's own ``nnUNetv2_train`` (after ``morse nnunet install``), its
+``nnUNetv2_predict``, ``morse score``, for the 2d, 3d_fullres (anisotropic strides) and ResEnc
+plans; then what the checkpoint holds, what eval returns, the cascade's extra input channels, the
+warm start from a plain checkpoint and the errors.
 
 Skipped without nnunetv2 (``pip install -e ".[nnunet]" "torch==<yours>"``).
 """
@@ -25,11 +27,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa:
 
 from morse.cli.main import main  # noqa: E402
 from morse.errors import CheckpointError, ConfigError  # noqa: E402
+from morse.nnunet import launch  # noqa: E402
 from morse.nnunet.network import MorseUNet, check_unrollable  # noqa: E402
 from morse.nnunet.trainer import nnUNetTrainerMORSE, nnUNetTrainerMORSE_tiny  # noqa: E402
 from morse.nnunet.weights import load_plain_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+"""Where this environment's console scripts live (nnU-Net's stock commands)."""
 DATASET = "Dataset901_Toy"
 TRAINER = "nnUNetTrainerMORSE_tiny"
 pytestmark = pytest.mark.slow
@@ -64,7 +69,8 @@ def write_toy_dataset(raw: Path, cases: int = 8, test_cases: int = 2) -> Path:
 @pytest.fixture(scope="module")
 def nnunet(tmp_path_factory):
     """nnU-Net's folders (environment set for this module), the toy dataset planned and
-    preprocessed for 2d by nnU-Net's own command."""
+    preprocessed by nnU-Net's own command for 2d and 3d_fullres (default and ResEnc M plans),
+    and MORSE's trainers installed where nnU-Net's stock commands find them."""
     base = tmp_path_factory.mktemp("nnunet")
     env = {
         "nnUNet_raw": str(base / "raw"), "nnUNet_preprocessed": str(base / "preprocessed"),
@@ -74,9 +80,16 @@ def nnunet(tmp_path_factory):
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     write_toy_dataset(base / "raw")
-    _run("nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "2d", "-np", "1")
+    _run(str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "3d_fullres",
+         "-np", "1", "1")
+    _run(str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1",
+         "-pl", "nnUNetPlannerResEncM")
+    shim_was_there = launch.shim_path().exists()
+    launch.install_shim()
     os.environ["nnUNet_n_proc_DA"] = "0"  # training: augment in the main process
     yield base
+    if not shim_was_there:
+        launch.uninstall_shim()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -84,13 +97,18 @@ def nnunet(tmp_path_factory):
             os.environ[key] = value
 
 
+def _train(nnunet: Path, configuration: str, *extra: str) -> Path:
+    """The tiny MORSE trainer through nnU-Net's stock ``nnUNetv2_train`` (3 iterations, then
+    nnU-Net's final validation of fold 0 on MORSE's output); the fold folder."""
+    _run(str(BIN / "nnUNetv2_train"), "901", configuration, "0", "-tr", TRAINER, "-device",
+         "cpu", *extra)
+    plans = extra[extra.index("-p") + 1] if "-p" in extra else "nnUNetPlans"
+    return nnunet / "results" / DATASET / f"{TRAINER}__{plans}__{configuration}" / "fold_0"
+
+
 @pytest.fixture(scope="module")
 def trained(nnunet) -> Path:
-    """The tiny MORSE trainer through nnUNetv2_train (3 iterations, then nnU-Net's final
-    validation of fold 0 on MORSE's output)."""
-    _run(sys.executable, "-m", "morse", "nnunet", "train", "901", "2d", "0", "-tr", TRAINER,
-         "-device", "cpu")
-    return nnunet / "results" / DATASET / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
+    return _train(nnunet, "2d")
 
 
 def _run(*command: str) -> str:
@@ -125,7 +143,7 @@ def test_training_validates_and_checkpoints_the_renderer(trained):
 
 def test_predict_writes_label_maps_and_probabilities_that_morse_scores(trained, nnunet, tmp_path):
     out = tmp_path / "predictions"
-    _run(sys.executable, "-m", "morse", "nnunet", "predict", "-i",
+    _run(str(BIN / "nnUNetv2_predict"), "-i",
          str(nnunet / "raw" / DATASET / "imagesTs"), "-o", str(out), "-d", "901", "-c", "2d",
          "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1",
          "--save_probabilities")
@@ -135,6 +153,52 @@ def test_predict_writes_label_maps_and_probabilities_that_morse_scores(trained, 
                  "-o", str(tmp_path / "scores")]) == 0
     scores = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert sorted(scores["prediction"]["per_case"]) == ["toy_6", "toy_7"]
+
+
+def test_3d_fullres_with_anisotropic_strides_trains_and_predicts_through_stock_commands(
+        nnunet, tmp_path):
+    plans, _ = _plans(nnunet)
+    strides = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
+    assert any(len(set(s)) > 1 for s in strides)  # the toy's 3 mm axis is pooled less
+    fold = _train(nnunet, "3d_fullres")
+    assert (fold / "checkpoint_final.pth").is_file()
+    out = tmp_path / "predictions"
+    _run(str(BIN / "nnUNetv2_predict"), "-i", str(nnunet / "raw" / DATASET / "imagesTs"),
+         "-o", str(out), "-d", "901", "-c", "3d_fullres", "-f", "0", "-tr", TRAINER,
+         "-device", "cpu", "-npp", "1", "-nps", "1")
+    label = nib.load(out / "toy_6.nii.gz")
+    assert label.shape == (40, 40, 4) and set(np.unique(label.get_fdata())) <= {0, 1, 2}
+
+
+def test_resenc_plans_train_with_the_renderer(nnunet):
+    fold = _train(nnunet, "2d", "-p", "nnUNetResEncUNetMPlans")
+    weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu",
+                         weights_only=False)["network_weights"]
+    assert any(k.startswith("renderer.") for k in weights)
+    assert any("encoder.stages.0.blocks" in k for k in weights)  # residual encoder blocks
+
+
+def test_cascade_stage_takes_the_previous_stage_as_extra_channels(nnunet):
+    plans, spec = _plans(nnunet)
+    configurations = plans["configurations"]
+    configurations["3d_lowres"] = dict(configurations["3d_fullres"],
+                                       data_identifier="nnUNetPlans_3d_fullres",
+                                       next_stage="3d_cascade_fullres")
+    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres",
+                                            "previous_stage": "3d_lowres"}
+    trainer = nnUNetTrainerMORSE_tiny(plans, "3d_cascade_fullres", 0, spec, torch.device("cpu"))
+    trainer.initialize()
+    patch = configurations["3d_fullres"]["patch_size"]
+    image = torch.randn(2, 3, *patch)  # the scan and one channel per foreground class
+    target = torch.randint(0, 3, (2, 1, *patch))
+    trainer.network.train()
+    output = trainer.network(image)
+    targets = [torch.nn.functional.interpolate(target.float(), size=o.shape[2:]).long()
+               for o in output]  # nnU-Net's deep-supervision targets: nearest, per scale
+    loss = trainer.loss(output, targets)
+    loss.backward()
+    first = next(trainer.network.parameters())
+    assert first.shape[1] == 3 and first.grad is not None and torch.isfinite(loss)
 
 
 def test_eval_output_differs_from_the_backbone_only_at_rendered_cells(trained, nnunet):

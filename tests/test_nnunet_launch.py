@@ -51,3 +51,20 @@ def test_old_nnunet_is_refused_and_a_newer_one_noted(monkeypatch, capsys):
     monkeypatch.setattr(launch.metadata, "version", _version("2.9.0"))
     assert launch.check_nnunet() == "2.9.0"
     assert "newer than the versions tested" in capsys.readouterr().err
+
+
+def test_install_writes_the_trainer_module_once_and_never_replaces_a_foreign_one(
+        monkeypatch, tmp_path):
+    target = tmp_path / "nnUNetTrainer" / launch.SHIM_NAME
+    target.parent.mkdir()
+    monkeypatch.setattr(launch, "shim_path", lambda: target)
+    assert launch.install_shim() == target and "morse.nnunet.trainer" in target.read_text()
+    assert launch.install_shim() == target  # again: same content, no error
+    assert launch.uninstall_shim() == target and not target.exists()
+    assert launch.uninstall_shim() is None
+    target.write_text("class nnUNetTrainerMORSE: ...  # a user's own\n")
+    with pytest.raises(ConfigError, match="not written by morse"):
+        launch.install_shim()
+    with pytest.raises(ConfigError, match="not written by morse"):
+        launch.uninstall_shim()
+    assert "a user's own" in target.read_text()

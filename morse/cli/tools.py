@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from morse.cli.options import option
@@ -157,23 +159,74 @@ class Export:
 
 @dataclass
 class Nnunet:
-    """MORSE inside nnU-Net v2: 'trainer-dir' prints the folder for nnUNet_extTrainer; 'train'
-    and 'predict' run nnUNetv2_train / nnUNetv2_predict with ARGS unchanged, MORSE's trainers
-    found (e.g. -tr nnUNetTrainerMORSE) and nnU-Net trainers that cannot import skipped."""
+    """MORSE inside nnU-Net v2: 'trainer-dir' prints the folder for nnUNet_extTrainer;
+    'install' / 'uninstall' put / remove a module naming MORSE's trainers in nnU-Net's own
+    trainer folder (stock nnUNetv2_train then finds them with any torchvision); 'train' and
+    'predict' run nnUNetv2_train / nnUNetv2_predict with ARGS unchanged, MORSE's trainers
+    found; 'dataset CONFIG --id N' writes a config's data (e.g. the demo) as an nnU-Net raw
+    dataset with the config's split as fold 0."""
 
     name: ClassVar[str] = "nnunet"
-    action: str = option("trainer-dir, train or predict",
-                          choices=["trainer-dir", "train", "predict"])
-    args: list[str] = option("arguments for nnUNetv2_train / nnUNetv2_predict",
+    action: str = option("trainer-dir, install, uninstall, train, predict or dataset",
+                         choices=["trainer-dir", "install", "uninstall", "train", "predict",
+                                  "dataset"])
+    args: list[str] = option("arguments for nnUNetv2_train / nnUNetv2_predict, or for dataset",
                               nargs=argparse.REMAINDER, default_factory=list)
 
     def run(self) -> int:
-        from morse.nnunet.launch import check_nnunet, run_entry, trainer_dir
+        from morse.nnunet import launch
 
+        if self.action == "dataset":
+            return _nnunet_dataset(self.args)
+        if self.action in ("train", "predict"):
+            return launch.run_entry(self.action, self.args)
+        if self.args:
+            raise SystemExit(f"morse nnunet {self.action} takes no arguments")
+        launch.check_nnunet()
         if self.action == "trainer-dir":
-            if self.args:
-                raise SystemExit("morse nnunet trainer-dir takes no arguments")
-            check_nnunet()
-            print(trainer_dir())
-            return 0
-        return run_entry(self.action, self.args)
+            print(launch.trainer_dir())
+        elif self.action == "install":
+            print(f"wrote {launch.install_shim()}; nnUNetv2_train -tr nnUNetTrainerMORSE... "
+                  "now finds MORSE's trainers (undo: morse nnunet uninstall)")
+        else:
+            removed = launch.uninstall_shim()
+            print(f"removed {removed}" if removed else "nothing to remove")
+        return 0
+
+
+def _nnunet_dataset(args: list[str]) -> int:
+    """``morse nnunet dataset CONFIG [OVERRIDES] --id N [--raw DIR] [--preprocessed DIR]``."""
+    import os
+
+    from morse.config import load_config
+    from morse.data.nnunet_raw import write_raw_dataset, write_splits
+
+    parser = argparse.ArgumentParser(
+        prog="morse nnunet dataset",
+        description="Write a config's train/val/test data as an nnU-Net v2 raw dataset "
+                    "(imagesTr = train + val, imagesTs = test) with splits_final.json "
+                    "holding the config's split as fold 0.")
+    parser.add_argument("config", help="config file or preset name, e.g. demo or demo_tissue")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    parser.add_argument("--id", type=int, required=True, dest="dataset_id",
+                        help="nnU-Net dataset id (1-999), e.g. 501")
+    parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
+                        help="nnU-Net's raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--preprocessed", default=os.environ.get("nnUNet_preprocessed"),
+                        help="nnU-Net's preprocessed folder, where nnU-Net reads "
+                             "splits_final.json (default: $nnUNet_preprocessed)")
+    opts = parser.parse_args(args)
+    if not opts.raw:
+        parser.error("give --raw DIR or set nnUNet_raw (nnU-Net's raw data folder)")
+    folder = write_raw_dataset(load_config(opts.config, opts.overrides), Path(opts.raw),
+                               opts.dataset_id)
+    print(f"wrote {folder}")
+    if opts.preprocessed:
+        splits = json.loads((folder / "splits_final.json").read_text())[0]
+        path = write_splits(Path(opts.preprocessed) / folder.name, splits["train"],
+                            splits["val"])
+        print(f"wrote {path} (fold 0 = the config's train/val split)")
+    else:
+        print(f"copy {folder / 'splits_final.json'} to $nnUNet_preprocessed/{folder.name}/ "
+              "before training, or nnU-Net makes its own 5 folds")
+    return 0

@@ -23,7 +23,8 @@ from pathlib import Path
 from morse.errors import ConfigError
 
 __all__ = [
-    "SUPPORTED", "check_nnunet", "install_line", "run_entry", "trainer_dir", "with_trainer_dir",
+    "SUPPORTED", "check_nnunet", "install_line", "install_shim", "run_entry", "shim_path",
+    "trainer_dir", "uninstall_shim", "with_trainer_dir",
 ]
 
 SUPPORTED = ((2, 8), (2, 9))
@@ -139,3 +140,41 @@ def _skip_unimportable_trainers() -> list[str]:
                   f"{str(error).splitlines()[0] if str(error) else ''}); its trainers are "
                   "unavailable with this torch/torchvision", file=sys.stderr)
     return skipped
+
+
+SHIM_NAME = "nnUNetTrainerMORSE.py"
+_SHIM = '''"""MORSE's trainers where nnU-Net looks first (written by `morse nnunet install`)."""
+
+from morse.nnunet.trainer import *  # noqa: F401,F403
+'''
+
+
+def shim_path() -> Path:
+    """The module in nnU-Net's own trainer folder, searched before its subpackages (whose
+    Primus trainers need an importable torchvision)."""
+    import nnunetv2
+
+    return Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer" / SHIM_NAME
+
+
+def install_shim() -> Path:
+    """Write :data:`_SHIM` into nnU-Net's trainer folder (nnU-Net's classic place for custom
+    trainers); a file of that name that is not ours is never replaced."""
+    path = shim_path()
+    if path.exists() and path.read_text() != _SHIM:
+        raise ConfigError(f"{path}: exists and was not written by morse; move it away first")
+    from morse.io import atomic_write_text
+
+    atomic_write_text(path, _SHIM)
+    return path
+
+
+def uninstall_shim() -> Path | None:
+    """Remove the module :func:`install_shim` wrote; None when there is none."""
+    path = shim_path()
+    if not path.exists():
+        return None
+    if path.read_text() != _SHIM:
+        raise ConfigError(f"{path}: was not written by morse; left in place")
+    path.unlink()
+    return path

@@ -167,3 +167,14 @@ def make_mni_tissue(root: Path) -> Path:
         name = f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
         nib.save(nib.Nifti1Image(array, affine), str(root / name))
     return root
+
+
+def train_padded_2d_run(tmp: Path, dataset: str) -> Path:
+    """A tiny 2D run of the ``nnunet_2d`` preset, on padded slices (no slice_size) of three
+    32 x 32 x 6 scans in ``tmp/dataset``; its folder ``tmp/run``."""
+    from morse.cli.main import main
+
+    data = make_dataset(tmp / dataset, cases=3)
+    assert main(["train", "nnunet_2d", f"data.root={data}", *TINY, "train.iterations=2",
+                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp / "run")]) == 0
+    return tmp / "run"

@@ -13,17 +13,13 @@ import torch
 
 from morse.cli.main import main
 
-from helpers import TINY, make_dataset
+from helpers import train_padded_2d_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A tiny 2D run on padded slices (no slice_size) and 32 x 32 x 6 scans."""
-    tmp = tmp_path_factory.mktemp("bundle")
-    data = make_dataset(tmp / "Dataset009_Disc", cases=3)
-    assert main(["train", "nnunet_2d", f"data.root={data}", *TINY, "train.iterations=2",
-                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp / "run")]) == 0
-    return tmp / "run"
+    return train_padded_2d_run(tmp_path_factory.mktemp("bundle"), "Dataset009_Disc")
 
 
 @pytest.mark.slow

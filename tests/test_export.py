@@ -22,7 +22,7 @@ from morse.inference.trained import load_run
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume
 
-from helpers import TINY, make_dataset, small_morse
+from helpers import TINY, make_dataset, small_morse, train_padded_2d_run
 
 SIZE = ("--size", "32", "32")
 
@@ -33,11 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A tiny 2D run on padded slices (no slice_size) and 32 x 32 x 6 scans."""
-    tmp = tmp_path_factory.mktemp("export")
-    data = make_dataset(tmp / "Dataset006_Disc", cases=3)
-    assert main(["train", "nnunet_2d", f"data.root={data}", *TINY, "train.iterations=2",
-                 "data.split_fractions=[0.34,0.33,0.33]", "-o", str(tmp / "run")]) == 0
-    return tmp / "run"
+    return train_padded_2d_run(tmp_path_factory.mktemp("export"), "Dataset006_Disc")
 
 
 @pytest.fixture(scope="module")

@@ -143,11 +143,13 @@ class Export:
     budget: str | float | None = budget_option()
 
     def run(self) -> int:
+        from morse.inference.bundle import write_bundle
         from morse.inference.export import export_run
 
-        result = export_run(self.source, self.output, fmt=self.format, size=self.size,
-                            checkpoint=self.checkpoint, overwrite=self.overwrite,
-                            budget=self.budget)
+        options = dict(size=self.size, checkpoint=self.checkpoint, overwrite=self.overwrite,
+                       budget=self.budget)
+        result = (write_bundle(self.source, self.output, **options) if self.format == "bundle"
+                  else export_run(self.source, self.output, fmt=self.format, **options))
         check = ("not checked: onnxruntime is not installed" if result.max_difference is None
                  else f"against the checkpoint on random inputs of two sizes: max |difference| "
                       f"{result.max_difference:.2g}, rendered labels agree on "

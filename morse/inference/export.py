@@ -403,14 +403,14 @@ def export_run(
     overwrite: bool = False,
     budget: Budget | None = None,
 ) -> ExportResult:
-    """``morse export``: write a run's model as an ExportedProgram, ONNX, TorchScript or a
-    MONAI bundle, and its description.
+    """``morse export``: write a run's model as an ExportedProgram, ONNX or TorchScript, and
+    its description (a MONAI bundle: :func:`morse.inference.bundle.write_bundle`).
 
     Args:
         source: run folder or checkpoint.
         out: the model file to write (e.g. ``model.pt2``), its description going to
-            ``OUT.json``; for ``bundle`` the bundle's folder.
-        fmt: one of :data:`FORMATS`.
+            ``OUT.json``.
+        fmt: one of :data:`FORMATS` but ``bundle``.
         size: export for this spatial input size alone (default see :func:`graph_sizes`).
         checkpoint: "best" or "last" of a run folder (default the run's ``eval.checkpoint``).
         overwrite: replace existing files.
@@ -426,11 +426,9 @@ def export_run(
     if fmt not in FORMATS:
         raise DataError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     out = Path(out)
-    if fmt == "bundle":
-        from morse.inference.bundle import write_bundle
-
-        return write_bundle(source, out, size=size, checkpoint=checkpoint, overwrite=overwrite,
-                            budget=budget)
+    if fmt == "bundle":  # the bundle builds on this module, so it has its own entry point
+        raise DataError("--format bundle writes a folder: call "
+                        "morse.inference.bundle.write_bundle")
     description = _check_out(out, overwrite)
     if fmt == "onnx":
         check_onnx_packages()

@@ -12,7 +12,8 @@ import morse.training.loop as loop_module
 from morse.cli.main import main
 from morse.config import load_config, save_config
 from morse.experiments.compare import QUICK, make_plan, variant_overrides
-from morse.experiments.results import build_comparison, format_markdown
+from morse.experiments.results import build_comparison
+from morse.experiments.tables import format_markdown
 from morse.io.checkpoint import load_checkpoint
 
 from helpers import add_test_set, write_config

@@ -17,7 +17,8 @@ import torch
 
 from morse.cli.main import main
 from morse.data.intensity import raw_to_network
-from morse.inference.export import RenderedLogits, Sizes, export_program
+from morse.inference.export import RenderedLogits, Sizes
+from morse.inference.graphs import export_program
 from morse.inference.trained import load_run
 from morse.model.settings import InferenceConfig
 from morse.model.volumes import predict_volume

@@ -30,7 +30,8 @@ from morse.data.prepare import split_of
 from morse.errors import ConfigError, DataError
 from morse.evaluation.heldout import evaluate_run, heldout_pair
 from morse.experiments.plot import plot_paired_differences
-from morse.experiments.results import build_comparison, format_markdown, read_metrics
+from morse.experiments.results import build_comparison, read_metrics
+from morse.experiments.tables import format_markdown
 from morse.io import atomic_write_text
 from morse.io.checkpoint import LAST_NAME, load_checkpoint
 from morse.training.loop import train

@@ -45,10 +45,9 @@ from morse.inference.export import (
     check_export,
     check_inputs,
     describe,
-    export_program,
     graph_sizes,
-    load_program,
 )
+from morse.inference.graphs import export_program, load_program
 from morse.inference.trained import TrainedRun, load_run
 from morse.io import atomic_write_bytes, atomic_write_text
 from morse.model.budget import Budget

@@ -29,10 +29,7 @@ spacing (``morse predict`` renders on the scan's own voxels; the graph on its in
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,15 @@ from torch import nn
 
 from morse.data.intensity import check_record
 from morse.errors import DataError
+from morse.inference.graphs import (
+    EXTRA,
+    check_onnx_packages,
+    export_program,
+    onnx_bytes,
+    runner,
+    save_program,
+    torchscript_bytes,
+)
 from morse.inference.trained import TrainedRun, load_run
 from morse.io import atomic_write_bytes, atomic_write_text
 from morse.model import Morse
@@ -51,13 +57,10 @@ from morse.renderer.render import onto_grid
 from morse.shapes import PAD_MULTIPLE, check_grid_size, per_axis
 
 __all__ = ["FORMATS", "ExportResult", "RenderedLogits", "Sizes", "check_export", "check_inputs",
-           "describe", "export_program", "export_run", "graph_sizes", "load_program"]
+           "describe", "export_run", "graph_sizes"]
 
 FORMATS = ("pt2", "onnx", "torchscript", "bundle")
 """What ``morse export --format`` writes (the first is the default)."""
-
-EXTRA = "pip install 'morse-seg[export]' (from a checkout: pip install -e '.[export]')"
-
 
 class RenderedLogits(nn.Module):
     """A ``Morse`` model as ``morse predict`` runs it on one slice or window, static shapes.
@@ -258,117 +261,6 @@ def _check_out(out: Path, overwrite: bool) -> Path:
     return description
 
 
-def export_program(module: nn.Module, example: torch.Tensor, sizes: Sizes,
-                   what: str) -> torch.export.ExportedProgram:
-    """``torch.export`` of ``module`` for every size in ``sizes`` (any batch); DataError
-    naming ``what`` and ``--size`` when torch.export cannot express it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree notice
-            return torch.export.export(module, (example,), dynamic_shapes=sizes.dynamic_shapes(),
-                                       strict=False)
-    except Exception as error:  # torch.export's errors have no common base
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        fix = "" if sizes.fixed else "; export one size with --size"
-        raise DataError(f"{what}: torch.export cannot export it for {sizes.text()} "
-                        f"({type(error).__name__}: {detail}){fix}") from None
-
-
-def load_program(data: bytes) -> nn.Module:
-    """A saved ExportedProgram as a module (it refuses inputs outside its sizes)."""
-    return torch.export.load(io.BytesIO(data)).module()
-
-
-def _save_program(program: torch.export.ExportedProgram) -> bytes:
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
-
-
-class _ShapeChecked(nn.Module):
-    """The traced graph behind a check of the input (TorchScript, so it is kept in the file):
-    a trace is only right for the shape it was traced at, so any other is refused."""
-
-    def __init__(self, traced: nn.Module, in_channels: int, size: Sequence[int]) -> None:
-        super().__init__()
-        self.traced = traced
-        self.in_channels = in_channels
-        self.size = [int(s) for s in size]
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if image.dtype != torch.float32:
-            raise ValueError("this MORSE export takes float32 input; convert it with .float()")
-        if (image.dim() != len(self.size) + 2 or image.shape[1] != self.in_channels
-                or image.shape[2:] != self.size):
-            raise ValueError(f"this MORSE export takes (B, {self.in_channels}, *{self.size}) "
-                             f"network input; got shape {image.shape}: pad or resize it, or "
-                             "export again with morse export --size (or --format pt2)")
-        return self.traced(image)
-
-
-def _torchscript(module: RenderedLogits, example: torch.Tensor, in_channels: int) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # every size the trace reads is fixed by the input's shape, which _ShapeChecked pins;
-        # TorchScript's deprecation notices (torch 2.13) are told once in docs/how-to/export.md
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with torch.no_grad():
-            traced = torch.jit.trace(module, example, check_trace=False)
-        size = example.shape[2:]
-        torch.jit.save(torch.jit.script(_ShapeChecked(traced, in_channels, size)), buffer)
-    return buffer.getvalue()
-
-
-def check_onnx_packages() -> None:
-    """DataError with the install line unless the ONNX exporter's packages import."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs both)
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise DataError(f"--format onnx needs the packages onnx and onnxscript ({error.name} "
-                        f"is missing): {EXTRA}") from None
-
-
-def _onnx(program: torch.export.ExportedProgram) -> bytes:
-    # torch logs the torchvision operators it cannot register, the graph optimiser a line per
-    # operator it leaves as it is: nothing a user of `morse export` can act on
-    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            onnx_program = torch.onnx.export(
-                program, dynamo=True, verbose=False, external_data=False,
-                input_names=["image"], output_names=["coarse", "logits"])
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
-    return onnx_program.model_proto.SerializeToString()
-
-
-def _runner(fmt: str, data: bytes):
-    """A function running the exported file on an input, as a user calls it (grad mode on,
-    no inference_mode); None for ONNX without onnxruntime."""
-    if fmt == "pt2":
-        program = load_program(data)
-        return lambda image: list(program(image))
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            script = torch.jit.load(io.BytesIO(data))
-        return lambda image: list(script(image))
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return lambda image: [torch.from_numpy(a)
-                          for a in session.run(None, {"image": image.numpy()})]
-
-
 def check_export(run_exported, run: TrainedRun, examples: list[torch.Tensor],
                  coarse: bool = True) -> dict:
     """The exported file's outputs (coarse and logits, or only logits without ``coarse``)
@@ -438,11 +330,11 @@ def export_run(
     examples = check_inputs(run, sizes, in_channels)
     module = RenderedLogits(run.model, run.config.data.slice_size)
     if fmt == "torchscript":
-        data = _torchscript(module, examples[0], in_channels)
+        data = torchscript_bytes(module, examples[0], in_channels)
     else:
         program = export_program(module, examples[0], sizes, f"{run.path}")
-        data = _save_program(program) if fmt == "pt2" else _onnx(program)
-    check = check_export(_runner(fmt, data), run, examples)
+        data = save_program(program) if fmt == "pt2" else onnx_bytes(program)
+    check = check_export(runner(fmt, data), run, examples)
     atomic_write_bytes(out, data)
     atomic_write_text(description, json.dumps(
         describe(run, fmt, out.name, sizes, in_channels, check), indent=2) + "\n")

@@ -156,9 +156,11 @@ def _peak_growth(patch, sizes) -> list[int]:
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
                     reason="needs Linux's resettable peak resident size")
 def test_whole_volume_prediction_by_windows_grows_by_no_more_than_its_output_maps():
-    small, large = (32, 32, 32), (32, 32, 192)
+    # a large volume, so the output maps' growth (26 MB) stands above the allocator's noise
+    # (some MB either way); predicting it whole would grow by about 1 kB per voxel (490 MB)
+    small, large = (32, 32, 32), (32, 32, 512)
     growth = _peak_growth([32, 32, 32], [small, large])
     # per voxel, K = 3 classes: the padded input (4 B), the stitched coarse, rendered and
     # points sums and the weights (2K + 2 float32), two int64 label maps, the bool points map
     output_bytes = (4 + (2 * 3 + 2) * 4 + 2 * 8 + 1) * (math.prod(large) - math.prod(small))
-    assert growth[1] - growth[0] <= 1.25 * output_bytes + 4 * 2**20, (growth, output_bytes)
+    assert growth[1] - growth[0] <= 1.5 * output_bytes + 8 * 2**20, (growth, output_bytes)

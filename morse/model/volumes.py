@@ -128,13 +128,16 @@ def predict_volume(
 
 
 def _labels(logits: torch.Tensor) -> np.ndarray:
-    """(K, *S) logits -> (*S) int64 labels (argmax is int64 already: no copy)."""
-    return logits.argmax(0).cpu().numpy().astype(np.int64, copy=False)
+    """(K, *S) logits -> (*S) int64 labels, the first largest class as ``argmax``.
+
+    ``max``'s indices: on the CPU ``argmax`` over a short class axis is several times slower
+    (it was 40% of predicting a 2D demo volume)."""
+    return logits.max(0).indices.cpu().numpy().astype(np.int64, copy=False)
 
 
 def _dominant_expert(gate: torch.Tensor, points: torch.Tensor) -> np.ndarray:
     """(S, *S) gate weights and (*S) rendered voxels -> (*S) uint8, 0 or 1 + the top expert."""
-    return torch.where(points, gate.argmax(0) + 1, 0).cpu().numpy().astype(np.uint8)
+    return torch.where(points, gate.max(0).indices + 1, 0).cpu().numpy().astype(np.uint8)
 
 
 def _named_maps(out, want_gate: bool) -> Maps:

@@ -40,12 +40,13 @@ MODES = {
 
 
 def _probe(size: tuple[int, int, int], mode: str, device: str,
-           patch: tuple[int, int, int] | None = None) -> dict[str, float]:
+           patch: tuple[int, int, int] | None = None, renderer: bool = True
+           ) -> dict[str, float]:
     torch.manual_seed(0)
     options = dict(MODES[mode])
     if patch is not None and options["patch_size"] is not None:
         options["patch_size"] = patch
-    model = Morse(UNet(3, 1, 4, width=0.5), 4, 3, render_points=8192,
+    model = Morse(UNet(3, 1, 4, width=0.5), 4, 3, renderer=renderer, render_points=8192,
                   render_chunk=options["render_chunk"], expert_width=128, head_width=128)
     image = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
     torch_device = torch.device(device)
@@ -65,35 +66,46 @@ def _probe(size: tuple[int, int, int], mode: str, device: str,
     return {"seconds": seconds, "peak_mib": peak, "host_peak_mib": host}
 
 
+def _child(size: tuple[int, int, int], mode: str, device: str,
+           patch: tuple[int, int, int] | None, renderer: bool) -> dict[str, float | str]:
+    """``_probe`` in a fresh process, so that its peak memory is its own."""
+    code = (
+        "import json; from benchmarks.chunked import _probe; print(json.dumps(_probe("
+        f"{tuple(size)!r}, {mode!r}, {device!r}, {patch!r}, {renderer!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["failed"]
+        return {"error": tail[0]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_chunked(size: tuple[int, int, int], device: str = "cpu",
-                modes: list[str] | None = None, patch: tuple[int, int, int] | None = None
-                ) -> dict:
-    """``modes`` (default both) on a random volume of ``size``; each in its own process.
-    ``patch``: the chunked mode's window (default 96^3)."""
-    results: dict = {"size": list(size), "device": device,
+                modes: list[str] | None = None, patch: tuple[int, int, int] | None = None,
+                plain: bool = True) -> dict:
+    """``modes`` (default both) on a random volume of ``size``, MORSE under ``results[mode]``
+    and (``plain``) the backbone alone under ``results["plain"][mode]``; each in its own
+    process. ``patch``: the chunked mode's window (default 96^3)."""
+    results: dict = {"size": list(size), "device": device, "threads": torch.get_num_threads(),
                      "patch": list(patch or MODES["chunked"]["patch_size"])}
     for mode in modes or list(MODES):
-        code = (
-            "import json; from benchmarks.chunked import _probe; "
-            f"print(json.dumps(_probe({tuple(size)!r}, {mode!r}, {device!r}, {patch!r})))"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode != 0:
-            tail = out.stderr.strip().splitlines()[-1:] or ["failed"]
-            results[mode] = {"error": tail[0]}
-        else:
-            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        if plain:
+            results.setdefault("plain", {})[mode] = _child(size, mode, device, patch, False)
+        results[mode] = _child(size, mode, device, patch, True)
     return results
 
 
 def format_chunked(results: dict) -> str:
     size = "x".join(map(str, results["size"]))
-    lines = [f"predicting a {size} volume on {results['device']}",
-             f"  {'mode':<12}{'seconds':>10}{'peak MiB':>12}"]
+    lines = [f"predicting a {size} volume on {results['device']} "
+             f"({results.get('threads', '?')} threads)",
+             f"  {'mode':<12}{'model':<8}{'seconds':>10}{'peak MiB':>12}"]
     for mode in (mode for mode in MODES if mode in results):
-        row = results[mode]
-        if "error" in row:
-            lines.append(f"  {mode:<12}  failed: {row['error']}")
-        else:
-            lines.append(f"  {mode:<12}{row['seconds']:>10.1f}{row['peak_mib']:>12.0f}")
+        rows = {"plain": results.get("plain", {}).get(mode), "morse": results[mode]}
+        for model, row in ((name, row) for name, row in rows.items() if row is not None):
+            if "error" in row:
+                lines.append(f"  {mode:<12}{model:<8}  failed: {row['error']}")
+            else:
+                lines.append(f"  {mode:<12}{model:<8}{row['seconds']:>10.1f}"
+                             f"{row['peak_mib']:>12.0f}")
     return "\n".join(lines)

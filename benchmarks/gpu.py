@@ -146,14 +146,20 @@ def format_markdown(result: dict) -> str:
         cells.append(f"{row['points_per_image']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     chunked = result["chunked"]
-    row = chunked.get("chunked", {})
     size, patch = (" x ".join(map(str, chunked[key])) for key in ("size", "patch"))
     lines += ["", f"Chunked prediction of a {size} volume ({patch} windows, stitching on the "
-              "CPU): "
-              + (f"failed: {row['error']}" if "error" in row else
-                 f"{row['seconds']:.1f} s, device peak {row['peak_mib']:.0f} MiB, host peak "
-                 f"{row['host_peak_mib']:.0f} MiB")]
+              "CPU): " + "; ".join(
+                  f"{name} {_chunked_row(row)}" for name, row in (
+                      ("plain", chunked.get("plain", {}).get("chunked")),
+                      ("MORSE", chunked.get("chunked"))) if row is not None)]
     return "\n".join(lines) + "\n"
+
+
+def _chunked_row(row: dict) -> str:
+    if "error" in row:
+        return f"failed: {row['error']}"
+    return (f"{row['seconds']:.1f} s, device peak {row['peak_mib']:.0f} MiB, host peak "
+            f"{row['host_peak_mib']:.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> int:

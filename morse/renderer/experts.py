@@ -53,7 +53,8 @@ def linear_rows(layer: nn.Linear, rows: torch.Tensor, relu: bool = False) -> tor
 
 
 def split_linear_rows(
-    layer: nn.Linear, blocks: Sequence[torch.Tensor], relu: bool = False
+    layer: nn.Linear, blocks: Sequence[torch.Tensor], relu: bool = False,
+    lead: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``layer`` on the channel concatenation of ``blocks``, without concatenating
     (inside ``packed_layers``: one bf16 concatenation and one packed GEMM), then a ReLU when
@@ -63,28 +64,43 @@ def split_linear_rows(
     weight and the products accumulate in place, which saves writing the (..., sum c_i)
     input. A strided block (e.g. sampled features, a transposed view) goes first, through
     ``F.linear``, which reads it as it is; the others are flattened to 2D for ``addmm_``.
+
+    ``lead`` (..., C_out) is the product of the layer's leading columns with an input that
+    was multiplied already (the coordinate code of a render grid, ``PositionTable``): the
+    blocks then meet the columns after those, and ``lead`` is added before the ReLU.
+
     Returns (..., C_out).
 
     >>> layer = nn.Linear(5, 3)
     >>> a, b = torch.randn(2, 4, 2), torch.randn(2, 4, 3)
     >>> torch.allclose(split_linear_rows(layer, [a, b]), layer(torch.cat([a, b], -1)), atol=1e-6)
     True
+    >>> lead = a @ layer.weight[:, :2].t()
+    >>> torch.allclose(split_linear_rows(layer, [b], lead=lead), layer(torch.cat([a, b], -1)),
+    ...                atol=1e-6)
+    True
     """
     weight = layer.weight
     widths = [block.shape[-1] for block in blocks]
-    if sum(widths) != weight.shape[1]:
-        raise ValueError(f"blocks of {widths} channels for a layer of {weight.shape[1]} inputs")
-    packed = packed_of(layer)
+    first = 0 if lead is None else weight.shape[1] - sum(widths)
+    if (sum(widths) != weight.shape[1]) if lead is None else first <= 0:
+        raise ValueError(f"blocks of {widths} channels for a layer of {weight.shape[1]} inputs"
+                         + ("" if lead is None else " after its leading columns"))
+    packed = packed_of(layer, first)
     if packed is not None:
-        return packed(torch.cat([block.to(torch.bfloat16) for block in blocks], -1), relu)
-    columns = weight.split(widths, dim=1)
-    first = next((i for i, block in enumerate(blocks) if not block.is_contiguous()), 0)
-    out = F.linear(blocks[first], columns[first], layer.bias)
+        out = packed(torch.cat([block.to(torch.bfloat16) for block in blocks], -1),
+                     relu and lead is None)
+        return out if lead is None else (out + lead).relu_() if relu else out + lead
+    columns = weight[:, first:].split(widths, dim=1)
+    index = next((i for i, block in enumerate(blocks) if not block.is_contiguous()), 0)
+    out = F.linear(blocks[index], columns[index], layer.bias)
     flat = out.view(-1, out.shape[-1])
-    for index, (block, part) in enumerate(zip(blocks, columns)):
-        if index != first:
+    for other, (block, part) in enumerate(zip(blocks, columns)):
+        if other != index:
             # in place, so autocast leaves the dtypes to us: those of the first product
             flat.addmm_(block.reshape(-1, block.shape[-1]).to(flat.dtype), part.t().to(flat.dtype))
+    if lead is not None:
+        out = out + lead
     return out.relu_() if relu else out
 
 

@@ -45,18 +45,22 @@ class ImplicitPointHead(nn.Module):
         self.predictor = nn.Linear(width + num_classes, num_classes)
         accept_conv1d_weights(self)
 
-    def forward(self, features: Sequence[torch.Tensor], coarse: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: Sequence[torch.Tensor], coarse: torch.Tensor,
+                lead: torch.Tensor | None = None) -> torch.Tensor:
         """Predict logits at points.
 
         Args:
             features: blocks (..., c_i) of the fine point features (rows, e.g. (B, P, c_i)),
                 ``sum c_i == in_channels`` (their concatenation, in order, is the input).
             coarse: (..., K) coarse logits at the same points.
+            lead: (..., hidden) the first layer's product with the leading input channels
+                (the coordinate code, ``PositionTable``); ``features`` then leave those out.
 
         Returns:
             (..., K) point logits.
         """
         hidden = list(features)
-        for layer in self.layers:
-            hidden = [split_linear_rows(layer, [*hidden, coarse], relu=True)]
+        for index, layer in enumerate(self.layers):
+            hidden = [split_linear_rows(layer, [*hidden, coarse], relu=True,
+                                        lead=lead if index == 0 else None)]
         return split_linear_rows(self.predictor, [*hidden, coarse])

@@ -29,6 +29,7 @@ from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
 from morse.renderer.packed import packed_layers, packing_available
 from morse.renderer.points import GridMap, sample_training_points
+from morse.renderer.positions import PositionTable, cached_table
 from morse.renderer.precision import point_precision, uses_bf16
 from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
@@ -192,7 +193,7 @@ class MorseRenderer(nn.Module):
 
     def _point_rows(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
-        chunked: bool = True,
+        chunked: bool = True, positions: PositionTable | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``point_logits`` from prepared maps, as rows: logits (B, P, K), gate (B, P, S) or
         None.
@@ -200,28 +201,32 @@ class MorseRenderer(nn.Module):
         With ``active`` (B, P) bool, only the active rows are sampled and run through the
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros. ``chunked`` False runs all rows
-        at once (a graph for any size has no loop over a size).
+        at once (a graph for any size has no loop over a size). ``positions``: the render
+        grid's code through the head's first layer, read instead of encoding the points
+        (which are then that grid's cell centres).
         """
         rows, points = point_rows(inputs, coords, active)
         # without autograd, a few thousand rows at a time keep the activations in cache
         step = (None if torch.is_grad_enabled() or not chunked
                 else max(1, MLP_ROWS // rows[0].shape[0]))
-        logits, gate = _in_chunks(functools.partial(self._mlps, inputs.entered),
+        logits, gate = _in_chunks(functools.partial(self._mlps, inputs.entered, positions),
                                   [*rows, points], step)
         if active is not None:
             logits, gate = _scatter_rows(logits, active), _scatter_rows(gate, active)
         return logits, gate
 
     def _mlps(
-        self, entered: list[bool], *rows: torch.Tensor
+        self, entered: list[bool], positions: PositionTable | None, *rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Experts, gate and head on read rows: S map blocks, the coarse logits and the
         points, each (B', P', c) (see ``point_rows``); returns logits (B', P', K) and gate
         (B', P', S) or None."""
         *maps, coarse_rows, points = rows
-        code = [] if self.encoding is None else [self.encoding(points)]
         # only the experts have per-scale first layers to enter (``fusion.entries``)
         fused, gate = self.fusion(maps, entered) if any(entered) else self.fusion(maps)
+        if positions is not None:
+            return self.head([fused], coarse_rows, lead=positions.rows(points)), gate
+        code = [] if self.encoding is None else [self.encoding(points)]
         return self.head([*code, fused], coarse_rows), gate
 
     def render(
@@ -265,7 +270,13 @@ class MorseRenderer(nn.Module):
                 and packing_available(coarse.device))
         inputs = self.prepare(features, coarse, budget, not static_shapes,
                               torch.bfloat16 if pack else None)
-        point_fn = functools.partial(self._point_logits, inputs, chunked=not static_shapes)
+        positions = None
+        if sizes and not (static_shapes or upsample or torch.is_grad_enabled()
+                          or self.encoding is None):
+            positions = cached_table(self, self.encoding, self.head.layers[0], sizes[-1],
+                                     grid_map)
+        point_fn = functools.partial(self._point_logits, inputs, chunked=not static_shapes,
+                                     positions=positions)
         with point_precision(cfg.render_precision, coarse.device), \
                 packed_layers(self, MLP_ROWS, enabled=pack):
             logits, rendered, gate = subdivision_render(
@@ -280,12 +291,12 @@ class MorseRenderer(nn.Module):
 
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
-        chunked: bool = True,
+        chunked: bool = True, positions: PositionTable | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``render``'s point function: ``_point_rows`` on at most ``render_chunk`` points at
         a time (bounds memory; ``chunked`` False: all at once); logits (B, K, P), gate
         (B, S, P) or None."""
-        rows = functools.partial(self._point_rows, inputs, chunked=chunked)
+        rows = functools.partial(self._point_rows, inputs, chunked=chunked, positions=positions)
         return _channels_first(*_in_chunks(rows, [coords, active],
                                            self.config.render_chunk if chunked else None))
 

@@ -12,17 +12,22 @@ Variants (:func:`variants`): ``plain`` (renderer off), ``calibrated`` (the margi
 for the run, ``morse calibrate``; absent when it has none), ``default`` (today's global default
 margin), ``fixed`` (the paper's budget), ``fp32`` (the default margin, point MLPs in fp32); all
 but ``fp32`` with today's default precision (``auto``), whatever the run recorded.
-``points_*`` is the cells each renders per image.
+``points_*`` is the cells each renders per image, ``flops_ratio_*`` the floating-point
+operations of the pass over the plain one (:func:`flops`; counted with fp32 point MLPs, the
+same arithmetic): the ratio MORSE would take if it computed at its backbone's rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import ResizeWithPadOrCrop
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.overhead import FIXED, FP32, _compare, _interleaved
 from morse.config import RendererConfig
@@ -34,8 +39,8 @@ from morse.model import Morse
 from morse.renderer.module import MorseRenderer
 from morse.shapes import PAD_MULTIPLE
 
-__all__ = ["DEFAULTS", "network_batch", "run_trained", "format_trained", "variant_lines",
-           "variants"]
+__all__ = ["DEFAULTS", "flops", "flop_ratios", "network_batch", "run_trained", "format_trained",
+           "variant_lines", "variants"]
 
 DEFAULTS = {"render_margin": RendererConfig.render_margin,
             "render_precision": RendererConfig.render_precision}
@@ -63,6 +68,26 @@ def _variant(model: Morse, renderer: MorseRenderer, base: RendererConfig,
     """Put the model in one variant: no renderer, or the renderer with ``base`` + options."""
     model.renderer = None if options is None else renderer
     renderer.config = dataclasses.replace(base, **(options or {}))
+
+
+def flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations ``fn`` runs (convolutions and matrix products: torch's
+    counter; sampling and elementwise work are not counted)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flop_ratios(model: Morse, renderer: MorseRenderer, base: RendererConfig,
+                named: dict[str, dict | None], run: Callable[[], object]) -> dict[str, float]:
+    """``{variant: its flops / plain's}`` of ``run`` (a pass of ``model``), each variant's
+    point MLPs in fp32 (packed bf16 products are not counted; the arithmetic is the same)."""
+    counts = {}
+    for name, options in named.items():
+        _variant(model, renderer, base, None if options is None else {**options, **FP32})
+        counts[name] = flops(run)
+    _variant(model, renderer, base, {})
+    return {name: counts[name] / max(counts["plain"], 1) for name in list(named)[1:]}
 
 
 def network_batch(run: TrainedRun, batch: int = 4) -> torch.Tensor:
@@ -115,6 +140,8 @@ def run_trained(
     for name in list(named)[1:]:
         _compare(row, "infer", times, name, "plain", suffix=f"_{name}")
         row[f"points_{name}"] = float(steps[name]().rendered.sum()) / image.shape[0]
+    ratios = flop_ratios(model, renderer, base, named, lambda: model(image))
+    row.update({f"flops_ratio_{name}": ratio for name, ratio in ratios.items()})
     _variant(model, renderer, base, {})  # the run as it was loaded
     return row
 
@@ -130,11 +157,13 @@ def format_trained(row: dict) -> str:
 
 def variant_lines(row: dict, prefix: str, points: str) -> list[str]:
     """The table of ``row['variants']``: seconds, ratio to plain (spread), points per image."""
-    lines = [f"  {'variant':<12}{'seconds':>10}{'ratio':>9}  {'(spread)':<13}{'points/image':>13}",
+    lines = [f"  {'variant':<12}{'seconds':>10}{'ratio':>9}  {'(spread)':<13}{'points/image':>13}"
+             f"{'flops ratio':>13}",
              f"  {'plain':<12}{row[f'{prefix}s_plain']:>10.3f}"]
     for name in row["variants"][1:]:
         key = f"{prefix}time_ratio_{name}"
         spread = f"({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
         lines.append(f"  {name:<12}{row[f'{prefix}s_{name}']:>10.3f}{row[key]:>9.2f}  "
-                     f"{spread:<13}{row[f'{points}{name}']:>13.0f}")
+                     f"{spread:<13}{row[f'{points}{name}']:>13.0f}"
+                     f"{row.get(f'flops_ratio_{name}', float('nan')):>13.2f}")
     return lines

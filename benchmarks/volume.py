@@ -8,7 +8,7 @@ grid; the variants are those of :func:`benchmarks.trained.variants` without fp32
 budget). Without a run, the demo preset's data and a model with untrained weights (every cell
 is then uncertain, so the adaptive budget renders its cap). Skipped, with a note, when the data
 is absent. ``points_*`` is the voxels each renders per image: per slice for a 2D model, per
-volume for a 3D one.
+volume for a 3D one; ``flops_ratio_*`` as in :mod:`benchmarks.trained`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.overhead import _compare, _interleaved
-from benchmarks.trained import _variant, variant_lines, variants
+from benchmarks.trained import _variant, flop_ratios, variant_lines, variants
 from morse.config import load_config
 from morse.data.formats import data_format
 from morse.data.geometry import to_network
@@ -76,6 +76,9 @@ def run_volume(source: str | None = None, device: str = "cpu", repeats: int = 3)
     for name in list(named)[1:]:
         _compare(row, "volume", times, name, "plain", suffix=f"_{name}")
         row[f"points_{name}"] = int(steps[name]().rendered_points.sum()) / images
+    ratios = flop_ratios(model, renderer, base, named,
+                         lambda: predict_case(model, cfg, volume, device))
+    row.update({f"flops_ratio_{name}": ratio for name, ratio in ratios.items()})
     _variant(model, renderer, base, {})
     return row
 

@@ -120,6 +120,8 @@ def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
         assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
     assert row["points_default"] == row["points_fp32"] <= row["points_fixed"]
     assert row["points_calibrated"] <= row["points_fixed"]
+    # the renderer's arithmetic is counted (its products too, not the backbone's alone)
+    assert 1 < row["flops_ratio_calibrated"] <= row["flops_ratio_fixed"]
     assert row["calibrated_margin"] == run.calibration["render_margin"]
     assert row["render_precision"] == "auto" and load_run(row["run"]).model.renderer.config == (
         run.model.renderer.config)  # the run on disk is left as it was
@@ -148,7 +150,8 @@ def test_overhead_rows_of_trained_2d_and_3d_runs_per_budget_without_timing(
         assert [row["run"] for row in rows] == [str(run) for run in runs]
         for row in rows:
             assert row["variants"] == budgets + extra and row["calibrated_margin"] > 0
-            assert all(row[f"points_{name}"] >= 0 for name in row["variants"][1:])
+            assert all(row[f"points_{name}"] >= 0 and row[f"flops_ratio_{name}"] >= 1
+                       for name in row["variants"][1:])
     two_d, three_d = result["volume"]
     assert (two_d["per"], two_d["images"]) == ("slice", 6) and three_d["per"] == "volume"
     assert bench_main(argv) == 0

@@ -238,7 +238,7 @@ class StochasticExperts(nn.Module):
         outputs = [expert(features, done)
                    for expert, features, done in zip(self.experts, point_features, entered)]
         # (..., S), fp32 even under bf16 autocast: the weights of a point sum to 1 exactly
-        weights = split_linear_rows(self.gate, outputs).float().softmax(dim=-1)
+        weights = _softmax_over_experts(split_linear_rows(self.gate, outputs))
         if self.training and self.stochastic and self.num_experts > 1:
             mask = drop_experts_mask(self.num_experts, self.max_dropped, weights.device)
             weights = weights * mask
@@ -249,6 +249,16 @@ class StochasticExperts(nn.Module):
         for index in range(1, self.num_experts):
             fused.addcmul_(outputs[index], mixing[..., index : index + 1])
         return self.fuse(fused), weights
+
+
+def _softmax_over_experts(logits: torch.Tensor) -> torch.Tensor:
+    """(..., S) gate logits -> (..., S) fp32 softmax weights (a transposed view).
+
+    Taken along the second-to-last axis of the transpose: the CPU kernel then runs along the
+    points, where along S, a handful of values per row, it is an order of magnitude slower.
+    The same values up to float rounding.
+    """
+    return logits.transpose(-1, -2).float().softmax(dim=-2).transpose(-1, -2)
 
 
 class ConcatFusion(nn.Module):

@@ -20,7 +20,6 @@ same arithmetic): the ratio MORSE would take if it computed at its backbone's ra
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable
 
 import numpy as np

@@ -29,7 +29,7 @@ from morse.renderer.experts import ConcatFusion, StochasticExperts
 from morse.renderer.head import ImplicitPointHead
 from morse.renderer.packed import packed_layers, packing_available
 from morse.renderer.points import GridMap, sample_training_points
-from morse.renderer.positions import PositionTable, cached_table
+from morse.renderer.positions import PointCode, PositionTable, cached_table
 from morse.renderer.precision import point_precision, uses_bf16
 from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
@@ -193,7 +193,7 @@ class MorseRenderer(nn.Module):
 
     def _point_rows(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
-        chunked: bool = True, positions: PositionTable | None = None,
+        chunked: bool = True, positions: PositionTable | PointCode | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``point_logits`` from prepared maps, as rows: logits (B, P, K), gate (B, P, S) or
         None.
@@ -201,9 +201,9 @@ class MorseRenderer(nn.Module):
         With ``active`` (B, P) bool, only the active rows are sampled and run through the
         experts and the head (every step works point by point, so their values are those of
         the full pass); the other rows come back as zeros. ``chunked`` False runs all rows
-        at once (a graph for any size has no loop over a size). ``positions``: the render
-        grid's code through the head's first layer, read instead of encoding the points
-        (which are then that grid's cell centres).
+        at once (a graph for any size has no loop over a size). ``positions``: the points'
+        code through the head's first layer, from the render grid's table (the points are
+        then its cell centres) or point by point; None: the code goes into the head's GEMM.
         """
         rows, points = point_rows(inputs, coords, active)
         # without autograd, a few thousand rows at a time keep the activations in cache
@@ -216,7 +216,8 @@ class MorseRenderer(nn.Module):
         return logits, gate
 
     def _mlps(
-        self, entered: list[bool], positions: PositionTable | None, *rows: torch.Tensor
+        self, entered: list[bool], positions: PositionTable | PointCode | None,
+        *rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Experts, gate and head on read rows: S map blocks, the coarse logits and the
         points, each (B', P', c) (see ``point_rows``); returns logits (B', P', K) and gate
@@ -274,7 +275,7 @@ class MorseRenderer(nn.Module):
         if sizes and not (static_shapes or upsample or torch.is_grad_enabled()
                           or self.encoding is None):
             positions = cached_table(self, self.encoding, self.head.layers[0], sizes[-1],
-                                     grid_map)
+                                     grid_map, budget * coarse.shape[0])
         point_fn = functools.partial(self._point_logits, inputs, chunked=not static_shapes,
                                      positions=positions)
         with point_precision(cfg.render_precision, coarse.device), \
@@ -291,7 +292,7 @@ class MorseRenderer(nn.Module):
 
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
-        chunked: bool = True, positions: PositionTable | None = None,
+        chunked: bool = True, positions: PositionTable | PointCode | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``render``'s point function: ``_point_rows`` on at most ``render_chunk`` points at
         a time (bounds memory; ``chunked`` False: all at once); logits (B, K, P), gate

@@ -47,15 +47,16 @@ def _share(text: str) -> float:
 @dataclass
 class Calibrate:
     """Measure a trained run's render budget on its validation cases: the smallest coarse-margin
-    threshold that keeps the fixed budget's labels on --keep of the cells it changes; stored in
-    last.pt, best.pt and RUN/calibration.json, then used by evaluate, predict and export."""
+    threshold below which lie --keep of the cells whose label rendering changes (every cell
+    rendered, no cap); stored in last.pt, best.pt and RUN/calibration.json, then used by
+    evaluate, predict and export."""
 
     name: ClassVar[str] = "calibrate"
     run_dir: str = option("run folder")
     checkpoint: str | None = option("calibrate only best.pt or last.pt (default: both)",
                                      "--checkpoint", default=None, choices=["best", "last"])
-    keep: float = option("share of the fixed budget's flipped cells whose label must be kept "
-                         "(default: 0.995)", "--keep", type=_share, default=0.995)
+    keep: float = option("share of the cells whose label rendering changes that must lie below "
+                         "the margin (default: 0.995)", "--keep", type=_share, default=0.995)
     device: str = option("auto, cpu or cuda", "--device", default="auto")
     threads: int | None = option("CPU threads of torch (default: the run's train.threads)",
                                  "--threads", type=int, default=None)

@@ -54,7 +54,7 @@ CALIBRATION_NAME = "calibration.json"
 """The run folder's record of what was measured, per checkpoint file."""
 
 KEEP = 0.995
-"""The share of the fixed budget's flipped cells the calibrated budget must keep."""
+"""The share of the reference's flipped cells that must lie below the calibrated margin."""
 
 REFERENCE_MARGIN = 8.0
 """The reference renders every cell below this margin (on the demo runs no cell flipped above

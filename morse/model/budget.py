@@ -5,7 +5,8 @@ keep their coarse value) on top of its caps (``render_points`` per step, ``rende
 ``render_share``). A trained run predicts with:
 
 * ``calibrated``: the margin measured for this run (``morse calibrate``, stored in its
-  checkpoint; :mod:`morse.model.calibration`); where there is none, the run's default;
+  checkpoint; :mod:`morse.model.calibration`); where there is none, or only one measured by
+  the first version of the calibration (:func:`usable`), the run's default;
 * ``default``: the run's ``model.render_margin`` (the global default unless the run set it);
 * ``fixed``: no margin, the paper's fixed budget (N cells per step, however certain);
 * a number: that margin.
@@ -26,7 +27,7 @@ from morse.config import RendererConfig
 from morse.errors import ConfigError
 
 __all__ = ["BUDGETS", "Budget", "RenderedShare", "budget_config", "budget_text", "describe_budget",
-           "parse_budget"]
+           "parse_budget", "usable"]
 
 BUDGETS = ("calibrated", "default", "fixed")
 """The named budgets (a positive number is a margin of one's own)."""
@@ -49,11 +50,25 @@ def parse_budget(text: str) -> Budget:
     return margin
 
 
+def usable(calibration: Mapping | None) -> Mapping | None:
+    """The checkpoint's calibration, unless the first version of the calibration measured it.
+
+    That version took the margin from the flips of the capped fixed budget, which stop where
+    the cap does; on 3D runs it cut rendering below the fixed budget's and lost Dice. Its
+    records lack ``reference_margin`` (the uncapped reference's).
+
+    >>> usable({"render_margin": 0.1}), usable({"render_margin": 3.3, "reference_margin": 8.0})
+    (None, {'render_margin': 3.3, 'reference_margin': 8.0})
+    """
+    return calibration if calibration and "reference_margin" in calibration else None
+
+
 def budget_config(run_config: RendererConfig, budget: Budget | None,
                   calibration: Mapping | None) -> RendererConfig:
     """The renderer settings of ``budget`` (None: calibrated) for a run whose own settings
     are ``run_config`` and whose checkpoint holds ``calibration`` (or None)."""
     budget = "calibrated" if budget is None else budget
+    calibration = usable(calibration)
     if budget == "calibrated":
         if not calibration:
             return run_config
@@ -73,9 +88,11 @@ def describe_budget(config: RendererConfig, run_margin: float | None,
     checkpoint's margin), ``default`` (the run's ``run_margin``), ``fixed`` or ``margin``,
     with its values, for metrics.json and the report.
 
-    >>> describe_budget(RendererConfig(render_margin=1.5), 3.0, {"render_margin": 1.5})["budget"]
+    >>> describe_budget(RendererConfig(render_margin=1.5), 3.0,
+    ...                 {"render_margin": 1.5, "reference_margin": 8.0})["budget"]
     'calibrated'
     """
+    stored, calibration = calibration, usable(calibration)
     margin = config.render_margin
     if margin is None:
         name = "fixed"
@@ -87,7 +104,10 @@ def describe_budget(config: RendererConfig, run_margin: float | None,
         name = "margin"
     record = {"budget": name, "render_margin": margin, "render_points": config.render_points,
               "render_steps": config.render_steps, "render_share": config.render_share}
-    if name == "default" and not calibration:
+    if name == "default" and stored and not calibration:
+        record["note"] = ("calibrated by an earlier morse, whose margins could under-render 3D "
+                          "runs: not used; measure it again with morse calibrate RUN")
+    elif name == "default" and not calibration:
         record["note"] = "not calibrated: the run's model.render_margin (morse calibrate RUN)"
     if calibration and name == "calibrated":
         record["calibration"] = {key: calibration.get(key) for key in (
@@ -109,6 +129,8 @@ def budget_text(record: Mapping, rendered_share: float | None = None) -> str:
             f"{record['render_share']}")
     if rendered_share is not None:
         text += f"; {100 * rendered_share:.1f}% of cells rendered"
+    if record.get("note"):
+        text += f" ({record['note']})"
     return text
 
 

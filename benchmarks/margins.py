@@ -6,7 +6,8 @@ Always on the validation subset (the test subset is for the final scores only).
 * ``flip_curve``: render *every* cell of each validation volume and bin the cells by their
   coarse top-2 logit margin (on the output grid): how many cells, how many changed label. A
   margin beyond which (almost) nothing flips is a safe ``render_margin``. ``morse calibrate``
-  (:mod:`morse.model.calibration`) picks one per run from the fixed budget's flips.
+  (:mod:`morse.model.calibration`) picks one per run from such flips (every cell below margin
+  8 rendered).
 * ``budget_accuracy``: rendered Dice and HD95 (foreground means), the share of voxels
   rendered and the prediction time, for each ``render_margin`` asked (None: fixed budget).
 """

@@ -35,6 +35,7 @@ from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import TrainedRun, load_run
 from morse.model import Morse
+from morse.model.budget import usable
 from morse.renderer.module import MorseRenderer
 from morse.shapes import PAD_MULTIPLE
 
@@ -50,10 +51,11 @@ def variants(calibration: dict | None, fp32: bool = True) -> dict[str, dict | No
     """Renderer off; the run's calibrated margin (when it has one); the global default; the
     paper's fixed budget; (``fp32``) the default with fp32 point MLPs.
 
-    >>> list(variants({"render_margin": 1.5}))
+    >>> list(variants({"render_margin": 1.5, "reference_margin": 8.0}))
     ['plain', 'calibrated', 'default', 'fixed', 'fp32']
     """
     named: dict[str, dict | None] = {"plain": None}
+    calibration = usable(calibration)  # a first-version margin is not used: nor timed
     if calibration:
         named["calibrated"] = {**DEFAULTS, "render_margin": calibration["render_margin"]}
     named.update(default=DEFAULTS, fixed={**DEFAULTS, **FIXED})
@@ -135,7 +137,7 @@ def run_trained(
     times = _interleaved(steps, torch.device(device), repeats, warmup)
     row: dict = {"run": str(source), "input": list(image.shape), "repeats": repeats,
                  "variants": list(named), **DEFAULTS,
-                 "calibrated_margin": (run.calibration or {}).get("render_margin")}
+                 "calibrated_margin": (usable(run.calibration) or {}).get("render_margin")}
     for name in list(named)[1:]:
         _compare(row, "infer", times, name, "plain", suffix=f"_{name}")
         row[f"points_{name}"] = float(steps[name]().rendered.sum()) / image.shape[0]

@@ -23,6 +23,7 @@ from morse.data.geometry import to_network
 from morse.data.prepare import load_eval_volumes
 from morse.errors import DataError
 from morse.inference.trained import load_run, predict_case
+from morse.model.budget import usable
 from morse.model.build import build_model
 
 __all__ = ["run_volume", "format_volume"]
@@ -72,7 +73,7 @@ def run_volume(source: str | None = None, device: str = "cpu", repeats: int = 3)
                  "weights": "trained" if source else "untrained", "repeats": repeats,
                  "variants": list(named), "images": images,
                  "per": "slice" if model.spatial_dims == 2 else "volume",
-                 "calibrated_margin": (calibration or {}).get("render_margin")}
+                 "calibrated_margin": (usable(calibration) or {}).get("render_margin")}
     for name in list(named)[1:]:
         _compare(row, "volume", times, name, "plain", suffix=f"_{name}")
         row[f"points_{name}"] = int(steps[name]().rendered_points.sum()) / images

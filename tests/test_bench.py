@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks import overhead, trained, volume
+from benchmarks import margins, overhead, trained, volume
 from benchmarks.__main__ import main as bench_main
 from morse.cli.main import main
 from morse.errors import DataError
@@ -126,6 +126,14 @@ def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
     assert row["render_precision"] == "auto" and load_run(row["run"]).model.renderer.config == (
         run.model.renderer.config)  # the run on disk is left as it was
     assert "points/image" in trained.format_trained(row)
+
+
+def test_the_flip_curve_bins_every_validation_cell_rendered_by_margin(tmp_path):
+    curve = margins.flip_curve(str(_tiny_run(tmp_path, "nnunet_2d")))
+    assert sum(row["cells"] for row in curve["bins"]) == curve["cells"] > 0
+    assert sum(row["flips"] for row in curve["bins"]) == curve["flips"]
+    assert [row["rendered_share"] for row in curve["beyond"]] == sorted(
+        row["rendered_share"] for row in curve["beyond"])
 
 
 @pytest.mark.slow

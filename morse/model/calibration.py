@@ -134,17 +134,21 @@ def margin_counts(margins: np.ndarray) -> np.ndarray:
     return np.histogram(margins, EDGES)[0]
 
 
-def flip_table(cells: np.ndarray, flips: np.ndarray, fixed_flips: np.ndarray) -> list[dict]:
-    """Cells, reference flips and fixed-budget flips per bin of :data:`EDGES` (``margin_counts``
+def flip_table(cells: np.ndarray, flips: np.ndarray,
+               fixed_flips: np.ndarray | None = None) -> list[dict]:
+    """Cells, flips and (given) fixed-budget flips per bin of :data:`EDGES` (``margin_counts``
     of every cell and of the flipped ones); ``high`` None for the last bin.
 
     >>> one = margin_counts(np.array([0.1]))
     >>> flip_table(margin_counts(np.array([0.1, 0.2, 5.0])), one, one)[0]
     {'low': 0.0, 'high': 0.25, 'cells': 2, 'flips': 1, 'fixed_flips': 1}
     """
-    return [{"low": lo, "high": None if math.isinf(hi) else hi, "cells": int(c), "flips": int(f),
-             "fixed_flips": int(g)}
-            for lo, hi, c, f, g in zip(EDGES[:-1], EDGES[1:], cells, flips, fixed_flips)]
+    rows = [{"low": lo, "high": None if math.isinf(hi) else hi, "cells": int(c), "flips": int(f)}
+            for lo, hi, c, f in zip(EDGES[:-1], EDGES[1:], cells, flips)]
+    if fixed_flips is not None:
+        for row, count in zip(rows, fixed_flips):
+            row["fixed_flips"] = int(count)
+    return rows
 
 
 def pick_margin(flip_margins: np.ndarray, keep: float = KEEP) -> float | None:

@@ -4,7 +4,7 @@ computes what the straightforward path does: its layers on concatenated point fe
 import pytest
 import torch
 
-from morse.renderer import module
+from morse.renderer import module, reading
 from morse.renderer.module import MorseRenderer
 from morse.renderer.points import point_sample
 from morse.renderer.render import subdivision_render
@@ -99,6 +99,28 @@ def test_rendering_equals_rendering_with_the_straightforward_point_function(spat
             coarse,
             lambda coords, active: straightforward_point_logits(renderer, features, coarse, coords),
             50, 2, output_size=[20] * spatial_dims)
+    assert torch.equal(out.rendered, expected[1])
+    torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.gate, expected[2], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_maps_on_the_render_grid_are_read_by_cell_as_sampling_reads_them(
+        spatial_dims, monkeypatch):
+    renderer, features, coarse, _ = _setup(spatial_dims)
+    renderer.eval()
+    reads = []
+    cell_rows = reading._cell_rows
+    monkeypatch.setattr(reading, "_cell_rows",
+                        lambda maps, *args: reads.append(maps.shape) or cell_rows(maps, *args))
+    with torch.no_grad():
+        out = renderer.render(features, coarse)  # on the coarse map's own grid
+        expected = subdivision_render(
+            coarse,
+            lambda coords, active: straightforward_point_logits(renderer, features, coarse, coords),
+            50, 2)
+    # the finest features and the coarse logits lie on that grid
+    assert reads == [features[-1].shape, coarse.shape]
     assert torch.equal(out.rendered, expected[1])
     torch.testing.assert_close(out.logits, expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.gate, expected[2], atol=1e-6, rtol=1e-5)

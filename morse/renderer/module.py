@@ -31,7 +31,7 @@ from morse.renderer.packed import packed_layers, packing_available
 from morse.renderer.points import GridMap, sample_training_points
 from morse.renderer.positions import PointCode, PositionTable, cached_table
 from morse.renderer.precision import point_precision, uses_bf16
-from morse.renderer.reading import PointInputs, point_rows, prepare_inputs
+from morse.renderer.reading import PointInputs, RenderGrid, point_rows, prepare_inputs
 from morse.renderer.render import plan_render_sizes, step_points, subdivision_render
 from morse.shapes import size_min
 
@@ -194,6 +194,7 @@ class MorseRenderer(nn.Module):
     def _point_rows(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
         chunked: bool = True, positions: PositionTable | PointCode | None = None,
+        grid: RenderGrid | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``point_logits`` from prepared maps, as rows: logits (B, P, K), gate (B, P, S) or
         None.
@@ -204,8 +205,9 @@ class MorseRenderer(nn.Module):
         at once (a graph for any size has no loop over a size). ``positions``: the points'
         code through the head's first layer, from the render grid's table (the points are
         then its cell centres) or point by point; None: the code goes into the head's GEMM.
+        ``grid``: the render grid the points are cell centres of (``point_rows``).
         """
-        rows, points = point_rows(inputs, coords, active)
+        rows, points = point_rows(inputs, coords, active, grid)
         # without autograd, a few thousand rows at a time keep the activations in cache
         step = (None if torch.is_grad_enabled() or not chunked
                 else max(1, MLP_ROWS // rows[0].shape[0]))
@@ -271,13 +273,15 @@ class MorseRenderer(nn.Module):
                 and packing_available(coarse.device))
         inputs = self.prepare(features, coarse, budget, not static_shapes,
                               torch.bfloat16 if pack else None)
+        # one grid for every step (no upsampling): its cells are what the points are
+        grid = None if static_shapes or upsample or not sizes else RenderGrid(
+            tuple(int(n) for n in sizes[-1]), grid_map)
         positions = None
-        if sizes and not (static_shapes or upsample or torch.is_grad_enabled()
-                          or self.encoding is None):
-            positions = cached_table(self, self.encoding, self.head.layers[0], sizes[-1],
+        if grid is not None and not torch.is_grad_enabled() and self.encoding is not None:
+            positions = cached_table(self, self.encoding, self.head.layers[0], grid.size,
                                      grid_map, budget * coarse.shape[0])
         point_fn = functools.partial(self._point_logits, inputs, chunked=not static_shapes,
-                                     positions=positions)
+                                     positions=positions, grid=grid)
         with point_precision(cfg.render_precision, coarse.device), \
                 packed_layers(self, MLP_ROWS, enabled=pack):
             logits, rendered, gate = subdivision_render(
@@ -293,11 +297,13 @@ class MorseRenderer(nn.Module):
     def _point_logits(
         self, inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None = None,
         chunked: bool = True, positions: PositionTable | PointCode | None = None,
+        grid: RenderGrid | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``render``'s point function: ``_point_rows`` on at most ``render_chunk`` points at
         a time (bounds memory; ``chunked`` False: all at once); logits (B, K, P), gate
         (B, S, P) or None."""
-        rows = functools.partial(self._point_rows, inputs, chunked=chunked, positions=positions)
+        rows = functools.partial(self._point_rows, inputs, chunked=chunked, positions=positions,
+                                 grid=grid)
         return _channels_first(*_in_chunks(rows, [coords, active],
                                            self.config.render_chunk if chunked else None))
 

@@ -23,6 +23,7 @@ from morse.shapes import size_min
 __all__ = [
     "point_sample",
     "sampling_grid",
+    "cell_indices",
     "sample_at",
     "sample_rows",
     "margin_uncertainty",
@@ -370,3 +371,21 @@ def grid_centres(size: Sequence[int], grid_map: GridMap, device=None) -> torch.T
     """
     axes = [(torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n for n in size]
     return grid_map.apply(torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1))
+
+
+def cell_indices(coords: torch.Tensor, size: Sequence[int],
+                 grid_map: GridMap | None = None) -> torch.Tensor:
+    """The flat index of the cell of a grid each point is the centre of (``grid_centres``'
+    inverse): (..., D) points, mapped by ``grid_map`` where given -> (...,) int64.
+
+    >>> cell_indices(grid_centres((2, 3), GridMap((1.0, 1.0), (0.0, 0.0))), (2, 3)).tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+    if grid_map is not None:  # back to the output grid's own [0, 1]^D
+        coords = (coords - coords.new_tensor(grid_map.offset)) / coords.new_tensor(grid_map.scale)
+    # a centre lies half a cell from the cell's sides: floor is safe from rounding
+    cells = (coords * coords.new_tensor(tuple(size))).floor_().long()
+    flat = torch.zeros_like(cells[..., 0])
+    for axis, n in enumerate(size):
+        flat = flat * n + cells[..., axis].clamp(0, n - 1)
+    return flat

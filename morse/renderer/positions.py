@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from morse.renderer.encoding import FourierEncoding
-from morse.renderer.points import GridMap, grid_centres
+from morse.renderer.points import GridMap, cell_indices, grid_centres
 from morse.renderer.stamps import Stamp
 
 __all__ = ["TABLE_ELEMENTS", "PointCode", "PositionTable", "cached_table"]
@@ -74,17 +74,7 @@ class PositionTable:
     def rows(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., D) cell centres of the grid, as the point function gets them (mapped by
         ``grid_map``) -> (..., hidden) their rows."""
-        if self.grid_map is not None:  # back to the output grid's own [0, 1]^D
-            scale = coords.new_tensor(self.grid_map.scale)
-            offset = coords.new_tensor(self.grid_map.offset)
-            coords = (coords - offset) / scale
-        sizes = coords.new_tensor(self.size)
-        # a centre lies half a cell from the cell's sides: floor is safe from rounding
-        cells = (coords * sizes).floor_().long()
-        cells = torch.minimum(cells.clamp_(min=0), torch.tensor(self.size, device=cells.device) - 1)
-        strides = torch.tensor([math.prod(self.size[axis + 1:]) for axis in range(len(self.size))],
-                               device=cells.device)
-        flat = (cells * strides).sum(-1)
+        flat = cell_indices(coords, self.size, self.grid_map)
         return self.values.index_select(0, flat.reshape(-1)).view(*coords.shape[:-1], -1)
 
 

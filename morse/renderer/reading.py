@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from morse.renderer.points import (
+    GridMap,
+    cell_indices,
     cell_table,
     corner_weights,
     sample_at,
@@ -26,13 +28,22 @@ from morse.renderer.points import (
     sampling_grid,
 )
 
-__all__ = ["TABLE_CELLS_PER_POINT", "PointInputs", "prepare_inputs", "enter_map", "point_rows"]
+__all__ = ["TABLE_CELLS_PER_POINT", "PointInputs", "RenderGrid", "prepare_inputs", "enter_map",
+           "point_rows"]
 
 TABLE_CELLS_PER_POINT = {2: 1, 3: 8}
 """A map is read through a cell table when it has at most this many cells per point read
 (per image); the copy into the table costs a pass over the map. CPU ``grid_sample`` is
 vectorised in 2D but not in 3D, where a table pays for a map of up to 8 cells per point
 (the fastest of the thresholds timed; see docs/explanation/performance.md)."""
+
+
+class RenderGrid(NamedTuple):
+    """The grid a rendering pass puts its points at the cell centres of."""
+
+    size: tuple[int, ...]
+    grid_map: GridMap | None
+    """Where it lies over the coarse map; None: it is the coarse map's own grid."""
 
 
 class PointInputs(NamedTuple):
@@ -95,13 +106,17 @@ def enter_map(entry: nn.Linear, maps: torch.Tensor) -> torch.Tensor:
 
 
 def point_rows(
-    inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None
+    inputs: PointInputs, coords: torch.Tensor, active: torch.Tensor | None,
+    grid: RenderGrid | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every prepared map read at the points, the coarse logits last, as rows (B', P', c).
 
     Args:
         coords: (B, P, D) in [0, 1].
         active: (B, P) bool, the rows to read (None: all).
+        grid: the render grid whose cell centres the points are (None: any points). A map
+            on that very grid (no ``GridMap``: e.g. a window's coarse logits) is read by cell
+            index: a centre's interpolation weight is all on its own cell.
 
     Returns:
         S + 1 row blocks (B', P', c): without ``active``, the P points of each of the B
@@ -123,14 +138,28 @@ def point_rows(
         def by_grid(maps: torch.Tensor) -> torch.Tensor:
             return _sample_image_by_image(maps, flat, counts)[None]
 
+    on_grid = grid is not None and grid.grid_map is None
+    cells = cell_indices(flat, grid.size) if on_grid else None
     rows = []
     for maps, table in zip([*inputs.maps, inputs.coarse], [*inputs.tables, None]):
-        if table is None:
+        if on_grid and tuple(maps.shape[2:]) == tuple(grid.size):
+            rows.append(_cell_rows(maps, table, images, cells).view(*points.shape[:2], -1))
+        elif table is None:
             rows.append(by_grid(maps))
         else:
             corners = corner_weights(flat, images, maps.shape[2:])
             rows.append(sample_table(table, *corners).view(*points.shape[:2], table.shape[1]))
     return rows, points
+
+
+def _cell_rows(maps: torch.Tensor, table: torch.Tensor | None, images: torch.Tensor,
+               cells: torch.Tensor) -> torch.Tensor:
+    """Map (B, c, *S) values at (M,) cells of (M,) images: (M, c), fp32 (or wider) as
+    sampling gives, or the table's dtype when read from its ``cell_table``."""
+    if table is not None:
+        return table.index_select(0, images * math.prod(maps.shape[2:]) + cells)
+    values = maps.flatten(2)[images, :, cells]
+    return values.to(torch.promote_types(values.dtype, torch.float32))
 
 
 def _sample_image_by_image(

@@ -128,6 +128,15 @@ def test_trained_rows_time_a_runs_model_on_its_own_slices(tmp_path):
     assert "points/image" in trained.format_trained(row)
 
 
+def test_flops_count_in_place_products_too():
+    import torch
+
+    a, b, out = torch.randn(6, 5), torch.randn(5, 4), torch.zeros(6, 4)
+    # the renderer accumulates split weights with addmm_, which torch's counter leaves out
+    assert trained.flops(lambda: out.addmm_(a, b)) == 2 * 6 * 5 * 4
+    assert trained.flops(lambda: torch.addmm(out, a, b)) == 2 * 6 * 5 * 4
+
+
 def test_the_flip_curve_bins_every_validation_cell_rendered_by_margin(tmp_path):
     curve = margins.flip_curve(str(_tiny_run(tmp_path, "nnunet_2d")))
     assert sum(row["cells"] for row in curve["bins"]) == curve["cells"] > 0
